@@ -1,0 +1,5 @@
+import sys
+
+from mmconcepts.cli import main
+
+sys.exit(main())

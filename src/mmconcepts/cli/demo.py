@@ -1,0 +1,28 @@
+"""``mmconcepts demo``: the whole pipeline on ShapesWorld with the shipped model, offline."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline offline on ShapesWorld and write a report",
+                       description="Generate ShapesWorld data, extract the token 'circle' with the shipped "
+                                   "captioner, learn and ground concepts, evaluate them against baselines and "
+                                   "write report.html.")
+    p.add_argument("--out", default="mmconcepts-demo", help="folder to write into (default: ./mmconcepts-demo)")
+    p.add_argument("--n-train", type=int, default=1200)
+    p.add_argument("--n-test", type=int, default=300)
+    p.add_argument("--concepts", type=int, default=20, help="number of concepts K")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmconcepts.demo import headline, run_demo
+
+    metrics = run_demo(args.out, n_train=args.n_train, n_test=args.n_test, n_concepts=args.concepts,
+                       seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
+    print(headline(metrics))
+    print(f"report: {metrics['report']}")
+    return 0

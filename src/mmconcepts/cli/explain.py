@@ -1,0 +1,29 @@
+"""``mmconcepts explain``: the top concepts behind the token of interest in one image."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("explain", help="explain one image by its top concepts",
+                       description="Run the model on an image, find the token of interest, encode its "
+                                   "representation with the learnt dictionary and show the top concepts.")
+    p.add_argument("--concepts", required=True, help="concepts folder written by `mmconcepts learn`")
+    p.add_argument("--image", required=True, help="the image to explain")
+    p.add_argument("--model", default=None, help="model id or folder (default: the one the concepts came from)")
+    p.add_argument("--mode", choices=("generate", "teacher"), default="generate")
+    p.add_argument("--caption", default=None, help="caption to read in teacher mode")
+    p.add_argument("--top", type=int, default=3, help="number of concepts to show")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmconcepts.grounding import explain, format_explanation
+
+    result = explain(args.concepts, args.image, model=args.model, mode=args.mode, caption=args.caption,
+                     top=args.top, device=args.device)
+    print(json.dumps(result) if args.json else format_explanation(result))
+    return 0 if result["token_found"] else 1

@@ -1,0 +1,30 @@
+"""``mmconcepts report``: one self-contained HTML file that shows the concepts, their words and images,
+their overlap, the metrics against the baselines, the per-layer sweep and local explanations."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    """Add the ``report`` subcommand."""
+    parser = subparsers.add_parser("report", help="write a self-contained HTML report of a concepts folder",
+                                   description=__doc__)
+    parser.add_argument("--concepts", required=True, metavar="DIR",
+                        help="concepts folder (written by mmconcepts learn, with grounding.json)")
+    parser.add_argument("--eval", default=None, metavar="DIR", dest="eval_dir",
+                        help="evaluation folder (written by mmconcepts evaluate / sweep): adds metrics, "
+                             "overlap, the per-layer plot and local explanations")
+    parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    parser.add_argument("--n-explanations", type=int, default=6, metavar="N",
+                        help="number of test images whose local explanation is shown (default: 6)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report and print where it was written."""
+    from mmconcepts.report import build_report
+
+    path = build_report(args.concepts, args.eval_dir, out=args.out, n_explanations=args.n_explanations)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,25 @@
+"""``mmconcepts score-captions``: caption accuracy of a model on a ShapesWorld dataset."""
+
+from __future__ import annotations
+
+import json
+
+from mmconcepts.cli._common import add_data_args, add_model_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score-captions", help="per-attribute caption accuracy on a ShapesWorld dataset",
+                       description="Caption a ShapesWorld dataset greedily and print per-attribute accuracy as JSON.")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mmconcepts.evaluation.captions import score_model
+
+    result = score_model(args.data, model=args.model, device=args.device, dtype=args.model_dtype,
+                         batch_size=args.batch_size, split=args.split, limit=args.limit)
+    print(json.dumps(result, indent=2))
+    return 0

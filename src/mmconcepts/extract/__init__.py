@@ -1,0 +1,6 @@
+"""Token-of-interest extraction and the feature store."""
+
+from mmconcepts.extract.extraction import extract
+from mmconcepts.extract.store import FeatureStoreWriter, iter_feature_shards, load_features, read_manifest
+
+__all__ = ["FeatureStoreWriter", "extract", "iter_feature_shards", "load_features", "read_manifest"]

@@ -1,0 +1,243 @@
+"""The adapter interface every model family implements: layers, norm, unembedding, prompt and batching.
+
+Layer names
+-----------
+A decoder layer is addressed by its index (negative allowed); its canonical name is the absolute index as
+a string (``"3"``). The final norm is ``"norm"``. Hidden states are read with forward hooks on
+:meth:`ModelAdapter.layer_module`; a decoder layer's forward output is a tensor in recent transformers and
+a tuple ``(hidden, ...)`` in older ones, so extraction takes ``out[0] if tuple else out``
+(:meth:`ModelAdapter.hidden_from_output`).
+
+With ``output_hidden_states=True`` transformers returns ``N + 1`` states: the embeddings, the outputs of
+decoder layers ``0 .. N-2`` and the *normed* output of the last layer. So a hook on layer ``i < N-1`` gives
+``hidden_states[i + 1]``, a hook on ``"norm"`` gives ``hidden_states[-1]``, and a hook on the last layer
+gives its output before the final norm (which ``hidden_states`` does not contain).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Iterable
+
+from mmconcepts.errors import MMConceptsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+DEFAULT_INSTRUCTION = "Provide a one-sentence caption for the provided image."
+
+
+class ModelAdapter:
+    """A loaded vision-language model with the handles mmconcepts needs.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        An image-text-to-text model (``...ForConditionalGeneration``), already on its device and dtype.
+    processor : transformers.ProcessorMixin
+        Its processor (tokenizer + image processor + chat template).
+    model_id : str
+        The hub id or local folder it was loaded from.
+
+    Attributes
+    ----------
+    family : str
+        The adapter family (``"llava"``, ``"qwen2_vl"``, ``"idefics3"``, ``"generic"``).
+    model_types : tuple of str
+        The config ``model_type`` values this adapter serves (the loading registry's keys).
+    text_model_paths : tuple of str
+        Dotted paths, tried in order, to the language model that holds ``layers`` and ``norm``.
+    """
+
+    family = "base"
+    model_types: tuple[str, ...] = ()
+    text_model_paths: tuple[str, ...] = ()
+
+    def __init__(self, model, processor, model_id: str):
+        self.model = model
+        self.processor = processor
+        self.model_id = str(model_id)
+        self.tokenizer = getattr(processor, "tokenizer", None)
+        if self.tokenizer is None:
+            raise MMConceptsError(f"the processor of '{self.model_id}' has no tokenizer; pass a complete model folder")
+        self.tokenizer.padding_side = "left"
+        self._text_model_path, self._text_model = self._find_text_model()
+
+    # ---- module handles -------------------------------------------------------------------------------------
+    def _find_text_model(self) -> tuple[str, "torch.nn.Module"]:
+        """Return ``(path, module)`` of the language model that holds the decoder ``layers`` and ``norm``."""
+        for path in self.text_model_paths:
+            try:
+                module = self.model.get_submodule(path)
+            except AttributeError:
+                continue
+            if hasattr(module, "layers") and hasattr(module, "norm"):
+                return path, module
+        raise MMConceptsError(
+            f"cannot find the decoder of {type(self.model).__name__} at {', '.join(self.text_model_paths)}; "
+            "this transformers version moved it, please report it")
+
+    @property
+    def device(self) -> "torch.device":
+        """The device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> "torch.dtype":
+        """The floating dtype of the model's parameters."""
+        return next(self.model.parameters()).dtype
+
+    def decoder_layers(self) -> "torch.nn.ModuleList":
+        """The language model's decoder layers, in order."""
+        return self._text_model.layers
+
+    def final_norm(self) -> "torch.nn.Module":
+        """The norm applied after the last decoder layer, before the unembedding."""
+        return self._text_model.norm
+
+    def lm_head(self) -> "torch.nn.Module":
+        """The unembedding (hidden state -> vocabulary logits)."""
+        head = self.model.get_output_embeddings()
+        if head is None:
+            raise MMConceptsError(f"{type(self.model).__name__} has no unembedding (lm_head); it cannot generate text")
+        return head
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers."""
+        return len(self.decoder_layers())
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the decoder's hidden states."""
+        return int(self.lm_head().weight.shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of rows of the unembedding (may exceed ``len(tokenizer)`` when padded)."""
+        return int(self.lm_head().weight.shape[0])
+
+    # ---- layers --------------------------------------------------------------------------------------------
+    def layer_names(self) -> list[str]:
+        """Canonical names of every readable layer: ``"0" .. "N-1"`` then ``"norm"``."""
+        return [str(i) for i in range(self.num_layers)] + ["norm"]
+
+    def _valid_layers(self) -> str:
+        n = self.num_layers
+        return f"0..{n - 1}, -{n}..-1, norm"
+
+    def resolve_layer(self, spec: str | int) -> str:
+        """Canonical name of a layer given as an index (negative allowed), a numeric string or ``"norm"``."""
+        text = str(spec).strip()
+        if not isinstance(spec, bool) and text.lower() == "norm":
+            return "norm"
+        try:
+            index = int(text) if not isinstance(spec, bool) else None
+        except ValueError:
+            index = None
+        n = self.num_layers
+        if index is None or not -n <= index < n:
+            raise MMConceptsError(f"unknown layer {str(spec)!r} for '{self.model_id}': valid layers are "
+                                  f"{self._valid_layers()}")
+        return str(index % n)
+
+    def resolve_layers(self, specs: str | int | Iterable[str | int]) -> list[str]:
+        """Resolve a comma-separated string or a list of layer specs; duplicates dropped, order kept."""
+        if isinstance(specs, (str, int)):
+            specs = [s for s in str(specs).split(",") if s.strip()]
+        names = [self.resolve_layer(s) for s in specs]
+        if not names:
+            raise MMConceptsError(f"no layer given: valid layers are {self._valid_layers()}")
+        return list(dict.fromkeys(names))
+
+    def layer_module(self, name: str | int) -> "torch.nn.Module":
+        """The module to hook for a layer: decoder layer ``i`` or the final norm."""
+        name = self.resolve_layer(name)
+        return self.final_norm() if name == "norm" else self.decoder_layers()[int(name)]
+
+    @staticmethod
+    def hidden_from_output(output) -> "torch.Tensor":
+        """The hidden-state tensor of a hooked module's forward output (``output[0]`` when it is a tuple)."""
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    # ---- prompting and batching ------------------------------------------------------------------------------
+    def prompt(self, instruction: str = DEFAULT_INSTRUCTION) -> str:
+        """A single-turn user message (one image, then ``instruction``) with the generation prompt added."""
+        if not getattr(self.processor, "chat_template", None):
+            raise MMConceptsError(f"the processor of '{self.model_id}' has no chat template; use a chat/instruct "
+                                  "checkpoint or add chat_template.jinja to the model folder")
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, images: list, texts: list[str]):
+        """Batch images (one per text) and texts: left padded, on the model's device and dtype.
+
+        Parameters
+        ----------
+        images : list of PIL.Image.Image or path
+            One image per text; converted to RGB and nested per prompt (``[[img], [img], ...]``).
+        texts : list of str
+            Prompts, each with exactly one image placeholder (see :meth:`prompt`).
+
+        Returns
+        -------
+        transformers.BatchFeature
+        """
+        import torch
+        from PIL import Image
+
+        if len(images) != len(texts):
+            raise MMConceptsError(f"got {len(images)} images for {len(texts)} prompts; pass one image per prompt")
+        rgb = []
+        for image in images:
+            if isinstance(image, (str, os.PathLike)):
+                image = Image.open(image)
+            rgb.append(image if image.mode == "RGB" else image.convert("RGB"))
+        self.tokenizer.padding_side = "left"
+        batch = self.processor(images=[[im] for im in rgb], text=list(texts), return_tensors="pt", padding=True)
+        device, dtype = self.device, self.dtype
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                batch[key] = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+        return batch
+
+    def caption(self, images: list, instruction: str = DEFAULT_INSTRUCTION, max_new_tokens: int = 30) -> list[str]:
+        """Greedy captions for a batch of images (decoded new tokens, special tokens skipped, stripped)."""
+        import torch
+
+        batch = self.encode(images, [self.prompt(instruction)] * len(images))
+        with torch.no_grad():
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        new = out[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    # ---- description -------------------------------------------------------------------------------------------
+    def _module_path(self, module) -> str:
+        for name, candidate in self.model.named_modules():
+            if candidate is module:
+                return name
+        return "?"
+
+    def info(self) -> dict:
+        """A JSON-able description: ids, architecture, sizes, dtype, device and layer names/paths."""
+        n = self.num_layers
+        config = self.model.config
+        return {
+            "model_id": self.model_id,
+            "family": self.family,
+            "model_type": getattr(config, "model_type", ""),
+            "architecture": type(self.model).__name__,
+            "num_layers": n,
+            "hidden_size": self.hidden_size,
+            "vocab_size": self.vocab_size,
+            "tokenizer_size": len(self.tokenizer),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "layers": self._valid_layers(),
+            "first_layer": "0",
+            "last_layer": str(n - 1),
+            "norm_layer": "norm",
+            "decoder_layers": f"{self._module_path(self.decoder_layers())}.0..{n - 1}",
+            "final_norm": self._module_path(self.final_norm()),
+            "lm_head": self._module_path(self.lm_head()),
+        }

@@ -1,0 +1,186 @@
+"""``load_model``: a hub id or a local folder -> the family's :class:`~mmconcepts.models.base.ModelAdapter`.
+
+The adapter is chosen by the config's ``model_type`` through :data:`ADAPTERS` (a registry, not name
+matching); other image-text-to-text types fall back to :class:`~mmconcepts.models.generic.GenericAdapter`.
+Nothing here forces network access: a local folder never touches the hub; a hub id goes through the normal
+transformers cache (``HF_HUB_OFFLINE=1`` keeps it offline).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.models.base import ModelAdapter
+from mmconcepts.models.generic import GenericAdapter
+from mmconcepts.models.idefics3 import Idefics3Adapter
+from mmconcepts.models.llava import LlavaAdapter
+from mmconcepts.models.qwen2_vl import Qwen2VLAdapter
+
+#: The shipped ShapesWorld captioner, loaded by ``load_model(None)``.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld-llava"
+#: config ``model_type`` -> adapter class.
+ADAPTERS: dict[str, type[ModelAdapter]] = {
+    t: cls for cls in (LlavaAdapter, Qwen2VLAdapter, Idefics3Adapter) for t in cls.model_types
+}
+DEVICES = ("cpu", "cuda", "auto")
+DTYPES = ("float32", "bfloat16", "float16")
+_NOT_CACHED = "not a local folder and not in the Hugging Face cache; download it first or pass a local path"
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; ``cpu``/``cuda``/``cuda:N`` checked."""
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise MMConceptsError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MMConceptsError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def resolve_dtype(dtype: str | None):
+    """The torch dtype named ``float32``/``bfloat16``/``float16``."""
+    import torch
+
+    name = (str(dtype) if dtype is not None else "float32").replace("torch.", "").strip().lower()
+    if name not in DTYPES:
+        raise MMConceptsError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def _is_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _hub_error(model_id: str, exc: BaseException) -> MMConceptsError:
+    """A one-line error for a hub id that could not be loaded (offline/unreachable, unknown, other)."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    names = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain)
+    if {"RepositoryNotFoundError", "GatedRepoError"} & names or "valid model identifier" in text:
+        return MMConceptsError(f"could not load model '{model_id}': not a local folder and not a model on the "
+                               "Hugging Face hub (or gated: log in first); check the id or pass a local path")
+    if "RevisionNotFoundError" in names:
+        return MMConceptsError(f"could not load model '{model_id}': revision not found; check --revision")
+    if _is_offline() or "LocalEntryNotFoundError" in names or "connect" in text.lower():
+        return MMConceptsError(f"could not load model '{model_id}': {_NOT_CACHED}")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return MMConceptsError(f"could not load model '{model_id}': {first}")
+
+
+def _locate(model: str | os.PathLike | None) -> tuple[str, bool]:
+    """``(source, is_local)``; checks that a local folder exists and holds a config."""
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise MMConceptsError(f"the shipped default model is missing at {DEFAULT_MODEL_DIR} (it is not built "
+                                  "yet); pass --model with a hub id or a local model folder")
+        return str(DEFAULT_MODEL_DIR), True
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise MMConceptsError(f"model path '{text}' is a file; pass a model folder (with config.json) or a hub id")
+        if not (path / "config.json").is_file():
+            raise MMConceptsError(f"model folder '{text}' has no config.json; pass a folder written by "
+                                  "save_pretrained or a hub id")
+        return str(path), True
+    if isinstance(model, Path) or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        raise MMConceptsError(f"model folder '{text}' does not exist; pass an existing folder or a hub id "
+                              "such as llava-hf/llava-1.5-7b-hf")
+    return text, False
+
+
+def _choose_adapter(config, source: str) -> type[ModelAdapter]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", None)
+    if model_type in ADAPTERS:
+        return ADAPTERS[model_type]
+    if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or "AutoModelForImageTextToText" in (
+            getattr(config, "auto_map", None) or {}):
+        return GenericAdapter
+    arch = ", ".join(getattr(config, "architectures", None) or []) or "unknown"
+    raise MMConceptsError(
+        f"unsupported architecture {arch} (model_type '{model_type}') in '{source}': supported are "
+        f"{', '.join(sorted(ADAPTERS))} and other image-text-to-text models (AutoModelForImageTextToText)")
+
+
+def _dtype_kwarg() -> str:
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
+               trust_remote_code: bool = False, revision: str | None = None,
+               adapter: type[ModelAdapter] | None = None) -> ModelAdapter:
+    """Load a vision-language model and its processor behind the family's adapter.
+
+    Parameters
+    ----------
+    model : str, path or None
+        A hub id (``llava-hf/llava-1.5-7b-hf``) or a local folder written by ``save_pretrained``;
+        ``None`` loads the shipped ShapesWorld captioner (:data:`DEFAULT_MODEL_DIR`).
+    device : {"auto", "cpu", "cuda"}
+        ``auto`` picks CUDA when available; ``cuda:N`` is accepted too.
+    dtype : {"float32", "bfloat16", "float16"}
+    trust_remote_code : bool
+        Run code shipped with the checkpoint (off unless asked for).
+    revision : str, optional
+        Hub branch, tag or commit.
+    adapter : type, optional
+        Force an adapter class (e.g. :class:`GenericAdapter`) instead of the registry's choice.
+
+    Returns
+    -------
+    ModelAdapter
+        In eval mode, on ``device``, in ``dtype``.
+
+    Raises
+    ------
+    MMConceptsError
+        Unknown id or folder, folder without a processor, unsupported architecture, bad device/dtype.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    source, is_local = _locate(model)
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    common = {"trust_remote_code": bool(trust_remote_code), "revision": revision}
+    try:
+        config = AutoConfig.from_pretrained(source, **common)
+    except (OSError, ValueError, KeyError) as exc:
+        if is_local:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MMConceptsError(f"could not read the config of '{source}': {first}") from None
+        raise _hub_error(source, exc) from None
+    adapter_cls = adapter or _choose_adapter(config, source)
+    try:
+        processor = AutoProcessor.from_pretrained(source, **common)
+    except (OSError, ValueError, TypeError, KeyError):
+        processor = None
+    if processor is None or not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+        raise MMConceptsError(f"'{source}' has no processor (image processor + tokenizer); save one there with "
+                              "processor.save_pretrained or use a complete checkpoint")
+    try:
+        net = AutoModelForImageTextToText.from_pretrained(source, config=config, **common,
+                                                          **{_dtype_kwarg(): torch_dtype})
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MMConceptsError(f"could not load the weights of '{source}': {first}") from None
+    net.to(device)
+    net.eval()
+    return adapter_cls(net, processor, model_id=source)

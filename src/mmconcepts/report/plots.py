@@ -1,0 +1,272 @@
+"""Figures for the HTML report, rendered with matplotlib (Agg, no pyplot state) and returned as base64 PNG.
+
+Also the image thumbnails: every image the report shows is read here and re-encoded as a small data URI, so
+the report never references a file or a URL. Text from the data never reaches a figure except through
+:func:`_plain`, which keeps matplotlib from reading it as mathtext.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+
+ACCENT = "#4f46e5"
+INK = "#1f2433"
+MUTED = "#6b7280"
+GRID = "#e5e7eb"
+#: Line colours of the per-layer plot, the main method first.
+PALETTE = ("#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#64748b", "#ec4899")
+
+_RC = {
+    "font.size": 9,
+    "axes.edgecolor": GRID,
+    "axes.labelcolor": MUTED,
+    "axes.titlesize": 9,
+    "axes.titlecolor": INK,
+    "xtick.color": MUTED,
+    "ytick.color": MUTED,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.fonttype": "none",
+}
+
+
+def _plain(text) -> str:
+    """Data text as matplotlib shows it literally (``$`` would start mathtext)."""
+    return str(text).replace("\\", "\\\\").replace("$", r"\$")
+
+
+def _png(fig) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi, facecolor="white", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(width: float, height: float, dpi: int = 160, layout: str | None = "constrained"):
+    from matplotlib.figure import Figure  # no pyplot: the Agg canvas is attached in _png
+
+    return Figure(figsize=(width, height), dpi=dpi, layout=layout)
+
+
+def histogram_png(values: np.ndarray, bins: int = 28) -> str:
+    """A small histogram of one concept's activations over the training samples.
+
+    Kept lean (one filled step artist, fixed axes, no layout engine): a report draws one per concept.
+    The caller decides which values to pass (the report leaves out exact zeros, which dominate sparse codes).
+    """
+    import matplotlib
+    from matplotlib.ticker import MaxNLocator
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    with matplotlib.rc_context(_RC):
+        fig = _figure(2.2, 0.95, dpi=192, layout=None)
+        ax = fig.add_axes((0.03, 0.27, 0.94, 0.7))
+        if values.size:
+            lo, hi = float(values.min()), float(values.max())
+            if hi <= lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+            ax.stairs(counts, edges, fill=True, color=ACCENT, alpha=0.85, linewidth=0)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(0, max(1, counts.max()) * 1.05)
+        else:
+            ax.text(0.5, 0.5, "no nonzero activation", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=7, color=MUTED)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.set_yticks([])
+        ax.spines["left"].set_visible(False)
+        ax.tick_params(labelsize=7, length=2, pad=1)
+        return _png(fig)
+
+
+def heatmap_png(matrix, labels: list[str]) -> tuple[str, int]:
+    """The ``K x K`` overlap matrix as a heatmap (concept indices on both axes, values annotated when K is
+    small), and the width in CSS pixels to show it at."""
+    import matplotlib
+
+    m = np.asarray(matrix, dtype=np.float64)
+    k = m.shape[0]
+    size = min(6.0, max(2.6, 0.3 * k + 1.2))
+    with matplotlib.rc_context(_RC):
+        fig = _figure(size + 0.9, size)
+        ax = fig.add_subplot()
+        image = ax.imshow(m, cmap="Purples", vmin=0.0, vmax=max(1.0, float(np.nanmax(m)) if m.size else 1.0),
+                          interpolation="nearest")
+        step = max(1, math.ceil(k / 24))
+        ticks = list(range(0, k, step))
+        ax.set_xticks(ticks, [_plain(labels[i]) for i in ticks], fontsize=7, rotation=90 if k > 12 else 0)
+        ax.set_yticks(ticks, [_plain(labels[i]) for i in ticks], fontsize=7)
+        ax.set_xlabel("concept k")
+        ax.set_ylabel("concept l")
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    v = m[i, j]
+                    if np.isfinite(v):
+                        ax.text(j, i, "0" if v == 0 else "1" if v == 1 else f"{v:.2f}", ha="center",
+                                va="center", fontsize=6.5, color="white" if v > 0.55 else INK)
+        bar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+        bar.outline.set_visible(False)
+        bar.ax.tick_params(labelsize=7, length=0)
+        return _png(fig), round((size + 0.9) * 96 * 1.15)
+
+
+def sweep_png(layers: list, metrics: dict[str, dict[str, list]], main: str | None = None,
+              labels: dict[str, str] | None = None, baselines=()) -> str:
+    """Metrics per layer: one small panel per metric, one line per method (the main method first and bold,
+    baselines dashed grey). Metrics with no value at any layer are left out."""
+    import matplotlib
+
+    labels = labels or {}
+    methods = sorted(metrics, key=lambda name: (name in baselines, name != main, name))
+    names: list[str] = []
+    for method in methods:
+        for metric, series in metrics[method].items():
+            if metric not in names and any(v is not None for v in series):
+                names.append(metric)
+    names = [m for m in labels if m in names] + [m for m in names if m not in labels]
+    if not names:
+        raise ValueError("no metric to plot")
+    x = np.arange(len(layers))
+    cols = len(names) if len(names) <= 4 else 3
+    rows = math.ceil(len(names) / cols)
+    with matplotlib.rc_context(_RC):
+        fig = _figure(3.1 * cols, 1.9 * rows + 0.3)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for n, metric in enumerate(names):
+            ax = axes[n // cols][n % cols]
+            colour = 0
+            for method in methods:
+                series = metrics[method].get(metric)
+                if series is None:
+                    continue
+                y = np.array([np.nan if _num(v) is None else float(v) for v in series], dtype=np.float64)
+                if y.shape != x.shape:
+                    raise ValueError(f"{method}/{metric} has {y.size} values for {x.size} layers")
+                if method in baselines:
+                    style = {"color": "#9ca3af", "linestyle": "--", "linewidth": 1.1, "marker": "."}
+                else:
+                    style = {"color": PALETTE[colour % len(PALETTE)], "marker": "o", "markersize": 3,
+                             "linewidth": 2.2 if method == main else 1.2}
+                    colour += 1
+                ax.plot(x, y, label=_plain(method), **style)
+            ax.set_title(_plain(labels.get(metric, metric)), loc="left")
+            ax.set_xticks(x, [_plain(layer) for layer in layers], fontsize=7)
+            ax.tick_params(labelsize=7, length=2)
+            ax.grid(color=GRID, linewidth=0.5)
+            ax.set_axisbelow(True)
+        for n in range(len(names), rows * cols):
+            axes[n // cols][n % cols].set_visible(False)
+        handles, names_ = [], []
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in names_:
+                    handles.append(h)
+                    names_.append(lab)
+        fig.legend(handles, names_, loc="outside upper center", ncols=min(len(names_), 6), frameon=False,
+                   fontsize=8)
+        return _png(fig)
+
+
+def _num(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# --- thumbnails ------------------------------------------------------------------------------------------
+
+#: Images at most this large (both sides) are pixel art: upscaled with nearest neighbour and stored as PNG.
+PIXEL_ART_MAX = 128
+
+
+@lru_cache(maxsize=1024)
+def _thumbnail_cached(path: str, mtime: float, size: int) -> tuple[str, bool]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))
+        pixel = max(im.size) <= PIXEL_ART_MAX
+        im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+        if pixel:
+            factor = max(1, size // max(im.size))
+            if factor > 1:
+                im = im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+            fmt = "PNG"
+        else:
+            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+            fmt = "JPEG"
+        if fmt == "JPEG" and im.mode != "RGB":
+            background = Image.new("RGB", im.size, "white")
+            background.paste(im, mask=im.getchannel("A"))
+            im = background
+        buf = io.BytesIO()
+        im.save(buf, format=fmt, **({"quality": 85, "optimize": True} if fmt == "JPEG" else {"optimize": True}))
+    mime = "image/png" if fmt == "PNG" else "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii"), pixel
+
+
+@lru_cache(maxsize=8)
+def placeholder(size: int, text: str = "missing") -> str:
+    """A grey square with ``text`` on it, for an image file that is missing or unreadable."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", (size, size), (226, 228, 233))
+    draw = ImageDraw.Draw(im)
+    draw.rectangle((0, 0, size - 1, size - 1), outline=(200, 203, 210))
+    try:
+        font = ImageFont.load_default(size=max(10, size // 6))
+    except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    box = draw.textbbox((0, 0), text, font=font)
+    w, h = box[2] - box[0], box[3] - box[1]
+    draw.text(((size - w) / 2 - box[0], (size - h) / 2 - box[1]), text, fill=(107, 114, 128), font=font)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail(path, size: int = 192) -> dict:
+    """``{"src": data URI, "pixel": bool, "missing": bool}`` for the image at ``path`` (``size`` px at most).
+
+    Small images (pixel art such as 64x64 ShapesWorld scenes) are upscaled by an integer factor with nearest
+    neighbour so they stay crisp; photographs are downscaled and stored as JPEG. A missing or unreadable file
+    gives a grey placeholder that says "missing", never an exception.
+    """
+    try:
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise FileNotFoundError(path)
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        src, pixel = _thumbnail_cached(os.path.abspath(path), os.path.getmtime(path), size)
+        return {"src": src, "pixel": pixel, "missing": False}
+    except Exception:  # noqa: BLE001 - any unreadable image becomes a placeholder, the report still builds
+        return {"src": placeholder(size), "pixel": False, "missing": True}
+
+
+def file_data_uri(path) -> str | None:
+    """A PNG file (e.g. ``sweep.png``) as a data URI, after checking that it is one; ``None`` otherwise."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.verify()
+            if im.format != "PNG":
+                return None
+        with open(path, "rb") as f:
+            return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+    except Exception:  # noqa: BLE001
+        return None

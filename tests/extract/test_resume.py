@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmconcepts.extract import load_features, read_manifest
-from tests.extract.conftest import write_images_dataset
+from tests.fixtures.datasets import write_images_dataset
 
 
 def _command(model_dir, data, word, out, *extra):

@@ -65,8 +65,8 @@ class TopKSAE(ConceptDictionary):
     method = "topk-sae"
     _fitted_tensors = ("components_", "encoder_weight_", "encoder_bias_", "decoder_bias_")
 
-    def __init__(self, n_concepts: int = 20, *, k: int | None = None, max_iter: int = 200, tol: float = 1e-4,
-                 batch_size: int = 256, lr: float = 1e-3, device: str = "cpu", seed: int = 0):
+    def __init__(self, n_concepts: int = 20, *, k: int | None = None, max_iter: int = 100, tol: float = 1e-4,
+                 batch_size: int = 256, lr: float = 3e-3, device: str = "cpu", seed: int = 0):
         self.n_concepts = check_int("n_concepts", n_concepts)
         self.k = None if k is None else check_int("k", k)
         if self.k is not None and self.k > self.n_concepts:
@@ -94,9 +94,19 @@ class TopKSAE(ConceptDictionary):
         self._params = [p.requires_grad_() for p in
                         (U.clone(), U.clone(), torch.zeros(self.n_concepts, device=X.device),
                          torch.zeros(X.shape[1], device=X.device))]  # W_dec, W_enc, b_enc, b_dec
-        self._opt = torch.optim.Adam(self._params, lr=self.lr)
+        self._moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self._params]
+        self._steps = 0
         self.n_features_in_ = int(Z.shape[1])
         self.n_iter_ = 0
+
+    def _adam_step(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        """Adam (Kingma & Ba), written out: ``torch.optim`` would import the compiler stack (seconds)."""
+        self._steps += 1
+        c1, c2 = 1 - beta1 ** self._steps, 1 - beta2 ** self._steps
+        for p, (m, v) in zip(self._params, self._moments):
+            m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(eps), value=-self.lr / c1)
 
     def _epoch(self, X: torch.Tensor) -> float:
         """One pass of Adam steps over the rescaled ``X``; returns the mean loss."""
@@ -107,12 +117,12 @@ class TopKSAE(ConceptDictionary):
             xb = X[order[s:s + self.batch_size]]
             v = _encode(xb, W_enc, b_enc, b_dec, self._k)
             loss = (v @ W_dec + b_dec - xb).square().sum(1).mean()
-            self._opt.zero_grad(set_to_none=True)
+            for p in self._params:
+                p.grad = None
             loss.backward()
             with torch.no_grad():  # keep the decoder rows on the unit sphere
                 W_dec.grad -= (W_dec.grad * W_dec).sum(1, keepdim=True) * W_dec
-            self._opt.step()
-            with torch.no_grad():
+                self._adam_step()
                 W_dec /= torch.linalg.vector_norm(W_dec, dim=1, keepdim=True).clamp_min(1e-12)
             total += float(loss.detach()) * xb.shape[0]
         return total / X.shape[0]

@@ -61,13 +61,13 @@ def score_model(data, model=None, device: str = "auto", dtype: str = "float32", 
     """Caption a ShapesWorld dataset with ``model`` and return :func:`caption_accuracy` of the result."""
     from mmconcepts.data import open_dataset
     from mmconcepts.errors import MMConceptsError
-    from mmconcepts.models import load_model
+    from mmconcepts.models import as_adapter
 
     dataset = open_dataset(data, split=split, limit=limit)
     if not all(s.attributes for s in dataset):
         raise MMConceptsError(f"{dataset.source} has no ShapesWorld attributes; score-captions needs a dataset "
                               "made by `mmconcepts shapesworld`")
-    adapter = model if hasattr(model, "encode") else load_model(model, device=device, dtype=dtype)
+    adapter = as_adapter(model, device=device, dtype=dtype)
     captions = caption_images(adapter, [s.load() for s in dataset], batch_size=batch_size, progress=progress)
     result = caption_accuracy(captions, [s.attributes for s in dataset])
     result["model"] = adapter.model_id

@@ -219,10 +219,9 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
     adapter = None
     needs_model = any(m != main for m in methods) or "noise-imgs" in baselines or "rnd-words" in baselines
     if needs_model:
-        from mmconcepts.models import load_model
+        from mmconcepts.models import as_adapter
 
-        adapter = model if hasattr(model, "lm_head") else load_model(
-            model if model is not None else summary["model"], device=device)
+        adapter = as_adapter(model if model is not None else summary["model"], device=device)
     decode = cs.grounding.get("decode", "centered")
 
     results, overlaps, views = {}, {}, {}

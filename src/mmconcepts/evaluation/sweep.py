@@ -52,7 +52,7 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
     from mmconcepts.evaluation.evaluate import evaluate
     from mmconcepts.extract.store import read_manifest
     from mmconcepts.grounding import ground
-    from mmconcepts.models import load_model
+    from mmconcepts.models import as_adapter
 
     manifest = read_manifest(features)
     names = []
@@ -67,8 +67,7 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or pass --overwrite")
-    adapter = model if hasattr(model, "lm_head") else load_model(model if model is not None else manifest["model"],
-                                                                 device=device)
+    adapter = as_adapter(model if model is not None else manifest["model"], device=device)
     per_layer = {"method": {}, "rnd-words": {}}
     for name in names:
         folder = out / f"layer-{name}"

@@ -163,9 +163,9 @@ def extract(data, token: str, *, out: str | os.PathLike, model=None, layers=("no
     matcher = WordMatcher(token, also)
     dataset = data if isinstance(data, Dataset) else open_dataset(data, image_root=image_root, split=split,
                                                                   limit=limit)
-    from mmconcepts.models import load_model
+    from mmconcepts.models import as_adapter
 
-    adapter = model if hasattr(model, "layer_module") else load_model(model, device=device, dtype=model_dtype)
+    adapter = as_adapter(model, device=device, dtype=model_dtype)
     names = list(dict.fromkeys(adapter.resolve_layer(layer) for layer in layers))
     prompt = adapter.prompt(instruction) if instruction else adapter.prompt()
     info = adapter.info()

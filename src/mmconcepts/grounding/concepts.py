@@ -95,13 +95,11 @@ def ground(path: str | os.PathLike, model=None, decode: str = "centered", apply_
     from mmconcepts.extract.store import load_metadata
     from mmconcepts.grounding.text import ground_words
     from mmconcepts.grounding.words import TokenWords
-    from mmconcepts.models import load_model
+    from mmconcepts.models import as_adapter
 
     concepts = load_concepts(path)
     summary = concepts.summary
-    if not hasattr(model, "lm_head"):
-        model = load_model(model if model is not None else summary.get("model_path", summary.get("model")),
-                           device=device)
+    model = as_adapter(model if model is not None else summary["model"], device=device)
     meta = load_metadata(summary["features"])
     if len(meta) != concepts.activations.shape[0]:
         raise MMConceptsError(f"{summary['features']} holds {len(meta)} samples but the dictionary was learnt "

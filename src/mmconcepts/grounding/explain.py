@@ -44,16 +44,14 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
 
     from mmconcepts.extract.extraction import represent
     from mmconcepts.grounding.concepts import ConceptSet, load_concepts
-    from mmconcepts.models import load_model
+    from mmconcepts.models import as_adapter
 
     if mode == "teacher" and not caption:
         raise MMConceptsError("--mode teacher needs --caption \"...\" holding the token of interest")
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     summary = concepts.summary
     pil = load_image(image)
-    if not hasattr(model, "encode"):
-        model = load_model(model if model is not None else summary.get("model_path", summary.get("model")),
-                           device=device)
+    model = as_adapter(model if model is not None else summary["model"], device=device)
     sample = Sample(id=Path(image).stem, image=Path(image).resolve(), captions=[caption] if caption else [])
     features, meta, _ = represent(model, [sample], [pil], summary["token"], [summary["layer"]], mode=mode,
                                   keep="generated", max_new_tokens=max_new_tokens)

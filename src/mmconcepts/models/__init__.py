@@ -6,7 +6,7 @@
 """
 
 from mmconcepts.models.base import DEFAULT_INSTRUCTION, ModelAdapter
-from mmconcepts.models.loading import ADAPTERS, DEFAULT_MODEL_DIR, DTYPES, DEVICES, load_model
+from mmconcepts.models.loading import ADAPTERS, DEFAULT_MODEL_DIR, DTYPES, DEVICES, as_adapter, load_model
 
-__all__ = ["ADAPTERS", "DEFAULT_INSTRUCTION", "DEFAULT_MODEL_DIR", "DEVICES", "DTYPES", "ModelAdapter",
+__all__ = ["ADAPTERS", "DEFAULT_INSTRUCTION", "DEFAULT_MODEL_DIR", "DEVICES", "DTYPES", "ModelAdapter", "as_adapter",
            "load_model"]

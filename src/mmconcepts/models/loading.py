@@ -184,3 +184,8 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     net.to(device)
     net.eval()
     return adapter_cls(net, processor, model_id=source)
+
+
+def as_adapter(model, **kwargs) -> ModelAdapter:
+    """``model`` itself when it is already a loaded :class:`ModelAdapter`, else :func:`load_model` of it."""
+    return model if isinstance(model, ModelAdapter) else load_model(model, **kwargs)

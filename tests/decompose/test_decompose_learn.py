@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmconcepts.cli import main
+from mmconcepts.decompose import SemiNMF, learn, load_dictionary
+from mmconcepts.errors import MMConceptsError
+
+from decompose_helpers import make_store, planted
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    Z, _, _ = planted(n=300, d=24, k=4, noise=0.05, seed=3)
+    return make_store(tmp_path_factory.mktemp("store") / "features", Z), Z
+
+
+def test_learn_writes_dictionary_activations_and_summary(store, tmp_path):
+    path, Z = store
+    out = learn(path, "3", method="semi-nmf", n_concepts=4, out=tmp_path / "out", l1=0.01)
+    assert sorted(p.name for p in out.iterdir()) == ["activations.safetensors", "dictionary.json",
+                                                     "dictionary.safetensors", "summary.json"]
+    V = load_file(out / "activations.safetensors")["activations"]
+    assert V.shape == (300, 4) and V.dtype == torch.float32 and bool((V >= 0).all())
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "semi-nmf" and s["layer"] == "3" and s["token"] == "dog" and s["model"] == "toy-model"
+    assert (s["n_samples"], s["n_concepts"], s["hidden_size"]) == (300, 4, 24)
+    assert s["features"] == str(path.resolve()) and s["streamed"] is False
+    assert 0 <= s["relative_error"] < 0.2 and 0 <= s["sparsity"] <= 1 and s["n_iter"] >= 1
+    model = load_dictionary(out)
+    assert isinstance(model, SemiNMF) and model.l1 == 0.01
+    assert torch.allclose(model.transform(Z), V, atol=1e-3)
+
+
+def test_same_seed_same_files_bit_for_bit(store, tmp_path):
+    path, _ = store
+    a = learn(path, -1, n_concepts=4, out=tmp_path / "a", seed=5)  # -1 resolves to layer 3 of 4
+    b = learn(path, "3", n_concepts=4, out=tmp_path / "b", seed=5)
+    for name in ("dictionary.safetensors", "activations.safetensors"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_streaming_matches_in_memory(store, tmp_path):
+    path, _ = store
+    mem = json.loads((learn(path, "3", n_concepts=4, out=tmp_path / "m") / "summary.json").read_text())
+    st = json.loads((learn(path, "3", n_concepts=4, out=tmp_path / "s", stream=True) / "summary.json").read_text())
+    assert st["streamed"] is True and st["n_samples"] == 300
+    assert st["relative_error"] <= 1.02 * mem["relative_error"]
+
+
+@pytest.mark.parametrize("method", ["pca", "kmeans", "simple"])
+def test_learn_other_methods(store, tmp_path, method):
+    path, _ = store
+    out = learn(path, "3", method=method, n_concepts=3, out=tmp_path / method)
+    assert json.loads((out / "summary.json").read_text())["method"] == method
+    assert load_dictionary(out).method == method
+
+
+def test_refuses_non_empty_out_unless_overwrite(store, tmp_path):
+    path, _ = store
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(MMConceptsError, match="not empty"):
+        learn(path, "3", n_concepts=3, out=out)
+    assert (out / "keep.txt").exists()
+    learn(path, "3", n_concepts=3, out=out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "summary.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folders left behind
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"layer": "7"}, "layer '7' is not in this feature store"),
+    ({"method": "ica"}, "unknown method"),
+    ({"method": "pca", "l1": 0.1}, "--l1 does not apply"),
+    ({"method": "reference-dl", "device": "cuda"}, "CPU only"),
+    ({"n_concepts": 301}, "only 300 samples"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"bogus": 1}, "no parameter bogus"),
+    ({"stream": True, "method": "pca"}, "cannot stream"),
+])
+def test_bad_arguments_write_nothing(store, tmp_path, kwargs, match):
+    path, _ = store
+    args = {"layer": "3", "method": "semi-nmf", "n_concepts": 3, **kwargs}
+    with pytest.raises(MMConceptsError, match=match):
+        learn(path, args.pop("layer"), out=tmp_path / "out", **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_learn(store, tmp_path, capsys):
+    path, _ = store
+    code = main(["learn", "--features", str(path), "--layer", "3", "--method", "semi-nmf", "--concepts", "3",
+                 "--out", str(tmp_path / "cli"), "--l1", "0.01", "--seed", "1", "--max-iter", "50"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "learnt 3 semi-nmf concepts from 300 samples of layer 3" in out
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["params"]["max_iter"] == 50
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_cli_bad_features_one_line_error_nothing_written(tmp_path, capsys, bad):
+    Z, _, _ = planted(n=100, d=8, k=3)
+    Z[10, 3] = bad
+    path = make_store(tmp_path / "bad", Z)
+    code = main(["learn", "--features", str(path), "--layer", "3", "--concepts", "3", "--out",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: Z contains") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+def test_cli_missing_store(tmp_path, capsys):
+    code = main(["learn", "--features", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "no feature store" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

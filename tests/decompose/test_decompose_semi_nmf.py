@@ -75,7 +75,7 @@ def test_init_components_and_numpy_input():
     Z, _, U = planted()
     model = SemiNMF(6, tol=1e-6).fit(Z.numpy(), init_components=U)
     assert match_cosine(U, model.components_) > 0.999
-    with pytest.raises(MMConceptsError, match="init_components has 5 rows"):
+    with pytest.raises(MMConceptsError, match="init_components has 5 rows, expected 6"):
         SemiNMF(6).fit(Z, init_components=U[:5])
 
 
@@ -98,3 +98,48 @@ def test_fit_shards_refuses_one_shot_generator():
     Z, _, _ = planted()
     with pytest.raises(MMConceptsError, match="generator"):
         SemiNMF(6).fit_shards(z for z in [Z])
+
+
+def test_unused_concept_is_restarted():
+    Z, _, U = planted(seed=8)
+    Q, _ = torch.linalg.qr(torch.cat([U.T, torch.randn(48, 1)], 1))
+    outside = Q[:, -1]  # orthogonal to every sample: no sample can use it
+    init = U.clone()
+    init[2] = outside
+    model = SemiNMF(6, tol=1e-6)
+    V = model.fit_transform(Z, init_components=init)
+    assert bool((V.sum(0) > 0).all())
+    assert match_cosine(U, model.components_) >= 0.95
+
+
+def test_partial_fit_continues_from_loaded_dictionary(tmp_path):
+    Z, _, _ = planted(noise=0.05, seed=9)
+    model = SemiNMF(6, seed=0).fit(Z)
+    loaded = load_dictionary(model.save(tmp_path / "d"))
+    loaded.partial_fit(Z[:300])
+    assert match_cosine(model.components_, loaded.components_) > 0.99
+    assert loaded.n_iter_ == 1
+
+
+def test_fused_cuda_kernel_matches_torch_sweeps():
+    """The Triton HALS kernel, run by Triton's interpreter on the CPU, gives the torch path's result."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    code = (
+        "import torch\n"
+        "from mmconcepts.decompose._hals_triton import hals_sweeps_fused\n"
+        "from mmconcepts.decompose.nnls import hals_sweeps, least_squares_start\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "U, Z = torch.randn(5, 12, generator=g), torch.randn(70, 12, generator=g)\n"
+        "U[3] = 0\n"
+        "G, B = U @ U.T, U @ Z.T\n"
+        "a = least_squares_start(B, G, 0.1); b = a.clone()\n"
+        "hals_sweeps(a, B, G, l1=0.1, max_sweeps=4); hals_sweeps_fused(b, B, G, 0.1, 4)\n"
+        "assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()\n"
+        "assert torch.equal(a == 0, b == 0) and bool((b[3] == 0).all())\n"
+    )
+    env = {**__import__("os").environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

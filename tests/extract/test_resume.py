@@ -10,14 +10,14 @@ import time
 import pytest
 import torch
 
-from mmconcepts.extract import load_features, read_manifest
+from mmconcepts.extract import load_captions, load_features, read_manifest
 from tests.fixtures.datasets import write_images_dataset
 
 
 def _command(model_dir, data, word, out, *extra):
     return [sys.executable, "-m", "mmconcepts", "extract", "--model", str(model_dir), "--data", str(data),
             "--token", word, "--keep", "generated", "--layers", "0,norm", "--batch-size", "2", "--shard-size", "2",
-            "--max-new-tokens", "40", "--min-new-tokens", "40", "--dtype", "float32", "--out", str(out),
+            "--max-new-tokens", "24", "--min-new-tokens", "24", "--dtype", "float32", "--out", str(out),
             "--quiet", *extra]
 
 
@@ -25,9 +25,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_model_dirs, tiny_adapters
     import re
     from collections import Counter
 
-    data = write_images_dataset(tmp_path / "data", n=40)
+    n = 16
+    data = write_images_dataset(tmp_path / "data", n=n)
     adapter = tiny_adapters["llava"]
-    captions = adapter.caption([Image_open(p) for p in sorted((data / "images").glob("*.png"))], max_new_tokens=40)
+    captions = adapter.caption([Image_open(p) for p in sorted((data / "images").glob("*.png"))], max_new_tokens=24)
     word = Counter(w for c in captions for w in re.findall(r"(?<!\w)[A-Za-z]+(?!\w)", c)).most_common(1)[0][0]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     model_dir = tiny_model_dirs["llava"]
@@ -37,7 +38,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_model_dirs, tiny_adapters
     progress = tmp_path / "killed" / "progress.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if progress.exists() and json.loads(progress.read_text())["position"] >= 6:
+        if progress.exists() and json.loads(progress.read_text())["position"] >= 4:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
@@ -58,6 +59,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_model_dirs, tiny_adapters
         assert meta_a == meta_b
     assert [m["index"] for m in meta_a] == sorted({m["index"] for m in meta_a})  # no duplicate
     assert read_manifest(tmp_path / "killed")["counts"] == read_manifest(tmp_path / "whole")["counts"]
+    captions = load_captions(tmp_path / "killed")
+    assert captions == load_captions(tmp_path / "whole") and [c["index"] for c in captions] == list(range(n))
 
 
 def Image_open(path):
@@ -66,19 +69,23 @@ def Image_open(path):
     return Image.open(path).convert("RGB")
 
 
-def test_cli_errors_are_one_line(tiny_model_dirs, tmp_path):
+def test_cli_errors_are_one_line(tiny_model_dirs, tmp_path, capsys):
+    from mmconcepts.cli import main
+
     data = write_images_dataset(tmp_path / "data", n=2)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cases = [
         (["--layers", "99"], "unknown layer"),
         (["--data", str(tmp_path / "missing")], "dataset not found"),
-        (["--mode", "teacher", "--token", "zebra"], "kept in no image"),
+        (["--token", "zebra"], "kept in no image"),
     ]
     for extra, message in cases:
-        command = _command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--mode", "teacher")
-        command += extra
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        assert result.returncode == 2, result.stderr
-        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+        command = _command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--mode", "teacher")[3:] + extra
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
         assert not (tmp_path / "out").exists()
+    # the installed entry point: exit 2, no traceback
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(_command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--layers", "99"),
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "error: unknown layer" in result.stderr

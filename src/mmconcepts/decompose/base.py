@@ -15,6 +15,7 @@ A fitted dictionary is saved as a folder with two files, written atomically (tem
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import math
@@ -156,7 +157,7 @@ def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDict
 
     ``device`` replaces the device it was fitted on (default CPU, so a GPU-fitted dictionary loads anywhere).
     """
-    import mmconcepts.decompose  # noqa: F401  (registers every method)
+    importlib.import_module("mmconcepts.decompose")  # registers every method
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 

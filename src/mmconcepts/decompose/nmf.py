@@ -7,6 +7,8 @@ stay non-negative. Features must be non-negative (e.g. after a ReLU); use Semi-N
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mmconcepts.decompose.semi_nmf import SemiNMF
@@ -29,9 +31,9 @@ class NMF(SemiNMF):
 
     method = "nmf"
     _nonnegative_input = True
-    _nonnegative_components = True
 
-    def _components_step(self, U: torch.Tensor, A: torch.Tensor, C: torch.Tensor, spare: torch.Tensor | None
+    def _components_step(self, U: torch.Tensor, A: torch.Tensor, C: torch.Tensor,
+                         spare: Callable[[], torch.Tensor] | None
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         diag = A.diagonal()
         live = diag > 1e-12 * float(diag.max().clamp_min(1e-300))
@@ -48,7 +50,7 @@ class NMF(SemiNMF):
             U, scale = self._normalize(U)
         dead = (~live).nonzero().flatten().tolist()
         if dead and spare is not None:
-            rows = self._normalize(spare[: len(dead)].clamp(min=0.0))[0]
+            rows = self._normalize(spare()[: len(dead)].clamp(min=0.0))[0]
             U[dead[: len(rows)]] = rows
             if scale is not None:
                 scale[dead[: len(rows)]] = 0.0

@@ -35,7 +35,7 @@ class _Batch:
     indices: list[int]
     samples: list
     images: list
-    meta: list[dict] = field(default_factory=list)
+    captions: list[dict] = field(default_factory=list)  # generated caption of every row (generate mode)
 
 
 def _load_batch(dataset: Dataset, start: int, stop: int, counts: dict, strict: bool) -> _Batch:
@@ -76,10 +76,14 @@ def _generate_batch(adapter, batch: _Batch, layers, matcher, keep, counts, promp
         found = matcher.first_piece(adapter.tokenizer, ids)
         if found is None:
             counts["not_generated"] += 1
+            text = adapter.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            batch.captions.append({"index": index, "id": sample.id, "caption": text, "kept": False})
             continue
+        batch.captions.append({"index": index, "id": sample.id, "caption": found[2].strip(), "kept": True})
         step, word, text = found
         if keep == "both" and not matcher.in_any(sample.captions):
             counts["generated_not_in_reference"] += 1
+            batch.captions[-1]["kept"] = False
             continue
         rows.append(row)
         steps.append(step)
@@ -196,6 +200,7 @@ def extract(data, token: str, *, out: str | os.PathLike, model=None, layers=("no
                 if meta:
                     writer.add(features, meta)
                     counts["kept"] += len(meta)
+                writer.add_captions(batch.captions)
             writer.commit(stop, counts)
             bar.update(stop - start)
             bar.set_postfix(kept=counts["kept"])

@@ -4,6 +4,7 @@ Layout of a store folder::
 
     manifest.json                          model, layers, token, mode, dtype, hidden size, counts, version
     metadata.jsonl                         one JSON object per kept sample, in order
+    captions.jsonl                         generate mode: every scanned image's caption, kept or not
     progress.json                          what is committed (shards, samples, dataset position); for --resume
     shards/<layer>/shard-00000.safetensors tensor "features", n x D, in the storage dtype
 
@@ -74,8 +75,22 @@ def _resolve_layer(manifest: dict, layer: str | int) -> str:
 def _committed(path: Path) -> dict:
     progress = path / "progress.json"
     if not progress.is_file():
-        return {"shards": 0, "n_samples": 0, "position": 0, "counts": {}}
-    return json.loads(progress.read_text())
+        return {"shards": 0, "n_samples": 0, "n_captions": 0, "position": 0, "counts": {}}
+    return {"n_captions": 0, **json.loads(progress.read_text())}
+
+
+def _truncate_lines(path: Path, n: int) -> None:
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines[:n]))
+    os.replace(tmp, path)
+
+
+def _append_lines(path: Path, rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def iter_feature_shards(path: str | os.PathLike, layer: str | int) -> Iterator:
@@ -96,14 +111,24 @@ def iter_feature_shards(path: str | os.PathLike, layer: str | int) -> Iterator:
                 from None
 
 
-def load_metadata(path: str | os.PathLike) -> list[dict]:
-    """The per-sample metadata rows of a store."""
+def _read_jsonl(file: Path) -> list[dict]:
     rows = []
-    with open(Path(path) / "metadata.jsonl", encoding="utf-8") as f:
+    with open(file, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 rows.append(json.loads(line))
     return rows
+
+
+def load_metadata(path: str | os.PathLike) -> list[dict]:
+    """The per-sample metadata rows of a store."""
+    return _read_jsonl(Path(path) / "metadata.jsonl")
+
+
+def load_captions(path: str | os.PathLike) -> list[dict]:
+    """Every scanned image's generated caption (generate mode): ``{"index", "id", "caption", "kept"}`` rows."""
+    file = Path(path) / "captions.jsonl"
+    return _read_jsonl(file) if file.exists() else []
 
 
 def load_features(path: str | os.PathLike, layer: str | int):
@@ -164,15 +189,18 @@ class FeatureStoreWriter:
             except OSError as exc:
                 raise MMConceptsError(f"cannot write to {self.path}: {exc.strerror}") from None
             (self.path / "metadata.jsonl").write_text("")
+            (self.path / "captions.jsonl").write_text("")
         self.manifest = {**manifest, "complete": False}
         _write_json(self.path / "manifest.json", self.manifest)
         state = _committed(self.path)
         self.n_shards = state["shards"]
         self.n_samples = state["n_samples"]
+        self.n_captions = state["n_captions"]
         self.position = state["position"]
         self.counts = dict(state.get("counts", {}))
         self._features: dict[str, list] = {layer: [] for layer in self.layers}
         self._meta: list[dict] = []
+        self._captions: list[dict] = []
 
     def _rollback(self) -> None:
         """Drop whatever an interrupted run wrote after its last committed shard."""
@@ -185,10 +213,8 @@ class FeatureStoreWriter:
                 index = int(stem.split("-")[1]) if stem.startswith("shard-") and stem[6:].isdigit() else None
                 if index is None or index >= state["shards"] or not file.name.endswith(".safetensors"):
                     file.unlink()
-        lines = (self.path / "metadata.jsonl").read_text().splitlines(keepends=True)
-        tmp = self.path / "metadata.jsonl.tmp"
-        tmp.write_text("".join(lines[: state["n_samples"]]))
-        os.replace(tmp, self.path / "metadata.jsonl")
+        _truncate_lines(self.path / "metadata.jsonl", state["n_samples"])
+        _truncate_lines(self.path / "captions.jsonl", state["n_captions"])
 
     @property
     def buffered(self) -> int:
@@ -201,6 +227,10 @@ class FeatureStoreWriter:
                 raise ValueError("features and metadata differ in length")
             self._features[layer].append(features[layer].detach().to("cpu"))
         self._meta.extend(meta)
+
+    def add_captions(self, rows: list[dict]) -> None:
+        """Buffer the generated captions of a batch (every scanned image, kept or not)."""
+        self._captions.extend(rows)
 
     def commit(self, position: int, counts: dict, force: bool = False) -> None:
         """Write the buffer as a shard if it is full (or ``force``), and record the dataset ``position``
@@ -218,18 +248,20 @@ class FeatureStoreWriter:
                 tmp = file.with_name(file.name + ".tmp")
                 save_file({"features": tensor}, str(tmp))
                 os.replace(tmp, file)
-            with open(self.path / "metadata.jsonl", "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(row) + "\n" for row in self._meta))
-                f.flush()
-                os.fsync(f.fileno())
+            _append_lines(self.path / "metadata.jsonl", self._meta)
             self.n_shards += 1
             self.n_samples += self.buffered
             self._features = {layer: [] for layer in self.layers}
             self._meta = []
+        if self._captions:
+            _append_lines(self.path / "captions.jsonl", self._captions)
+            self.n_captions += len(self._captions)
+            self._captions = []
         self.position = position
         self.counts = dict(counts)
         _write_json(self.path / "progress.json", {"shards": self.n_shards, "n_samples": self.n_samples,
-                                                  "position": position, "counts": self.counts})
+                                                  "n_captions": self.n_captions, "position": position,
+                                                  "counts": self.counts})
 
     def close(self, position: int, counts: dict, **extra) -> dict:
         """Commit what is left and mark the store complete; returns the final manifest."""

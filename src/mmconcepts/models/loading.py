@@ -175,12 +175,19 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     if processor is None or not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise MMConceptsError(f"'{source}' has no processor (image processor + tokenizer); save one there with "
                               "processor.save_pretrained or use a complete checkpoint")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' per-tensor "Loading weights" bar; mmconcepts shows its own
     try:
         net = AutoModelForImageTextToText.from_pretrained(source, config=config, **common,
                                                           **{_dtype_kwarg(): torch_dtype})
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MMConceptsError(f"could not load the weights of '{source}': {first}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     net.to(device)
     net.eval()
     return adapter_cls(net, processor, model_id=source)

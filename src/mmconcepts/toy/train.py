@@ -55,14 +55,24 @@ def _save(model, processor, out: Path, card: dict) -> None:
 
 
 def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-          threads: int = 1, eval_every: int = 250, n_eval: int = 64, warmup: int = 100) -> dict:
-    """Train the captioner from scratch and save it (``save_pretrained``) into ``out``; returns the card."""
+          threads: int = 1, eval_every: int = 250, n_eval: int = 64, warmup: int = 100,
+          init_from: str | os.PathLike | None = None, step_offset: int = 0) -> dict:
+    """Train the captioner and save it (``save_pretrained``) into ``out``; returns the card.
+
+    ``init_from`` continues from a saved checkpoint (a new schedule of ``steps`` steps); ``step_offset`` shifts
+    the data seeds so a continued run sees new scenes.
+    """
     import torch
 
     torch.set_num_threads(threads)
     out = Path(out)
     processor = build_processor()
-    model = build_model(processor.tokenizer, seed=seed)
+    if init_from is not None:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(init_from, dtype=torch.float32)
+    else:
+        model = build_model(processor.tokenizer, seed=seed)
     prompt = _prompt(processor)
     eval_rng = random.Random(f"toy-eval-{seed}")
     eval_scenes = [sample_scene(eval_rng) for _ in range(n_eval)]
@@ -80,11 +90,12 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     prompt_len = probe["input_ids"].shape[1]
     log_path = out.with_name(out.name + ".log.jsonl")
     card = {"params": params, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "threads": threads, "samples_seen": 0}
+            "threads": threads, "samples_seen": 0, "init_from": str(init_from) if init_from else None,
+            "step_offset": step_offset}
     start = time.time()
     model.train()
     for step in range(steps):
-        rng = random.Random(f"toy-train-{seed}-{step}")
+        rng = random.Random(f"toy-train-{seed}-{step + step_offset}")
         scenes = [sample_scene(rng) for _ in range(batch_size)]
         texts = [f"{prompt} {caption(s, rng)}{tok.eos_token}" for s in scenes]
         tok.padding_side = "right"
@@ -124,6 +135,8 @@ if __name__ == "__main__":  # pragma: no cover - used by scripts/train_toy.sh
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--init-from", default=None)
+    p.add_argument("--step-offset", type=int, default=0)
     a = p.parse_args()
     train(a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, threads=a.threads,
-          eval_every=a.eval_every)
+          eval_every=a.eval_every, init_from=a.init_from, step_offset=a.step_offset)

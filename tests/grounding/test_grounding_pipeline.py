@@ -68,3 +68,17 @@ def test_explain_bad_input(tiny_pipeline, capsys):
     assert "--caption" in capsys.readouterr().err
     with pytest.raises(MMConceptsError, match="concepts folder not found"):
         explain(tiny_pipeline["root"] / "nope", "x.png")
+
+
+def test_learn_cli_grounds_the_dictionary(tiny_pipeline, tiny_model_dirs, tmp_path, capsys):
+    out = tmp_path / "concepts"
+    code = main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--concepts", "3",
+                 "--out", str(out), "--model", str(tiny_model_dirs["llava"]), "--decode", "paper"])
+    assert code == 0 and "concept   0:" in capsys.readouterr().out
+    grounding = json.loads((out / "grounding.json").read_text())
+    assert grounding["decode"] == "paper" and len(grounding["concepts"]) == 3
+    assert main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--concepts", "3",
+                 "--out", str(tmp_path / "bare"), "--no-ground"]) == 0
+    assert not (tmp_path / "bare" / "grounding.json").exists()
+    with pytest.raises(MMConceptsError, match="no grounding.json"):
+        load_concepts(tmp_path / "bare", require_grounding=True)

@@ -28,6 +28,13 @@ def register(subparsers) -> None:
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="read the store shard by shard (semi-nmf, nmf; default: when features exceed 4 GiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    g = p.add_argument_group("grounding (words through the unembedding, most activating images)")
+    g.add_argument("--no-ground", action="store_true", help="skip grounding (it loads the model)")
+    g.add_argument("--model", default=None, help="model to decode with (default: the one the features came from)")
+    g.add_argument("--decode", choices=("centered", "paper"), default="centered",
+                   help="centered: minus the mean concept's decode (default); paper: W_U u_k as CoX-LMM")
+    g.add_argument("--apply-norm", action="store_true", help="apply the final norm before decoding")
+    g.add_argument("--n-words", type=int, default=10, help="grounded words per concept (default 10)")
     p.set_defaults(func=run)
 
 
@@ -44,4 +51,12 @@ def run(args) -> int:
     print(f"learnt {s['n_concepts']} {s['method']} concepts from {s['n_samples']} samples of layer {s['layer']} "
           f"in {s['seconds']:.1f} s ({s['n_iter']} iterations): relative error {s['relative_error']:.4f}, "
           f"sparsity {s['sparsity']:.2f}, {s['active_per_sample']:.1f} active concepts/sample -> {out}")
+    if not args.no_ground:
+        from mmconcepts.grounding import ground
+
+        grounding = ground(out, model=args.model, decode=args.decode, apply_norm=args.apply_norm,
+                           n_words=args.n_words, device=args.device)
+        for concept in grounding["concepts"]:
+            words = ", ".join(w["word"] for w in concept["words"][:6]) or "(no word)"
+            print(f"  concept {concept['index']:>3}: {words}")
     return 0

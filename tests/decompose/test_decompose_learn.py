@@ -92,7 +92,7 @@ def test_bad_arguments_write_nothing(store, tmp_path, kwargs, match):
 def test_cli_learn(store, tmp_path, capsys):
     path, _ = store
     code = main(["learn", "--features", str(path), "--layer", "3", "--method", "semi-nmf", "--concepts", "3",
-                 "--out", str(tmp_path / "cli"), "--l1", "0.01", "--seed", "1", "--max-iter", "50"])
+                 "--out", str(tmp_path / "cli"), "--l1", "0.01", "--seed", "1", "--max-iter", "50", "--no-ground"])
     assert code == 0
     out = capsys.readouterr().out
     assert "learnt 3 semi-nmf concepts from 300 samples of layer 3" in out

@@ -224,6 +224,16 @@ class ConceptDictionary:
     fitted tensors in ``_fitted_tensors`` and fitted scalars in ``_fitted_scalars`` so that ``save`` and
     :func:`load_dictionary` round-trip them. Inputs may be torch tensors or NumPy arrays; outputs are float32
     torch tensors on the input's device (CPU for NumPy input). Fitted tensors are kept on the CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mmconcepts.decompose import SemiNMF, load_dictionary
+    >>> model = SemiNMF(n_concepts=3).fit(torch.rand(50, 3) @ torch.randn(3, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     loaded = load_dictionary(model.save(tmp))
+    >>> torch.equal(loaded.components_, model.components_)
+    True
     """
 
     method: ClassVar[str] = ""

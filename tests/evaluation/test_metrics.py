@@ -52,16 +52,16 @@ def test_overlap_rejects_no_concepts():
 def test_attribute_vocabulary_covers_synonyms():
     vocab = attribute_vocabulary()
     assert vocab["big"] == ("size", "large") and vocab["large"] == ("size", "large")
-    assert vocab["middle"] == ("position", "centre") and vocab["little"] == ("size", "small")
+    assert vocab["bottom"] == ("position", "bottom") and vocab["little"] == ("size", "small")
     assert vocab["red"] == ("colour", "red") and vocab["star"] == ("shape", "star")
     assert "the" not in vocab and "white" not in vocab  # grammar words and backgrounds name no object value
     assert set(vocab) <= set(vocabulary())
 
 
 def test_true_words_every_object_with_synonyms():
-    r = rec(obj("circle", "red", "small", "left"), obj("star", "blue", "large", "centre"), background="grey")
+    r = rec(obj("circle", "red", "small", "left"), obj("star", "blue", "large", "bottom"), background="grey")
     assert true_words(r) == {"circle", "red", "small", "little", "left",
-                             "star", "blue", "large", "big", "centre", "middle"}
+                             "star", "blue", "large", "big", "bottom"}
     with pytest.raises(MMConceptsError, match="objects"):
         true_words({"caption": "x"})
 
@@ -69,8 +69,8 @@ def test_true_words_every_object_with_synonyms():
 # ------------------------------------------------------------------------------------ grounding precision
 
 A = rec(obj("circle", "red", "small", "left"))
-B = rec(obj("square", "blue", "large", "centre"), obj("star", "red", "small", "top"))
-WORDS = [["red", "circle", "picture"], ["big", "square"], [], ["Middle"]]
+B = rec(obj("square", "blue", "large", "bottom"), obj("star", "red", "small", "top"))
+WORDS = [["red", "circle", "picture"], ["big", "square"], [], ["Bottom"]]
 
 
 def test_grounding_precision_top1_skips_images_without_words():
@@ -79,7 +79,7 @@ def test_grounding_precision_top1_skips_images_without_words():
 
 
 def test_grounding_precision_top3_uses_distinct_words():
-    # A: red circle picture big square middle -> 2/6; B: same words, red middle big square true -> 4/6
+    # A: red circle picture big square bottom -> 2/6; B: same words, red bottom big square true -> 4/6
     assert grounding_precision(WORDS, [A, B], [[0, 1, 3], [0, 3, 1]]) == pytest.approx((2 / 6 + 4 / 6) / 2)
     # "red" in two concepts counts once
     assert grounding_precision([["red"], ["red", "green"]], [B], [[0, 1]]) == pytest.approx(1 / 2)
@@ -105,7 +105,7 @@ TRAIN = [
     rec(obj("circle", "red", "small", "left")),                                         # 0
     rec(obj("square", "red", "large", "right"), obj("star", "blue", "small", "top")),   # 1
     rec(obj("circle", "blue", "small", "left")),                                        # 2
-    rec(obj("triangle", "green", "large", "centre")),                                   # 3
+    rec(obj("triangle", "green", "large", "bottom")),                                   # 3
 ]
 # concept 0's top-2 images: 0, 1; concept 1's: 3, 2
 ACTS = torch.tensor([[0.9, 0.0], [0.8, 0.1], [0.1, 0.7], [0.0, 0.9]])

@@ -140,8 +140,8 @@ def attribute_vocabulary() -> dict[str, tuple[str, str]]:
     Returns
     -------
     dict
-        ``word -> (attribute, value)``, e.g. ``"big" -> ("size", "large")``, ``"middle" -> ("position",
-        "centre")``.
+        ``word -> (attribute, value)``, e.g. ``"big" -> ("size", "large")``, ``"little" -> ("size",
+        "small")``.
 
     Examples
     --------
@@ -184,8 +184,8 @@ def true_words(attributes: dict) -> set[str]:
     Examples
     --------
     >>> sorted(true_words({"objects": [{"shape": "circle", "colour": "red", "size": "small",
-    ...                                 "position": "centre"}]}))
-    ['centre', 'circle', 'little', 'middle', 'red', 'small']
+    ...                                 "position": "bottom"}]}))
+    ['bottom', 'circle', 'little', 'red', 'small']
     """
     return {word for _, value in _values(attributes) for word in attribute_words(value)}
 

@@ -15,11 +15,14 @@ from mmconcepts.grounding.words import is_valid_word
 def test_grounding_json(tiny_pipeline):
     concepts = load_concepts(tiny_pipeline["concepts"], require_grounding=True)
     grounding = concepts.grounding
-    assert grounding["decode"] == "centered" and len(grounding["concepts"]) == 4
+    assert grounding["decode"] == "centered" and grounding["vocabulary"] == "captions"
+    assert len(grounding["concepts"]) == 4
     _, meta = load_features(tiny_pipeline["train"], "norm")
+    said = {w for m in meta for w in m["caption"].lower().split()}
     for k, concept in enumerate(grounding["concepts"]):
         assert len(concept["words"]) <= 10  # a random tiny model may decode no real word in its top 50
-        assert all(is_valid_word(w["word"]) for w in concept["words"])
+        assert all(is_valid_word(w["word"]) and w["word"] in said for w in concept["words"])
+        assert all(w["score"] > 0 for w in concept["words"])  # centered: only words the concept promotes
         scores = [w["score"] for w in concept["words"]]
         assert scores == sorted(scores, reverse=True)
         # visual grounding: the 5 most activating training samples, best first
@@ -73,10 +76,11 @@ def test_explain_bad_input(tiny_pipeline, capsys):
 def test_learn_cli_grounds_the_dictionary(tiny_pipeline, tiny_model_dirs, tmp_path, capsys):
     out = tmp_path / "concepts"
     code = main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--concepts", "3",
-                 "--out", str(out), "--model", str(tiny_model_dirs["llava"]), "--decode", "paper"])
+                 "--out", str(out), "--model", str(tiny_model_dirs["llava"]), "--decode", "paper",
+                 "--vocabulary", "all"])
     assert code == 0 and "concept   0:" in capsys.readouterr().out
     grounding = json.loads((out / "grounding.json").read_text())
-    assert grounding["decode"] == "paper" and len(grounding["concepts"]) == 3
+    assert grounding["decode"] == "paper" and grounding["vocabulary"] == "all" and len(grounding["concepts"]) == 3
     assert main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--concepts", "3",
                  "--out", str(tmp_path / "bare"), "--no-ground"]) == 0
     assert not (tmp_path / "bare" / "grounding.json").exists()

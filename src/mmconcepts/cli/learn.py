@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                    help="centered: minus the mean concept's decode (default); paper: W_U u_k as CoX-LMM")
     g.add_argument("--apply-norm", action="store_true", help="apply the final norm before decoding")
     g.add_argument("--n-words", type=int, default=10, help="grounded words per concept (default 10)")
+    g.add_argument("--vocabulary", choices=("captions", "all"), default="captions",
+                   help="captions: only words the model used in the store's captions (default); all: any word")
     p.set_defaults(func=run)
 
 
@@ -55,7 +57,7 @@ def run(args) -> int:
         from mmconcepts.grounding import ground
 
         grounding = ground(out, model=args.model, decode=args.decode, apply_norm=args.apply_norm,
-                           n_words=args.n_words, device=args.device)
+                           n_words=args.n_words, vocabulary=args.vocabulary, device=args.device)
         for concept in grounding["concepts"]:
             words = ", ".join(w["word"] for w in concept["words"][:6]) or "(no word)"
             print(f"  concept {concept['index']:>3}: {words}")

@@ -108,8 +108,9 @@ def _score(ctx: _Context, concepts: _Concepts, with_overlap: bool = True) -> dic
                 concepts.words, [m["attributes"] for m in ctx.test_meta], tops)
     if ctx.shapes and concepts.train is not None:
         train_attributes = [m["attributes"] for m in ctx.train_meta]
-        out["coverage"] = metrics.coverage(concepts.train, train_attributes)["coverage"]
-        out["purity"] = metrics.purity(concepts.train, train_attributes)
+        # every sample holds the token of interest: its value is shared by construction, not a concept
+        out["coverage"] = metrics.coverage(concepts.train, train_attributes, exclude=[ctx.token])["coverage"]
+        out["purity"] = metrics.purity(concepts.train, train_attributes, exclude=[ctx.token])
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -122,14 +123,6 @@ def _fit(method: str, n_concepts: int, Z, seed: int):
     cls = METHODS[method]
     kwargs = {"seed": seed} if "seed" in inspect.signature(cls).parameters else {}
     return cls(n_concepts=n_concepts, **kwargs).fit(Z)
-
-
-def _words(dictionary, adapter, decode: str) -> list[list[str]]:
-    from mmconcepts.grounding.text import ground_words
-    from mmconcepts.grounding.words import TokenWords
-
-    grounded = ground_words(dictionary.components_, adapter.lm_head(), TokenWords(adapter.tokenizer), decode=decode)
-    return [[w["word"] for w in ws] for ws in grounded]
 
 
 def noise_features(adapter, train_meta: list[dict], token: str, layer: str, n: int, seed: int, batch_size: int = 32):
@@ -222,7 +215,9 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
         from mmconcepts.models import as_adapter
 
         adapter = as_adapter(model if model is not None else summary["model"], device=device)
-    decode = cs.grounding.get("decode", "centered")
+    from mmconcepts.grounding.concepts import grounder_for
+
+    grounder = grounder_for(summary, adapter, cs.grounding, train_meta) if adapter is not None else None
 
     results, overlaps, views = {}, {}, {}
     for method in methods:
@@ -230,7 +225,7 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
             view = _Concepts([cs.words(k) for k in range(K)], cs.activations, cs.dictionary.transform(Z_test))
         else:
             dictionary = _fit(method, K, Z_train, seed)
-            view = _Concepts(_words(dictionary, adapter, decode), dictionary.transform(Z_train),
+            view = _Concepts(grounder.words(dictionary.components_), dictionary.transform(Z_train),
                              dictionary.transform(Z_test))
         views[method] = view
         results[method] = _score(ctx, view)
@@ -240,16 +235,16 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
                                              cs.dictionary.transform(Z_test))
     base = {}
     if "rnd-words" in baselines:
-        from mmconcepts.grounding.words import TokenWords, random_words
+        from mmconcepts.grounding.words import random_words
 
-        pool = TokenWords(adapter.tokenizer).vocabulary()
+        pool = grounder.pool()
         rng = random.Random(seed)
         words = [random_words(pool, len(w), rng) for w in main_view.words]
         base["rnd-words"] = _score(ctx, _Concepts(words, None, main_view.test))
     if "noise-imgs" in baselines:
         Z_noise = noise_features(adapter, train_meta, token, layer, n_noise or min(len(train_meta), 512), seed)
         dictionary = _fit(main, min(K, Z_noise.shape[0]), Z_noise, seed)
-        base["noise-imgs"] = _score(ctx, _Concepts(_words(dictionary, adapter, decode), None,
+        base["noise-imgs"] = _score(ctx, _Concepts(grounder.words(dictionary.components_), None,
                                                    dictionary.transform(Z_test)))
     if "gt-captions" in baselines:
         base["gt-captions"] = _gt_captions(ctx)

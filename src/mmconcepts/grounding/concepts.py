@@ -86,17 +86,36 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
     return ConceptSet(path, dictionary, summary, activations, grounding)
 
 
+def grounder_for(summary: dict, model, settings: dict | None = None, meta: list[dict] | None = None):
+    """The :class:`~mmconcepts.grounding.text.WordGrounder` of a concepts folder (its saved settings)."""
+    from mmconcepts.extract.store import load_metadata
+    from mmconcepts.grounding.text import WordGrounder, caption_vocabulary
+
+    settings = dict(settings or {})
+    allowed = None
+    if settings.get("vocabulary", "captions") == "captions":
+        meta = meta if meta is not None else load_metadata(summary["features"])
+        allowed = caption_vocabulary(m.get("caption", "") for m in meta)
+    return WordGrounder(model, decode=settings.get("decode", "centered"),
+                        apply_norm=settings.get("apply_norm", False), n_words=settings.get("n_words", 10),
+                        top_k=settings.get("top_k", 50), allowed=allowed)
+
+
 def ground(path: str | os.PathLike, model=None, decode: str = "centered", apply_norm: bool = False,
-           n_words: int = 10, n_images: int = 5, device: str = "auto") -> dict:
+           n_words: int = 10, n_images: int = 5, vocabulary: str = "captions", device: str = "auto") -> dict:
     """Ground every concept of a concepts folder in words and images; writes ``grounding.json``.
 
     ``model`` is a loaded adapter, a model id/folder, or ``None`` for the model named in the summary.
+    ``vocabulary="captions"`` keeps only words the model used in the store's captions; ``"all"`` any word.
     """
     from mmconcepts.extract.store import load_metadata
-    from mmconcepts.grounding.text import ground_words
-    from mmconcepts.grounding.words import TokenWords
+    from mmconcepts.grounding.text import DECODINGS
     from mmconcepts.models import as_adapter
 
+    if vocabulary not in ("captions", "all"):
+        raise MMConceptsError(f"unknown vocabulary {vocabulary!r}: choose captions or all")
+    if decode not in DECODINGS:
+        raise MMConceptsError(f"unknown decoding {decode!r}: choose {' or '.join(DECODINGS)}")
     concepts = load_concepts(path)
     summary = concepts.summary
     model = as_adapter(model if model is not None else summary["model"], device=device)
@@ -104,10 +123,11 @@ def ground(path: str | os.PathLike, model=None, decode: str = "centered", apply_
     if len(meta) != concepts.activations.shape[0]:
         raise MMConceptsError(f"{summary['features']} holds {len(meta)} samples but the dictionary was learnt "
                               f"on {concepts.activations.shape[0]}; learn it again")
-    words = ground_words(concepts.dictionary.components_, model.lm_head(), TokenWords(model.tokenizer),
-                         norm=model.final_norm() if apply_norm else None, decode=decode, n_words=n_words)
+    grounder = grounder_for(summary, model, {"decode": decode, "apply_norm": apply_norm, "n_words": n_words,
+                                             "vocabulary": vocabulary}, meta)
+    words = grounder(concepts.dictionary.components_)
     images = top_samples(concepts.activations, meta, n_images)
-    grounding = {"decode": decode, "apply_norm": apply_norm,
+    grounding = {**grounder.settings(),
                  "concepts": [{"index": k, "words": words[k], "images": images[k]} for k in range(len(words))]}
     tmp = Path(path) / "grounding.json.tmp"
     tmp.write_text(json.dumps(grounding, indent=1))

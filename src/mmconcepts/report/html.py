@@ -471,6 +471,10 @@ def _facts(summary: dict, metrics) -> tuple[list[dict], list[dict]]:
         ("Iterations", summary.get("n_iter")),
         ("Fit time (s)", summary.get("seconds")),
     ]
+    accuracy = m.get("caption_accuracy")  # ShapesWorld: how well the model captions the test images
+    if isinstance(accuracy, dict):
+        numbers += [(f"Caption {k}" if k != "exact" else "Exact captions", accuracy.get(k))
+                    for k in ("exact", "shape", "colour", "size", "position")]
     ident = [{"label": k, "value": str(v)} for k, v in ident if v is not None and str(v) != ""]
     numbers = [{"label": k, "value": fmt(v)} for k, v in numbers if _num(v) is not None]
     return ident, numbers

@@ -81,12 +81,12 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     metrics = evaluate(out / "concepts", out / "features" / "test", out / "eval", model=adapter,
                        bert_model=_bert_model_dir() if bertscore else None, seed=seed, progress=progress)
     metrics["caption_accuracy"] = accuracy
+    (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2))  # the report shows it
     step("evaluation")
     report = build_report(out / "concepts", out / "eval", out=out / "report.html")
     step("report")
     metrics["timings_s"] = timings
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2))
     metrics["report"] = str(report)
     return metrics
 

@@ -15,7 +15,7 @@ from report_data import ATTR, SCRIPT, make_folders
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.report import build_report
-from mmconcepts.report.html import fmt, word_overlap
+from mmconcepts.report.sections import fmt, word_overlap
 from mmconcepts.report.plots import thumbnail
 
 EXTERNAL = re.compile(r"""(?:\b(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?!data:|#)[a-z][a-z0-9+.-]*:"""
@@ -122,7 +122,7 @@ def test_eval_fallbacks(tmp_path):
 
 def test_sweep_reads_the_sweep_command_format(folders, monkeypatch):
     """mmconcepts sweep stores the swept method under "method" and rnd-words as a baseline."""
-    from mmconcepts.report import html as report_html
+    from mmconcepts.report import sections as report_sections
     from mmconcepts.report import plots
 
     seen = {}
@@ -132,7 +132,7 @@ def test_sweep_reads_the_sweep_command_format(folders, monkeypatch):
         return "data:image/png;base64,"
 
     monkeypatch.setattr(plots, "sweep_png", fake)
-    assert report_html._sweep(folders[1], None)["layers"] == ["0", "1", "2", "3", "norm"]
+    assert report_sections._sweep(folders[1], None)["layers"] == ["0", "1", "2", "3", "norm"]
     assert seen["methods"] == ["rnd-words", "semi-nmf"] and seen["main"] == "semi-nmf"
     assert "rnd-words" in seen["baselines"]
 

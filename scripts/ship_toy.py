@@ -27,7 +27,8 @@ def main(checkpoint: str, *logs: str) -> int:
     from mmconcepts.evaluation.captions import score_model
 
     checkpoint = Path(checkpoint)
-    runs = [json.loads(line) for log in logs for line in Path(log).read_text().splitlines() if line.strip()]
+    per_log = [[json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()] for log in logs]
+    runs = [r for records in per_log for r in records]
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
     processor = LlavaProcessor.from_pretrained(checkpoint)
     tmp = Path(tempfile.mkdtemp())
@@ -44,8 +45,8 @@ def main(checkpoint: str, *logs: str) -> int:
             score=json.dumps(score, indent=2), held_out_seed=HELD_OUT_SEED,
             log="\n".join(json.dumps({k: r[k] for k in ("step", "loss", "seconds", "eval") if k in r})
                           for r in runs),
-            training="\n".join(json.dumps({k: v for k, v in r.items() if k != "eval"}) for r in runs
-                               if r.get("step") == r.get("steps")))
+            training="\n".join(json.dumps({k: v for k, v in records[-1].items() if k != "eval"})
+                               for records in per_log if records))
         (tmp / "model" / "README.md").write_text(card)
         if ASSETS.exists():
             shutil.rmtree(ASSETS)

@@ -79,7 +79,7 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     ground(out / "concepts", model=adapter)
     step("dictionary + grounding")
     metrics = evaluate(out / "concepts", out / "features" / "test", out / "eval", model=adapter,
-                       bert_model=_bert_model_dir() if bertscore else None, seed=seed, progress=progress)
+                       bert_model=_bert_model_dir() if bertscore else None, seed=seed)
     metrics["caption_accuracy"] = accuracy
     (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2))  # the report shows it
     step("evaluation")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from mmconcepts.extract import load_captions, load_features, read_manifest

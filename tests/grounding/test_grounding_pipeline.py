@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError

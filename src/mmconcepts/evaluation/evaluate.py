@@ -165,14 +165,13 @@ def _markdown(metrics: dict) -> str:
 
 def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines=BASELINES, clip_model=None,
              bert_model=None, bert_layers: int | None = None, model=None, device: str = "auto", seed: int = 0,
-             n_noise: int | None = None, n_explanations: int = 8, overwrite: bool = False,
-             progress: bool = True) -> dict:
+             n_noise: int | None = None, n_explanations: int = 8, overwrite: bool = False) -> dict:
     """Evaluate a concepts folder on a test feature store; writes metrics.json, metrics.md, overlap.json and
     explanations.json into ``out`` and returns the metrics."""
     from mmconcepts.data.readers import load_image
     from mmconcepts.decompose import METHODS
     from mmconcepts.evaluation import metrics as M
-    from mmconcepts.extract.store import load_features, load_metadata, read_manifest
+    from mmconcepts.extract.store import load_features, read_manifest
     from mmconcepts.grounding.concepts import load_concepts
     from mmconcepts.grounding.explain import top_concepts
 

@@ -13,7 +13,6 @@ Examples
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mmconcepts.data.readers import Sample, load_image

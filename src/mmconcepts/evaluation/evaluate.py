@@ -172,7 +172,7 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
     from mmconcepts.decompose import METHODS
     from mmconcepts.evaluation import metrics as M
     from mmconcepts.extract.store import load_features, read_manifest
-    from mmconcepts.grounding.concepts import load_concepts
+    from mmconcepts.grounding.concepts import grounder_for, load_concepts
     from mmconcepts.grounding.explain import top_concepts
 
     unknown = [m for m in methods if m not in METHODS] + [b for b in baselines if b not in BASELINES]
@@ -214,8 +214,6 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
         from mmconcepts.models import as_adapter
 
         adapter = as_adapter(model if model is not None else summary["model"], device=device)
-    from mmconcepts.grounding.concepts import grounder_for
-
     grounder = grounder_for(summary, adapter, cs.grounding, train_meta) if adapter is not None else None
 
     results, overlaps, views = {}, {}, {}

@@ -74,20 +74,20 @@ def _generate_batch(adapter, batch: _Batch, layers, matcher, keep, counts, promp
     rows, steps, meta = [], [], []
     for row, (index, sample, ids) in enumerate(zip(batch.indices, batch.samples, new_tokens)):
         found = matcher.first_piece(adapter.tokenizer, ids)
+        kept = False
         if found is None:
             counts["not_generated"] += 1
-            text = adapter.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            batch.captions.append({"index": index, "id": sample.id, "caption": text, "kept": False})
-            continue
-        batch.captions.append({"index": index, "id": sample.id, "caption": found[2].strip(), "kept": True})
-        step, word, text = found
-        if keep == "both" and not matcher.in_any(sample.captions):
+            text = adapter.tokenizer.decode(ids, skip_special_tokens=True)
+        elif keep == "both" and not matcher.in_any(sample.captions):
             counts["generated_not_in_reference"] += 1
-            batch.captions[-1]["kept"] = False
-            continue
-        rows.append(row)
-        steps.append(step)
-        meta.append(_row_meta(index, sample, text.strip(), step, word))
+            text = found[2]
+        else:
+            step, word, text = found
+            kept = True
+            rows.append(row)
+            steps.append(step)
+            meta.append(_row_meta(index, sample, text.strip(), step, word))
+        batch.captions.append({"index": index, "id": sample.id, "caption": text.strip(), "kept": kept})
     return recorder.gather(rows, steps), meta
 
 

@@ -56,12 +56,11 @@ def _save(model, processor, out: Path, card: dict) -> None:
 
 def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
           threads: int = 1, eval_every: int = 250, n_eval: int = 64, warmup: int = 100,
-          init_from: str | os.PathLike | None = None, step_offset: int = 0, vision_lr_scale: float = 1.0) -> dict:
+          init_from: str | os.PathLike | None = None, step_offset: int = 0) -> dict:
     """Train the captioner and save it (``save_pretrained``) into ``out``; returns the card.
 
     ``init_from`` continues from a saved checkpoint (a new schedule of ``steps`` steps); ``step_offset`` shifts
-    the data seeds so a continued run sees new scenes; ``vision_lr_scale`` multiplies the learning rate of the
-    vision tower and projector (the vision tower learns shape from scratch, through the language model only).
+    the data seeds so a continued run sees new scenes.
     """
     import torch
 
@@ -81,11 +80,7 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     eval_attrs = [s.attributes() for s in eval_scenes]
 
     params = sum(p.numel() for p in model.parameters())
-    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
-    ids = {id(p) for p in vision}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr},
-              {"params": vision, "lr": lr * vision_lr_scale}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
@@ -96,7 +91,7 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     log_path = out.with_name(out.name + ".log.jsonl")
     card = {"params": params, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "threads": threads, "samples_seen": 0, "init_from": str(init_from) if init_from else None,
-            "step_offset": step_offset, "vision_lr_scale": vision_lr_scale}
+            "step_offset": step_offset}
     start = time.time()
     model.train()
     for step in range(steps):
@@ -128,22 +123,3 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
             model.train()
     return card
 
-
-if __name__ == "__main__":  # pragma: no cover - used by scripts/train_toy.sh
-    import argparse
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--init-from", default=None)
-    p.add_argument("--step-offset", type=int, default=0)
-    p.add_argument("--vision-lr-scale", type=float, default=1.0)
-    a = p.parse_args()
-    train(a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, threads=a.threads,
-          eval_every=a.eval_every, init_from=a.init_from, step_offset=a.step_offset,
-          vision_lr_scale=a.vision_lr_scale)

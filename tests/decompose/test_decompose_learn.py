@@ -50,6 +50,27 @@ def test_streaming_matches_in_memory(store, tmp_path):
     assert st["relative_error"] <= 1.02 * mem["relative_error"]
 
 
+def test_relative_l1_is_a_share_of_the_mean_feature_norm(store, tmp_path):
+    path, Z = store
+    big = make_store(tmp_path / "big", 10 * Z)
+    default = learn(path, "3", n_concepts=4, out=tmp_path / "default")
+    small = json.loads((default / "summary.json").read_text())
+    mean_norm = float(Z.norm(dim=1).mean())
+    assert small["relative_l1"] == 0.05  # semi-nmf's default sparsity
+    assert load_dictionary(default).l1 == pytest.approx(0.05 * mean_norm, rel=1e-5)
+    scaled = learn(big, "3", n_concepts=4, out=tmp_path / "scaled")
+    assert load_dictionary(scaled).l1 == pytest.approx(0.5 * mean_norm, rel=1e-5)
+    # the same setting gives the same concepts at ten times the scale (activations ten times larger)
+    V1 = load_file(default / "activations.safetensors")["activations"]
+    V10 = load_file(scaled / "activations.safetensors")["activations"]
+    assert torch.allclose(V10, 10 * V1, rtol=1e-3, atol=1e-3)
+    assert bool(((V1 == 0) == (V10 == 0)).float().mean() > 0.99)
+    absolute = learn(path, "3", n_concepts=4, out=tmp_path / "absolute", l1=0.01)
+    assert json.loads((absolute / "summary.json").read_text())["relative_l1"] is None
+    pure = learn(path, "3", n_concepts=4, out=tmp_path / "pure", relative_l1=0)
+    assert load_dictionary(pure).l1 == 0.0
+
+
 @pytest.mark.parametrize("method", ["pca", "kmeans", "simple"])
 def test_learn_other_methods(store, tmp_path, method):
     path, _ = store
@@ -80,6 +101,8 @@ def test_refuses_non_empty_out_unless_overwrite(store, tmp_path):
     ({"max_iter": 0}, "max_iter"),
     ({"bogus": 1}, "no parameter bogus"),
     ({"stream": True, "method": "pca"}, "cannot stream"),
+    ({"l1": 0.1, "relative_l1": 0.1}, "not both"),
+    ({"relative_l1": 1.5}, "relative_l1 must be"),
 ])
 def test_bad_arguments_write_nothing(store, tmp_path, kwargs, match):
     path, _ = store

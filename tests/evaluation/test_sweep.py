@@ -12,7 +12,7 @@ def test_sweep_over_layers(tiny_pipeline, minilm_dir, tmp_path):
                    model=tiny_pipeline["adapter"], bert_model=str(minilm_dir), device="cpu")
     assert result["layers"] == ["0", "norm"]  # ordered by depth
     values = result["metrics"]["method"]["bertscore_top1"]
-    assert len(values) == 2 and all(0 < v <= 1 for v in values)
+    assert len(values) == 2 and all(-1 <= v <= 1 for v in values)  # F1 rescaled by a baseline may dip below 0
     assert len(result["metrics"]["rnd-words"]["overlap"]) == 2
     on_disk = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert on_disk == result

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmconcepts.grounding.text import DECODINGS, MIN_RATIO
+
 #: The methods of :data:`mmconcepts.decompose.METHODS` (listed here so ``--help`` needs no torch import).
 METHOD_NAMES = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
 
@@ -20,7 +22,11 @@ def register(subparsers) -> None:
     p.add_argument("--concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     p.add_argument("--l1", type=float, default=None,
-                   help="L1 weight on the activations (semi-nmf, nmf: default 0; reference-dl: default 1)")
+                   help="L1 weight on the activations, in the features' units (nmf: default 0; reference-dl: "
+                        "default 1)")
+    p.add_argument("--relative-l1", type=float, default=None,
+                   help="L1 weight as a share of the features' mean norm (semi-nmf: default 0.05; 0 for pure "
+                        "Semi-NMF)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--max-iter", type=int, default=None, help="maximum iterations (default: the method's)")
@@ -31,12 +37,21 @@ def register(subparsers) -> None:
     g = p.add_argument_group("grounding (words through the unembedding, most activating images)")
     g.add_argument("--no-ground", action="store_true", help="skip grounding (it loads the model)")
     g.add_argument("--model", default=None, help="model to decode with (default: the one the features came from)")
-    g.add_argument("--decode", choices=("centered", "paper"), default="centered",
-                   help="centered: minus the mean concept's decode (default); paper: W_U u_k as CoX-LMM")
-    g.add_argument("--apply-norm", action="store_true", help="apply the final norm before decoding")
-    g.add_argument("--n-words", type=int, default=10, help="grounded words per concept (default 10)")
-    g.add_argument("--vocabulary", choices=("captions", "all"), default="captions",
-                   help="captions: only words the model used in the store's captions (default); all: any word")
+    g.add_argument("--decode", choices=DECODINGS, default="effect",
+                   help="effect: the words the concept makes the model say (default); centered: W_U u_k minus "
+                        "the mean concept's; paper: W_U u_k as CoX-LMM")
+    g.add_argument("--apply-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply the final norm before decoding (default: for --decode effect, unless the "
+                        "layer is already normed)")
+    g.add_argument("--n-words", type=int, default=10, help="most grounded words per concept (default 10)")
+    g.add_argument("--min-ratio", type=float, default=MIN_RATIO,
+                   help=f"keep words scoring at least this share of the concept's best word (default "
+                        f"{MIN_RATIO}; 0 keeps every word the concept promotes; not used by --decode paper)")
+    g.add_argument("--vocabulary", choices=("all", "captions"), default="all",
+                   help="all: any word of the tokenizer (default); captions: only words the model used in "
+                        "the store's captions")
+    g.add_argument("--keep-token", action="store_true",
+                   help="allow the token of interest itself among the grounded words")
     p.set_defaults(func=run)
 
 
@@ -45,7 +60,8 @@ def run(args) -> int:
 
     extra = {name: value for name, value in (("max_iter", args.max_iter), ("tol", args.tol)) if value is not None}
     out = learn(args.features, args.layer, method=args.method, n_concepts=args.concepts, out=args.out,
-                l1=args.l1, device=args.device, seed=args.seed, overwrite=args.overwrite, stream=args.stream,
+                l1=args.l1, relative_l1=args.relative_l1, device=args.device, seed=args.seed,
+                overwrite=args.overwrite, stream=args.stream,
                 **extra)
     import json
 
@@ -57,7 +73,8 @@ def run(args) -> int:
         from mmconcepts.grounding import ground
 
         grounding = ground(out, model=args.model, decode=args.decode, apply_norm=args.apply_norm,
-                           n_words=args.n_words, vocabulary=args.vocabulary, device=args.device)
+                           n_words=args.n_words, vocabulary=args.vocabulary, min_ratio=args.min_ratio,
+                           keep_token=args.keep_token, device=args.device)
         for concept in grounding["concepts"]:
             words = ", ".join(w["word"] for w in concept["words"][:6]) or "(no word)"
             print(f"  concept {concept['index']:>3}: {words}")

@@ -105,7 +105,7 @@ def attribute_words(value: str) -> tuple[str, ...]:
 
 def vocabulary() -> list[str]:
     """All words the caption grammar can produce."""
-    words = {"a", "one", "and", ",", "on", "at", "the", "there", "is"}
+    words = {"a", "one", "and", ",", "on", "at", "the", "there", "is", "in", "of", "size"}
     words.update(SHAPES, COLOURS)
     for value in list(SIZES) + list(POSITIONS):
         words.update(attribute_words(value))
@@ -166,18 +166,41 @@ def render(scene: Scene) -> Image.Image:
     return image
 
 
-def _object_phrase(obj: ShapeObject, rng: random.Random, position_first: bool) -> str:
+#: Chance that an attribute is said before the noun ("a big red circle") rather than after it ("a circle of
+#: big size in red"). Below 0.5 the noun is the likeliest word after the determiner, so a greedy captioner
+#: names the shape first, while the words it could have said there instead (the object's size, colour and
+#: position) keep some probability: the word order varies as in real captions.
+PRE_NOUN = 0.25
+
+
+def _object_phrase(obj: ShapeObject, rng: random.Random) -> str:
     det = rng.choice(("a", "one"))
     size = rng.choice(attribute_words(obj.size))
-    pp = POSITION_PHRASES[obj.position].format(w=rng.choice(attribute_words(obj.position)))
-    noun = f"{det} {size} {obj.colour} {obj.shape}"
-    return f"{pp} {noun}" if position_first else f"{noun} {pp}"
+    position = rng.choice(attribute_words(obj.position))
+    forms = {  # attribute -> (before the noun, after the noun)
+        "size": (size, f"of {size} size"),
+        "colour": (obj.colour, f"in {obj.colour}"),
+        "position": (position, POSITION_PHRASES[obj.position].format(w=position)),
+    }
+    before = [a for a in forms if rng.random() < PRE_NOUN]
+    after = [a for a in forms if a not in before]
+    rng.shuffle(before)
+    rng.shuffle(after)
+    return " ".join([det, *(forms[a][0] for a in before), obj.shape, *(forms[a][1] for a in after)])
 
 
 def caption(scene: Scene, rng: random.Random) -> str:
-    """One caption of the scene drawn from the grammar."""
-    position_first = rng.random() < 0.3
-    phrases = [_object_phrase(o, rng, position_first) for o in scene.objects]
+    """One caption of the scene drawn from the grammar.
+
+    The objects come in a random order, each as one phrase: a determiner, the attributes said before the
+    noun (in any order), the noun, then the others as phrases ("on the left", "in red", "of big size"), e.g.
+    "a big circle in red on the left , one square ... and ...". So where a caption names a shape, the
+    words that could have come instead (the other objects' shapes, this object's size, colour and position)
+    are all true of the image.
+    """
+    objects = list(scene.objects)
+    rng.shuffle(objects)  # any object may be named first, as in real captions
+    phrases = [_object_phrase(o, rng) for o in objects]
     if len(phrases) == 1:
         text = phrases[0]
     else:

@@ -239,6 +239,9 @@ class ConceptDictionary:
     method: ClassVar[str] = ""
     #: Whether ``transform`` promises activations >= 0.
     nonnegative_activations: ClassVar[bool] = True
+    #: Whether the concepts are points of the feature space (centroids, samples) rather than directions
+    #: added to it; the text grounding decodes a point as it is and a direction on top of the mean feature.
+    concepts_are_points: ClassVar[bool] = False
     _fitted_tensors: ClassVar[tuple[str, ...]] = ("components_",)
     _fitted_scalars: ClassVar[tuple[str, ...]] = ("n_features_in_", "n_iter_", "reconstruction_err_")
 

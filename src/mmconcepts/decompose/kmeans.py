@@ -89,6 +89,8 @@ def inverse_distance(Z: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
 class DistanceDictionary(ConceptDictionary):
     """Concepts that are points in feature space; activations ``1 / (1 + distance)`` (in ``(0, 1]``)."""
 
+    concepts_are_points = True
+
     def transform(self, Z: Any) -> torch.Tensor:
         """Activations ``1 / (1 + ||z - u_k||)`` (``N x K``, all positive)."""
         self._check_fitted()

@@ -76,9 +76,31 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+#: Default sparsity of the methods that have one, as a share of the features' mean norm (see ``learn``).
+#: Semi-NMF with a small L1 term is the paper's objective (its code: DictionaryLearning, positive codes);
+#: on ShapesWorld it makes each sample use a few concepts, and those concepts read as true words (README).
+DEFAULT_RELATIVE_L1 = {"semi-nmf": 0.05}
+
+
+def _mean_norm(Z_or_shards) -> float:
+    """Mean L2 norm of the feature rows (a tensor, or an iterable of shards read once)."""
+    import torch
+
+    if isinstance(Z_or_shards, torch.Tensor):
+        return float(Z_or_shards.float().norm(dim=1).mean())
+    total, count = 0.0, 0
+    for shard in Z_or_shards:
+        total += float(shard.float().norm(dim=1).sum())
+        count += shard.shape[0]
+    if count == 0:
+        raise MMConceptsError("the feature store has no samples: extract features first")
+    return total / count
+
+
 def learn(features: str | os.PathLike, layer: str | int | None, method: str = "semi-nmf", n_concepts: int = 20,
-          out: str | os.PathLike | None = None, *, l1: float | None = None, device: str = "cpu", seed: int = 0,
-          overwrite: bool = False, stream: bool | None = None, **method_kwargs: Any) -> Path:
+          out: str | os.PathLike | None = None, *, l1: float | None = None, relative_l1: float | None = None,
+          device: str = "cpu", seed: int = 0, overwrite: bool = False, stream: bool | None = None,
+          **method_kwargs: Any) -> Path:
     """Fit a concept dictionary on one layer of a feature store and write it to ``out``.
 
     Parameters
@@ -94,7 +116,11 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     out : path
         Output folder; must not exist or be empty, unless ``overwrite``.
     l1 : float or None
-        L1 weight for methods that have one (None: the method's default).
+        L1 weight for methods that have one, in the features' units (None: see ``relative_l1``).
+    relative_l1 : float or None
+        L1 weight as a share of the features' mean norm, ``l1 = relative_l1 * mean ||z||``, so that one
+        setting means the same sparsity at every layer and model. None: :data:`DEFAULT_RELATIVE_L1` for
+        semi-nmf when ``l1`` is not given either, the method's default otherwise.
     device, seed : str, int
         Compute device; seed (the same seed gives the same concepts, bit for bit on the CPU).
     stream : bool or None
@@ -121,6 +147,14 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     layer_name = _canonical_layer(manifest, layer)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MMConceptsError(f"seed must be an integer >= 0, got {seed!r}")
+    if l1 is not None and relative_l1 is not None:
+        raise MMConceptsError("give --l1 or --relative-l1, not both")
+    if relative_l1 is None and l1 is None and method in DEFAULT_RELATIVE_L1:
+        relative_l1 = DEFAULT_RELATIVE_L1[method]
+    if relative_l1 is not None:
+        if isinstance(relative_l1, bool) or not isinstance(relative_l1, (int, float)) or not 0 <= relative_l1 < 1:
+            raise MMConceptsError(f"relative_l1 must be a number in [0, 1), got {relative_l1!r}")
+        l1 = 0.0  # validated now, set once the features' scale is known
     model = _build(method, n_concepts, l1, device, seed, method_kwargs)
     if out.exists() and not out.is_dir():
         raise MMConceptsError(f"output {out} exists and is not a folder: choose another --out")
@@ -137,12 +171,14 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     from safetensors.torch import save_file
 
     start = time.perf_counter()
+    Z = None if use_stream else load_features(features, layer_name)[0]
+    if Z is not None and Z.shape[0] == 0:
+        raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
+    if relative_l1 is not None:
+        model.l1 = float(relative_l1) * _mean_norm(Z if Z is not None else iter_feature_shards(features, layer_name))
     if use_stream:
         V = model.fit_transform_shards(lambda: iter_feature_shards(features, layer_name))
     else:
-        Z, _ = load_features(features, layer_name)
-        if Z.shape[0] == 0:
-            raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
         V = model.fit_transform(Z)
         del Z
     seconds = time.perf_counter() - start
@@ -167,6 +203,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         "device": str(device),
         "seed": seed,
         "params": model.get_params(),
+        "relative_l1": relative_l1,
         "features": str(features.resolve()),
     }
     try:

@@ -9,14 +9,27 @@ def _truth(attributes: dict) -> list[dict]:
     return [{a: obj[a] for a in ATTRIBUTES} for obj in attributes["objects"]]
 
 
+def _best_pairing(truth: list[dict], predicted: list[dict]) -> list[dict]:
+    """For each true object, its caption object (``{}`` if none) in the pairing with the most right attributes."""
+    from itertools import permutations
+
+    padded = predicted + [{}] * max(0, len(truth) - len(predicted))
+    best, best_right = None, -1
+    for order in permutations(range(len(padded)), len(truth)):
+        n_right = sum(padded[j].get(a) == obj[a] for obj, j in zip(truth, order) for a in ATTRIBUTES)
+        if n_right > best_right:
+            best, best_right = [padded[j] for j in order], n_right
+    return best
+
+
 def caption_accuracy(captions: list[str], attributes: list[dict]) -> dict:
     """Per-attribute accuracy of generated captions against ShapesWorld ground truth.
 
-    The objects of a caption are read back with :func:`~mmconcepts.data.shapesworld.parse_caption` and aligned
-    with the true objects in caption order (the grammar lists objects in reading order). An attribute of a true
-    object counts as right when the aligned caption object names the same value; a missing object counts as
-    wrong for every attribute. ``exact`` is the share of captions whose objects are all right, none missing
-    and none extra.
+    The objects of a caption are read back with :func:`~mmconcepts.data.shapesworld.parse_caption` and matched
+    one to one with the true objects, in the pairing that gets the most attributes right (captions name the
+    objects in any order). An attribute of a true object counts as right when its caption object names the
+    same value; a missing object counts as wrong for every attribute. ``exact`` is the share of captions whose
+    objects are all right, none missing and none extra.
 
     Examples
     --------
@@ -33,11 +46,11 @@ def caption_accuracy(captions: list[str], attributes: list[dict]) -> dict:
         truth = _truth(record)
         predicted = parse_caption(text)
         n_objects += len(truth)
-        for i, obj in enumerate(truth):
-            guess = predicted[i] if i < len(predicted) else {}
+        pairing = _best_pairing(truth, predicted)
+        for obj, guess in zip(truth, pairing):
             for a in ATTRIBUTES:
                 right[a] += guess.get(a) == obj[a]
-        exact += predicted == truth
+        exact += len(predicted) == len(truth) and all(g == o for o, g in zip(truth, pairing))
     n = max(len(captions), 1)
     result = {a: right[a] / max(n_objects, 1) for a in ATTRIBUTES}
     result["exact"] = exact / n

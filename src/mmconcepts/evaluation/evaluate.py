@@ -114,15 +114,18 @@ def _score(ctx: _Context, concepts: _Concepts, with_overlap: bool = True) -> dic
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
-def _fit(method: str, n_concepts: int, Z, seed: int):
-    """Fit a comparison method with the same K (and the seed, for the methods that draw at random)."""
+def _fit(method: str, n_concepts: int, Z, seed: int, params: dict | None = None):
+    """Fit a comparison method with the same K (and the seed, for the methods that draw at random);
+    ``params``: the constructor parameters to use (those of the main dictionary, for the noise baseline)."""
     import inspect
 
     from mmconcepts.decompose import METHODS
 
     cls = METHODS[method]
     kwargs = {"seed": seed} if "seed" in inspect.signature(cls).parameters else {}
-    return cls(n_concepts=n_concepts, **kwargs).fit(Z)
+    kwargs.update(params or {})
+    kwargs["n_concepts"] = n_concepts
+    return cls(**kwargs).fit(Z)
 
 
 def noise_features(adapter, train_meta: list[dict], token: str, layer: str, n: int, seed: int, batch_size: int = 32):
@@ -222,7 +225,8 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
             view = _Concepts([cs.words(k) for k in range(K)], cs.activations, cs.dictionary.transform(Z_test))
         else:
             dictionary = _fit(method, K, Z_train, seed)
-            view = _Concepts(grounder.words(dictionary.components_), dictionary.transform(Z_train),
+            train_activations = dictionary.transform(Z_train)
+            view = _Concepts(grounder.words_of(dictionary, Z_train, train_activations), train_activations,
                              dictionary.transform(Z_test))
         views[method] = view
         results[method] = _score(ctx, view)
@@ -240,8 +244,8 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
         base["rnd-words"] = _score(ctx, _Concepts(words, None, main_view.test))
     if "noise-imgs" in baselines:
         Z_noise = noise_features(adapter, train_meta, token, layer, n_noise or min(len(train_meta), 512), seed)
-        dictionary = _fit(main, min(K, Z_noise.shape[0]), Z_noise, seed)
-        base["noise-imgs"] = _score(ctx, _Concepts(grounder.words(dictionary.components_), None,
+        dictionary = _fit(main, min(K, Z_noise.shape[0]), Z_noise, seed, cs.dictionary.get_params())
+        base["noise-imgs"] = _score(ctx, _Concepts(grounder.words_of(dictionary, Z_noise), None,
                                                    dictionary.transform(Z_test)))
     if "gt-captions" in baselines:
         base["gt-captions"] = _gt_captions(ctx)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.grounding.text import MIN_RATIO
 
 
 def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
@@ -93,39 +94,46 @@ def grounder_for(summary: dict, model, settings: dict | None = None, meta: list[
 
     settings = dict(settings or {})
     allowed = None
-    if settings.get("vocabulary", "captions") == "captions":
+    if settings.get("vocabulary", "all") == "captions":
         meta = meta if meta is not None else load_metadata(summary["features"])
         allowed = caption_vocabulary(m.get("caption", "") for m in meta)
-    return WordGrounder(model, decode=settings.get("decode", "centered"),
-                        apply_norm=settings.get("apply_norm", False), n_words=settings.get("n_words", 10),
-                        top_k=settings.get("top_k", 50), allowed=allowed)
+    return WordGrounder(model, decode=settings.get("decode", "effect"), apply_norm=settings.get("apply_norm"),
+                        layer=str(summary.get("layer")), n_words=settings.get("n_words", 10),
+                        top_k=settings.get("top_k", 50), allowed=allowed,
+                        min_ratio=settings.get("min_ratio", MIN_RATIO),
+                        exclude=settings.get("exclude", [summary.get("token", "")]))
 
 
-def ground(path: str | os.PathLike, model=None, decode: str = "centered", apply_norm: bool = False,
-           n_words: int = 10, n_images: int = 5, vocabulary: str = "captions", device: str = "auto") -> dict:
+def ground(path: str | os.PathLike, model=None, decode: str = "effect", apply_norm: bool | None = None,
+           n_words: int = 10, n_images: int = 5, vocabulary: str = "all", min_ratio: float | None = MIN_RATIO,
+           keep_token: bool = False, device: str = "auto") -> dict:
     """Ground every concept of a concepts folder in words and images; writes ``grounding.json``.
 
     ``model`` is a loaded adapter, a model id/folder, or ``None`` for the model named in the summary.
-    ``vocabulary="captions"`` keeps only words the model used in the store's captions; ``"all"`` any word.
+    ``decode``, ``apply_norm``, ``n_words`` and ``min_ratio`` are those of
+    :class:`~mmconcepts.grounding.text.WordGrounder`. ``vocabulary="all"`` allows any word of the tokenizer,
+    ``"captions"`` only words the model used in the store's captions. The token of interest is not a
+    grounded word unless ``keep_token``.
     """
-    from mmconcepts.extract.store import load_metadata
+    from mmconcepts.extract.store import load_features
     from mmconcepts.grounding.text import DECODINGS
     from mmconcepts.models import as_adapter
 
     if vocabulary not in ("captions", "all"):
         raise MMConceptsError(f"unknown vocabulary {vocabulary!r}: choose captions or all")
     if decode not in DECODINGS:
-        raise MMConceptsError(f"unknown decoding {decode!r}: choose {' or '.join(DECODINGS)}")
+        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
     concepts = load_concepts(path)
     summary = concepts.summary
     model = as_adapter(model if model is not None else summary["model"], device=device)
-    meta = load_metadata(summary["features"])
+    Z, meta = load_features(summary["features"], summary["layer"])
     if len(meta) != concepts.activations.shape[0]:
         raise MMConceptsError(f"{summary['features']} holds {len(meta)} samples but the dictionary was learnt "
                               f"on {concepts.activations.shape[0]}; learn it again")
     grounder = grounder_for(summary, model, {"decode": decode, "apply_norm": apply_norm, "n_words": n_words,
-                                             "vocabulary": vocabulary}, meta)
-    words = grounder(concepts.dictionary.components_)
+                                             "vocabulary": vocabulary, "min_ratio": min_ratio,
+                                             "exclude": [] if keep_token else [summary.get("token", "")]}, meta)
+    words = grounder.ground_dictionary(concepts.dictionary, Z, concepts.activations)
     images = top_samples(concepts.activations, meta, n_images)
     grounding = {**grounder.settings(),
                  "concepts": [{"index": k, "words": words[k], "images": images[k]} for k in range(len(words))]}

@@ -1,73 +1,133 @@
-"""Text grounding: read each concept as words, by decoding it through the model's unembedding.
+"""Text grounding: read each concept as words, through the model's unembedding.
 
-``logits_k = W_U u_k`` (the paper's decoding, ``decode="paper"``), optionally after the final norm. Every
-concept of a dictionary learnt at one token position shares a large common component (the position predicts
-the token of interest itself), which dominates the raw decode: every concept then reads "dog, dog, ...".
-``decode="centered"`` (the default) scores each token by how much more concept k predicts it than the
-average concept, ``W_U u_k - mean_j W_U u_j``, which keeps what is *specific* to the concept.
-Of the 50 best tokens, the first ``n_words`` real words are kept (see :mod:`mmconcepts.grounding.words`);
-in centered decoding only words the concept promotes (score > 0).
+Three decodings of concept ``k`` (direction or point ``u_k`` in the feature space):
 
-``vocabulary="captions"`` (the default of :func:`~mmconcepts.grounding.ground`) keeps only words the model
-used in the captions of the feature store: the words it describes these images with. Without it, words the
-model never emits at that position (the instruction's "provide", "caption", chat roles) drift together in
-the logits and fill the centered decode of concepts that promote little else.
+``decode="paper"``
+    CoX-LMM's: the logits ``W_U u_k``. Every concept learnt at one token position shares a large common
+    component (the position predicts the token of interest), which dominates the raw decode: every
+    concept of "dog" reads "dog, dog, ...".
+``decode="centered"``
+    ``W_U u_k - mean_j W_U u_j``: how much more concept k predicts each token than the average concept.
+    Linear in the logits, so it also "promotes" tokens whose probability stays nil (the chat roles and
+    the instruction's words drift together in the logits).
+``decode="effect"`` (the default)
+    What the concept makes the model *say*: put the concept at its typical strength on top of the mean
+    training feature, ``h_k = mean(Z) + s_k u_k`` (a point concept, a K-Means centroid, is its own
+    ``h_k``), read it through the final norm (unless the features come after it) and the unembedding, and
+    score every token by how much its next-token probability rises: ``softmax(W_U h_k) -
+    softmax(W_U mean(Z))``. ``s_k`` is the mean of the concept's positive training activations. Only tokens
+    that become likelier count, so words the model never says at that position cannot be read in.
+
+Of the 50 best tokens the first ``n_words`` real words are kept (see :mod:`mmconcepts.grounding.words`),
+only tokens the concept promotes (score > 0) and, except for ``"paper"``, only those scoring at least
+``min_ratio`` times the concept's first grounded word: a concept that raises two words gets two words rather than
+the two and eight it barely moves. Words in ``exclude`` (the token of interest itself, by default) are
+skipped: every concept of "circle" predicts "circle", which says nothing about the concept.
+
+The measurements behind the defaults are in the README (ShapesWorld findings).
 """
 
 from __future__ import annotations
 
-DECODINGS = ("centered", "paper")
+DECODINGS = ("effect", "centered", "paper")
+#: Default of ``min_ratio``: a grounded word scores at least this share of the concept's best token.
+MIN_RATIO = 0.5
 
 
-def concept_logits(components, lm_head, norm=None, decode: str = "centered"):
-    """``K x V`` token scores of the concepts (rows of ``components``)."""
+def _check(components, weight):
+    from mmconcepts.errors import MMConceptsError
+
+    if components.ndim != 2 or components.shape[1] != weight.shape[1]:
+        raise MMConceptsError(f"concepts have dimension {tuple(components.shape)[1:]} but the model's unembedding "
+                              f"expects {weight.shape[1]}; use the model the features were extracted with")
+
+
+def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=None, strengths=None,
+                   points: bool = False):
+    """``K x V`` token scores of the concepts (rows of ``components``).
+
+    Parameters
+    ----------
+    components : ``K x D`` concept directions (or points, see ``points``).
+    lm_head : the unembedding module.
+    norm : the final norm, applied before the unembedding (``None``: not applied).
+    decode : ``"effect"``, ``"centered"`` or ``"paper"`` (see the module docstring).
+    base : ``D`` mean training feature (``"effect"`` only).
+    strengths : ``K`` typical activation of each concept (``"effect"`` with direction concepts).
+    points : the concepts are points of the feature space (K-Means, Simple), decoded as they are.
+    """
     import torch
 
     from mmconcepts.errors import MMConceptsError
 
     if decode not in DECODINGS:
-        raise MMConceptsError(f"unknown decoding {decode!r}: choose {' or '.join(DECODINGS)}")
+        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
     weight = lm_head.weight
+    _check(components, weight)
     U = components.to(device=weight.device, dtype=weight.dtype)
-    if U.shape[1] != weight.shape[1]:
-        raise MMConceptsError(f"concepts have dimension {U.shape[1]} but the model's unembedding expects "
-                              f"{weight.shape[1]}; use the model the features were extracted with")
-    with torch.no_grad():
+
+    def read(H):
         if norm is not None:
-            U = norm(U[:, None, :])[:, 0, :]
-        logits = lm_head(U).float()
-    if decode == "centered":
-        logits = logits - logits.mean(dim=0, keepdim=True)
-    return logits.cpu()
+            H = norm(H[:, None, :])[:, 0, :]
+        return lm_head(H).float()
+
+    with torch.no_grad():
+        if decode != "effect":
+            logits = read(U)
+            return (logits - logits.mean(dim=0, keepdim=True) if decode == "centered" else logits).cpu()
+        if base is None or (strengths is None and not points):
+            raise MMConceptsError("the effect decoding needs the mean training feature and the concepts' "
+                                  "typical activations; use WordGrounder.ground_dictionary")
+        b = torch.as_tensor(base).to(device=weight.device, dtype=weight.dtype).reshape(1, -1)
+        if points:
+            H = U
+        else:
+            s = torch.as_tensor(strengths).to(device=weight.device, dtype=weight.dtype).reshape(-1, 1)
+            H = b + s * U
+        return (read(H).softmax(dim=-1) - read(b).softmax(dim=-1)).cpu()
 
 
-def ground_words(components, lm_head, token_words, norm=None, decode: str = "centered", top_k: int = 50,
-                 n_words: int = 10, allowed: set[str] | None = None) -> list[list[dict]]:
-    """The grounded words of every concept: ``[[{"word", "score"}, ...], ...]``, best first.
+def typical_strengths(activations):
+    """``s_k``: the mean of each concept's positive activations (0 for a concept never active)."""
+    import torch
+
+    A = torch.as_tensor(activations).float()
+    positive = A.clamp(min=0)
+    count = (A > 0).sum(dim=0).clamp(min=1)
+    return positive.sum(dim=0) / count
+
+
+def ground_words(scores, token_words, top_k: int = 50, n_words: int = 10, allowed: set[str] | None = None,
+                 min_ratio: float | None = MIN_RATIO, exclude: set[str] = frozenset()) -> list[list[dict]]:
+    """The grounded words of every concept from its token scores: ``[[{"word", "score"}, ...], ...]``.
 
     Parameters
     ----------
-    components : ``K x D`` concept directions.
-    lm_head : the unembedding module (``adapter.lm_head()``).
+    scores : ``K x V`` token scores (:func:`concept_scores`).
     token_words : a :class:`~mmconcepts.grounding.words.TokenWords` for the model's tokenizer.
-    norm : the final norm module, to apply before decoding (``None``: the paper's choice, no norm).
+    top_k : how many of the best tokens are read.
+    n_words : the most words kept per concept.
     allowed : if given, only these words can be grounded words.
+    min_ratio : keep only words scoring at least this share of the concept's first (best) grounded word
+        (``None``: no cut). Tokens scoring <= 0 are kept only if ``min_ratio`` is ``None``.
+    exclude : words never returned (lower-case).
     """
-    logits = concept_logits(components, lm_head, norm=norm, decode=decode)
-    top_k = min(top_k, logits.shape[1])
-    scores, ids = logits.topk(top_k, dim=1)
+    top_k = min(top_k, scores.shape[1])
+    values, ids = scores.topk(top_k, dim=1)
     result = []
-    for row_scores, row_ids in zip(scores.tolist(), ids.tolist()):
+    for row_scores, row_ids in zip(values.tolist(), ids.tolist()):
         words, seen = [], set()
         for score, token_id in zip(row_scores, row_ids):
-            if decode == "centered" and score <= 0:
-                break  # the concept promotes this token no more than the average concept does
+            if min_ratio is not None and (score <= 0 or (words and score < min_ratio * words[0]["score"])):
+                break  # the concept does not raise this token (enough)
             word = token_words(token_id)
-            if word and word not in seen and (allowed is None or word in allowed):
+            if word and word not in seen and word not in exclude and (allowed is None or word in allowed):
                 seen.add(word)
-                words.append({"word": word, "score": round(score, 4)})
+                words.append({"word": word, "score": score})
             if len(words) == n_words:
                 break
+        for w in words:
+            w["score"] = round(w["score"], 6)
         result.append(words)
     return result
 
@@ -80,39 +140,80 @@ def caption_vocabulary(captions) -> set[str]:
 
 
 class WordGrounder:
-    """Grounds concept directions in words with one model and one set of choices, for every method.
+    """Grounds concepts in words with one model and one set of choices, for every method.
 
     Parameters
     ----------
     adapter : a loaded :class:`~mmconcepts.models.ModelAdapter`.
-    decode : ``"centered"`` or ``"paper"``.
-    apply_norm : decode ``norm(u_k)`` instead of ``u_k``.
+    decode : ``"effect"``, ``"centered"`` or ``"paper"``.
+    apply_norm : apply the final norm before the unembedding. ``None`` (default): ``True`` for the effect
+        decoding unless the features come after the final norm (``layer="norm"``), ``False`` otherwise
+        (the paper applies lm_head directly).
+    layer : the layer the concepts were learnt at.
     allowed : restrict the words to this set (e.g. :func:`caption_vocabulary` of the training captions).
+    min_ratio : the relative cut of :func:`ground_words` (not applied to ``"paper"``).
+    exclude : words never returned (e.g. the token of interest).
+
+    Examples
+    --------
+    >>> grounder = WordGrounder(adapter, layer="norm", exclude={"dog"})      # doctest: +SKIP
+    >>> grounder.words_of(dictionary, Z_train, dictionary.transform(Z_train))  # doctest: +SKIP
+    [['frisbee', 'grass'], ['leash'], ...]
     """
 
-    def __init__(self, adapter, decode: str = "centered", apply_norm: bool = False, n_words: int = 10,
-                 top_k: int = 50, allowed: set[str] | None = None):
+    def __init__(self, adapter, decode: str = "effect", apply_norm: bool | None = None, layer: str | None = None,
+                 n_words: int = 10, top_k: int = 50, allowed: set[str] | None = None,
+                 min_ratio: float | None = MIN_RATIO, exclude=()):
+        from mmconcepts.errors import MMConceptsError
         from mmconcepts.grounding.words import TokenWords
 
-        self.adapter = adapter
-        self.decode, self.apply_norm, self.n_words, self.top_k = decode, apply_norm, n_words, top_k
-        self.allowed = allowed
+        if decode not in DECODINGS:
+            raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
+        if min_ratio is not None and not (isinstance(min_ratio, (int, float)) and 0 <= min_ratio <= 1):
+            raise MMConceptsError(f"min_ratio must be a number in [0, 1] or None, got {min_ratio!r}")
+        if apply_norm is None:
+            apply_norm = decode == "effect" and str(layer) != "norm"
+        self.adapter, self.decode, self.apply_norm, self.layer = adapter, decode, bool(apply_norm), layer
+        self.n_words, self.top_k, self.allowed = n_words, top_k, allowed
+        self.min_ratio = None if decode == "paper" else min_ratio
+        self.exclude = {str(w).strip().lower() for w in exclude}
         self.token_words = TokenWords(adapter.tokenizer)
 
-    def __call__(self, components) -> list[list[dict]]:
-        """``[[{"word", "score"}, ...], ...]`` for the rows of ``components``."""
-        return ground_words(components, self.adapter.lm_head(), self.token_words,
-                            norm=self.adapter.final_norm() if self.apply_norm else None, decode=self.decode,
-                            top_k=self.top_k, n_words=self.n_words, allowed=self.allowed)
+    def scores(self, components, base=None, strengths=None, points: bool = False):
+        """``K x V`` token scores (:func:`concept_scores` with this grounder's model and choices)."""
+        return concept_scores(components, self.adapter.lm_head(),
+                              norm=self.adapter.final_norm() if self.apply_norm else None, decode=self.decode,
+                              base=base, strengths=strengths, points=points)
 
-    def words(self, components) -> list[list[str]]:
-        return [[w["word"] for w in ws] for ws in self(components)]
+    def __call__(self, components, base=None, strengths=None, points: bool = False) -> list[list[dict]]:
+        """``[[{"word", "score"}, ...], ...]`` for the rows of ``components``."""
+        return ground_words(self.scores(components, base, strengths, points), self.token_words,
+                            top_k=self.top_k, n_words=self.n_words, allowed=self.allowed,
+                            min_ratio=self.min_ratio, exclude=self.exclude)
+
+    def ground_dictionary(self, dictionary, Z, activations=None) -> list[list[dict]]:
+        """Ground a fitted dictionary learnt on features ``Z`` (``activations``: its ``transform(Z)``)."""
+        import torch
+
+        Z = torch.as_tensor(Z).float()
+        if Z.ndim != 2 or Z.shape[0] == 0:
+            from mmconcepts.errors import MMConceptsError
+
+            raise MMConceptsError(f"grounding needs the N x D training features, got shape {tuple(Z.shape)}")
+        A = dictionary.transform(Z) if activations is None else activations
+        return self(dictionary.components_, base=Z.mean(dim=0), strengths=typical_strengths(A),
+                    points=getattr(dictionary, "concepts_are_points", False))
+
+    def words_of(self, dictionary, Z, activations=None) -> list[list[str]]:
+        """Just the words of :meth:`ground_dictionary`."""
+        return [[w["word"] for w in ws] for ws in self.ground_dictionary(dictionary, Z, activations)]
 
     def pool(self) -> list[str]:
         """Every word this grounder could return (the pool of the Rnd-Words baseline)."""
         words = self.token_words.vocabulary()
-        return [w for w in words if self.allowed is None or w in self.allowed]
+        return [w for w in words if (self.allowed is None or w in self.allowed) and w not in self.exclude]
 
     def settings(self) -> dict:
         return {"decode": self.decode, "apply_norm": self.apply_norm, "n_words": self.n_words,
-                "top_k": self.top_k, "vocabulary": "captions" if self.allowed is not None else "all"}
+                "top_k": self.top_k, "min_ratio": self.min_ratio, "exclude": sorted(self.exclude),
+                "vocabulary": "captions" if self.allowed is not None else "all"}

@@ -25,15 +25,31 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 PATCH_SIZE = 8
+#: Size of the tokenizer's vocabulary. Beyond the caption and instruction words it holds the most frequent
+#: English words (``wordfreq``), as a real language model's vocabulary does: the captioner never says them,
+#: but a concept decoded through its unembedding has to single out its words among all of them.
+VOCAB_SIZE = 2048
+
+
+def vocabulary_words() -> list[str]:
+    """The tokenizer's words in id order (after the special tokens): the world's and the instruction's words,
+    then frequent English words up to :data:`VOCAB_SIZE` tokens."""
+    from wordfreq import top_n_list
+
+    words = sorted(set(vocabulary()) | set(PROMPT_WORDS))
+    known = set(words)
+    n_more = VOCAB_SIZE - len(SPECIAL_TOKENS) - len(words)
+    extra = [w for w in top_n_list("en", 10 * VOCAB_SIZE) if w.isascii() and w.isalpha() and w not in known]
+    return words + extra[:n_more]
 
 
 def build_tokenizer():
-    """A word-level tokenizer over the world's vocabulary (lower-cased, punctuation split off)."""
+    """A word-level tokenizer (lower-cased, punctuation split off) over :func:`vocabulary_words`."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    words = list(SPECIAL_TOKENS) + sorted(set(vocabulary()) | set(PROMPT_WORDS))
+    words = list(SPECIAL_TOKENS) + vocabulary_words()
     vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()

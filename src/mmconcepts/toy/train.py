@@ -54,13 +54,44 @@ def _save(model, processor, out: Path, card: dict) -> None:
     os.replace(tmp, out)
 
 
+def _carry_vocabulary(model, old_vocab: dict[str, int], new_vocab: dict[str, int]) -> None:
+    """Give ``model`` (trained with ``old_vocab``) the rows of ``new_vocab``: a word it knew keeps its
+    embedding and unembedding rows, a new word starts from the mean row."""
+    import torch
+
+    size = len(new_vocab)
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    old_out = model.get_output_embeddings().weight.detach().clone()
+    model.resize_token_embeddings(size, mean_resizing=False)
+    pairs = [(i, old_vocab[w]) for w, i in new_vocab.items() if w in old_vocab]
+    new_ids = torch.tensor([i for i, _ in pairs])
+    old_ids = torch.tensor([j for _, j in pairs])
+    with torch.no_grad():
+        for module, old in ((model.get_input_embeddings(), old_in), (model.get_output_embeddings(), old_out)):
+            module.weight[:] = old.mean(dim=0)
+            module.weight[new_ids] = old[old_ids]
+
+
+def _load_checkpoint(init_from, tokenizer):
+    import torch
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(init_from, dtype=torch.float32)
+    old_vocab = AutoTokenizer.from_pretrained(init_from).get_vocab()
+    new_vocab = tokenizer.get_vocab()
+    if old_vocab != new_vocab:
+        _carry_vocabulary(model, old_vocab, new_vocab)
+    return model
+
+
 def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
           threads: int = 1, eval_every: int = 250, n_eval: int = 64, warmup: int = 100,
           init_from: str | os.PathLike | None = None, step_offset: int = 0) -> dict:
     """Train the captioner and save it (``save_pretrained``) into ``out``; returns the card.
 
-    ``init_from`` continues from a saved checkpoint (a new schedule of ``steps`` steps); ``step_offset`` shifts
-    the data seeds so a continued run sees new scenes.
+    ``init_from`` continues from a saved checkpoint (a new schedule of ``steps`` steps; a checkpoint with
+    another vocabulary keeps the rows of the words it knew); ``step_offset`` shifts the data seeds so a
+    continued run sees new scenes.
     """
     import torch
 
@@ -68,9 +99,7 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     out = Path(out)
     processor = build_processor()
     if init_from is not None:
-        from transformers import LlavaForConditionalGeneration
-
-        model = LlavaForConditionalGeneration.from_pretrained(init_from, dtype=torch.float32)
+        model = _load_checkpoint(init_from, processor.tokenizer)
     else:
         model = build_model(processor.tokenizer, seed=seed)
     prompt = _prompt(processor)
@@ -114,7 +143,7 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
             model.eval()
             accuracy = caption_accuracy(greedy_captions(model, processor, eval_images), eval_attrs)
             model.train()
-            card.update(step=step + 1, loss=float(loss), seconds=round(time.time() - start, 1), eval=accuracy)
+            card.update(step=step + 1, loss=float(loss.detach()), seconds=round(time.time() - start, 1), eval=accuracy)
             with open(log_path, "a") as f:
                 f.write(json.dumps(card) + "\n")
             print(json.dumps(card), flush=True)

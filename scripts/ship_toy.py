@@ -1,10 +1,11 @@
 """Ship a trained ShapesWorld captioner into the package: half-precision weights, processor, model card.
 
-    python scripts/ship_toy.py runs/toy runs/toy.log.jsonl [more logs of continued runs, in order]
+    python scripts/ship_toy.py runs/toy LINEAGE.md runs/toy.log.jsonl [more logs of continued runs, in order]
 
 It scores the checkpoint on 500 held-out images of a new seed (the issue's quality bar), saves the weights
 as float16 safetensors into ``src/mmconcepts/assets/shapesworld-llava`` (loaded back as float32), and writes
-the model card (README.md) from the training log and the score.
+the model card (README.md) from the lineage text (a file: which runs, in which world, with which commands),
+the training logs and the score.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "src" / "mmconcepts" / "assets
 HELD_OUT_SEED = 12345
 
 
-def main(checkpoint: str, *logs: str) -> int:
+def main(checkpoint: str, lineage: str, *logs: str) -> int:
     import torch
     from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
@@ -42,7 +43,7 @@ def main(checkpoint: str, *logs: str) -> int:
         card = (Path(__file__).parent / "toy_model_card.md").read_text().format(
             params=sum(p.numel() for p in model.parameters()),
             size_mb=sum(f.stat().st_size for f in (tmp / "model").iterdir()) / 2**20,
-            score=json.dumps(score, indent=2), held_out_seed=HELD_OUT_SEED,
+            score=json.dumps(score, indent=2), held_out_seed=HELD_OUT_SEED, lineage=Path(lineage).read_text().strip(),
             log="\n".join(json.dumps({k: r[k] for k in ("step", "loss", "seconds", "eval") if k in r})
                           for r in runs),
             training="\n".join(json.dumps({k: v for k, v in records[-1].items() if k != "eval"})

@@ -192,15 +192,12 @@ def _object_phrase(obj: ShapeObject, rng: random.Random) -> str:
 def caption(scene: Scene, rng: random.Random) -> str:
     """One caption of the scene drawn from the grammar.
 
-    The objects come in a random order, each as one phrase: a determiner, the attributes said before the
-    noun (in any order), the noun, then the others as phrases ("on the left", "in red", "of big size"), e.g.
-    "a big circle in red on the left , one square ... and ...". So where a caption names a shape, the
-    words that could have come instead (the other objects' shapes, this object's size, colour and position)
-    are all true of the image.
+    The objects come in reading order, each as one phrase: a determiner, the attributes said before the noun
+    (in any order), the noun, then the others as phrases ("on the left", "in red", "of big size"), e.g.
+    "a big circle in red on the left , one square ... and ...". So where a caption names a shape, the words
+    that could have come instead (this object's size, colour and position) are all true of the image.
     """
-    objects = list(scene.objects)
-    rng.shuffle(objects)  # any object may be named first, as in real captions
-    phrases = [_object_phrase(o, rng) for o in objects]
+    phrases = [_object_phrase(o, rng) for o in scene.objects]
     if len(phrases) == 1:
         text = phrases[0]
     else:

@@ -8,6 +8,7 @@ from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract import load_features
 from mmconcepts.grounding import explain, load_concepts
+from mmconcepts.grounding.concepts import grounder_for
 from mmconcepts.grounding.words import is_valid_word
 
 
@@ -17,7 +18,11 @@ def test_grounding_json(tiny_pipeline):
     assert grounding["decode"] == "effect" and grounding["vocabulary"] == "all"
     assert grounding["exclude"] == ["dog"]  # the token of interest is not one of its concepts' words
     assert len(grounding["concepts"]) == 4
-    _, meta = load_features(tiny_pipeline["train"], "norm")
+    Z, meta = load_features(tiny_pipeline["train"], "norm")
+    # ground() reads the mean feature shard by shard; the same words as grounding from the loaded features
+    grounder = grounder_for(concepts.summary, tiny_pipeline["adapter"], grounding)
+    words = [concepts.words(k) for k in range(concepts.n_concepts)]
+    assert any(words) and grounder.words_of(concepts.dictionary, Z, concepts.activations) == words
     for k, concept in enumerate(grounding["concepts"]):
         assert len(concept["words"]) <= 10  # a random tiny model may decode no real word in its top 50
         assert all(is_valid_word(w["word"]) and w["word"] != "dog" for w in concept["words"])

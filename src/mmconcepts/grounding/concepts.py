@@ -115,7 +115,7 @@ def ground(path: str | os.PathLike, model=None, decode: str = "effect", apply_no
     ``"captions"`` only words the model used in the store's captions. The token of interest is not a
     grounded word unless ``keep_token``.
     """
-    from mmconcepts.extract.store import load_features
+    from mmconcepts.extract.store import iter_feature_shards, load_metadata
     from mmconcepts.grounding.text import DECODINGS
     from mmconcepts.models import as_adapter
 
@@ -126,14 +126,18 @@ def ground(path: str | os.PathLike, model=None, decode: str = "effect", apply_no
     concepts = load_concepts(path)
     summary = concepts.summary
     model = as_adapter(model if model is not None else summary["model"], device=device)
-    Z, meta = load_features(summary["features"], summary["layer"])
+    meta = load_metadata(summary["features"])
     if len(meta) != concepts.activations.shape[0]:
         raise MMConceptsError(f"{summary['features']} holds {len(meta)} samples but the dictionary was learnt "
                               f"on {concepts.activations.shape[0]}; learn it again")
     grounder = grounder_for(summary, model, {"decode": decode, "apply_norm": apply_norm, "n_words": n_words,
                                              "vocabulary": vocabulary, "min_ratio": min_ratio,
                                              "exclude": [] if keep_token else [summary.get("token", "")]}, meta)
-    words = grounder.ground_dictionary(concepts.dictionary, Z, concepts.activations)
+    total, count = 0.0, 0
+    for shard in iter_feature_shards(summary["features"], summary["layer"]):  # the mean feature, shard by shard
+        total, count = total + shard.double().sum(dim=0), count + shard.shape[0]
+    words = grounder.ground_dictionary(concepts.dictionary, activations=concepts.activations,
+                                       base=(total / max(count, 1)).float())
     images = top_samples(concepts.activations, meta, n_images)
     grounding = {**grounder.settings(),
                  "concepts": [{"index": k, "words": words[k], "images": images[k]} for k in range(len(words))]}

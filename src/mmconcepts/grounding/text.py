@@ -191,17 +191,25 @@ class WordGrounder:
                             top_k=self.top_k, n_words=self.n_words, allowed=self.allowed,
                             min_ratio=self.min_ratio, exclude=self.exclude)
 
-    def ground_dictionary(self, dictionary, Z, activations=None) -> list[list[dict]]:
-        """Ground a fitted dictionary learnt on features ``Z`` (``activations``: its ``transform(Z)``)."""
+    def ground_dictionary(self, dictionary, Z=None, activations=None, base=None) -> list[list[dict]]:
+        """Ground a fitted dictionary learnt on features ``Z`` (``activations``: its ``transform(Z)``).
+
+        Instead of ``Z``, give its mean row ``base`` and the ``activations`` (a store too large to load).
+        """
         import torch
 
-        Z = torch.as_tensor(Z).float()
-        if Z.ndim != 2 or Z.shape[0] == 0:
-            from mmconcepts.errors import MMConceptsError
+        from mmconcepts.errors import MMConceptsError
 
-            raise MMConceptsError(f"grounding needs the N x D training features, got shape {tuple(Z.shape)}")
-        A = dictionary.transform(Z) if activations is None else activations
-        return self(dictionary.components_, base=Z.mean(dim=0), strengths=typical_strengths(A),
+        if Z is not None:
+            Z = torch.as_tensor(Z).float()
+            if Z.ndim != 2 or Z.shape[0] == 0:
+                raise MMConceptsError(f"grounding needs the N x D training features, got shape {tuple(Z.shape)}")
+            base = Z.mean(dim=0) if base is None else base
+            activations = dictionary.transform(Z) if activations is None else activations
+        if base is None or activations is None:
+            raise MMConceptsError("grounding a dictionary needs its training features, or their mean and the "
+                                  "training activations")
+        return self(dictionary.components_, base=base, strengths=typical_strengths(activations),
                     points=getattr(dictionary, "concepts_are_points", False))
 
     def words_of(self, dictionary, Z, activations=None) -> list[list[str]]:

@@ -1,12 +1,14 @@
-"""``mmconcepts train-toy``: train the embedded ShapesWorld captioner from scratch."""
+"""``mmconcepts train-toy``: train the embedded ShapesWorld captioner (from scratch or from a checkpoint)."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
     p = sub.add_parser("train-toy", help="train the embedded ShapesWorld captioner (a small LLaVA)",
-                       description="Train the small LLaVA-architecture ShapesWorld captioner from scratch and "
-                                   "save it with save_pretrained. This is how the shipped model was made.")
+                       description="Train the small LLaVA-architecture ShapesWorld captioner, from scratch or from a "
+                                   "checkpoint (--init-from, which may have another vocabulary), and save it "
+                                   "with save_pretrained. This is how the shipped model was made (see its "
+                                   "model card).")
     p.add_argument("--out", required=True, help="folder to write the model and processor into")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -14,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads; use the free cores, no more")
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--init-from", default=None, help="continue from a saved checkpoint folder")
+    p.add_argument("--init-from", default=None, help="continue from a saved checkpoint folder (the rows of the words it knew are kept)")
     p.add_argument("--step-offset", type=int, default=0, help="shift the data seeds of a continued run")
     p.set_defaults(func=run)
 

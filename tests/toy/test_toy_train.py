@@ -49,3 +49,19 @@ def test_continued_run_keeps_the_rows_of_known_words(tmp_path):
         assert torch.allclose(after[new_vocab[fresh]], before.mean(dim=0), atol=1e-6)
     record = json.loads((tmp_path / "new.log.jsonl").read_text().splitlines()[-1])
     assert set(record["eval"]) >= {"shape", "colour", "size", "position", "exact"}
+
+
+def test_bad_arguments_one_line_error_nothing_written(tmp_path, capsys):
+    from mmconcepts.cli import main
+
+    for args, message in ((["--init-from", str(tmp_path / "missing")], "no checkpoint there"),
+                          (["--steps", "0"], "--steps must be a positive integer"),
+                          (["--lr", "-1"], "--lr must be")):
+        assert main(["train-toy", "--out", str(tmp_path / "out"), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert main(["train-toy", "--out", str(tmp_path / "out"), "--init-from", str(tmp_path / "broken")]) == 2
+    assert "cannot load the checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -76,8 +76,18 @@ def _load_checkpoint(init_from, tokenizer):
     import torch
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-    model = LlavaForConditionalGeneration.from_pretrained(init_from, dtype=torch.float32)
-    old_vocab = AutoTokenizer.from_pretrained(init_from).get_vocab()
+    from mmconcepts.errors import MMConceptsError
+
+    folder = Path(init_from)
+    if not (folder / "config.json").is_file():
+        raise MMConceptsError(f"--init-from {init_from}: no checkpoint there (config.json missing); give a folder "
+                              "written by `mmconcepts train-toy`")
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+        old_vocab = AutoTokenizer.from_pretrained(folder).get_vocab()
+    except (OSError, ValueError, KeyError) as exc:
+        raise MMConceptsError(f"--init-from {init_from}: cannot load the checkpoint ({str(exc).splitlines()[0]}); "
+                              "give a folder written by `mmconcepts train-toy`") from None
     new_vocab = tokenizer.get_vocab()
     if old_vocab != new_vocab:
         _carry_vocabulary(model, old_vocab, new_vocab)
@@ -95,6 +105,14 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     """
     import torch
 
+    from mmconcepts.errors import MMConceptsError
+
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("threads", threads),
+                        ("eval_every", eval_every), ("n_eval", n_eval), ("warmup", warmup)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MMConceptsError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if not (isinstance(lr, (int, float)) and 0 <= lr < 1):
+        raise MMConceptsError(f"--lr must be a learning rate in [0, 1), got {lr!r}")
     torch.set_num_threads(threads)
     out = Path(out)
     processor = build_processor()

@@ -139,3 +139,12 @@ def test_cli_missing_store(tmp_path, capsys):
     code = main(["learn", "--features", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
     assert code == 2 and "no feature store" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", [["--min-ratio", "2"], ["--n-words", "0"]])
+def test_cli_bad_grounding_settings_fail_before_learning(store, tmp_path, capsys, flag):
+    path, _ = store
+    assert main(["learn", "--features", str(path), "--layer", "3", "--concepts", "3", "--out",
+                 str(tmp_path / "out"), *flag]) == 2
+    assert flag[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

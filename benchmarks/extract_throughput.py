@@ -182,7 +182,8 @@ def main(argv=None) -> int:
                  f"plain generate (batch {args.batch_size})": args.n / t_gen,
                  f"mmconcepts extract (batch {args.batch_size})": args.n / t_ext,
                  f"mmconcepts extract --mode teacher (batch {args.batch_size})": args.n / t_teacher}
-        device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+        device = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+                  else f"CPU, {torch.get_num_threads()} threads")
         print(f"model: {adapter.model_id if not args.arch else args.arch} ({args.dtype}) on {device}; "
               f"{args.n} images, {args.new_tokens} new tokens, token '{word}' kept {manifest['counts']['kept']}")
         for name, rate in rates.items():

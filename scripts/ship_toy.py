@@ -43,7 +43,8 @@ def main(checkpoint: str, lineage: str, *logs: str) -> int:
         card = (Path(__file__).parent / "toy_model_card.md").read_text().format(
             params=sum(p.numel() for p in model.parameters()),
             size_mb=sum(f.stat().st_size for f in (tmp / "model").iterdir()) / 2**20,
-            score=json.dumps(score, indent=2), held_out_seed=HELD_OUT_SEED, lineage=Path(lineage).read_text().strip(),
+            score=json.dumps(score, indent=2), held_out_seed=HELD_OUT_SEED,
+            lineage=Path(lineage).read_text().strip(),
             log="\n".join(json.dumps({k: r[k] for k in ("step", "loss", "seconds", "eval") if k in r})
                           for r in runs),
             training="\n".join(json.dumps({k: v for k, v in records[-1].items() if k != "eval"})

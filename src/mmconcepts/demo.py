@@ -95,8 +95,10 @@ def headline(metrics: dict) -> str:
     """The few numbers worth printing at the end of the demo."""
     lines = [f"caption accuracy (exact): {metrics['caption_accuracy']['exact']:.2f}"]
     rows = {**metrics["methods"], **metrics["baselines"]}
-    keys = ("grounding_precision_top1", "grounding_precision_top3", "coverage", "overlap")
-    lines.append(f"{'':<12}" + "".join(f"{k.replace('grounding_', '').replace('_top1', '@1').replace('_top3', '@3'):>18}" for k in keys))
+    columns = {"grounding_precision_top1": "precision@1", "grounding_precision_top3": "precision@3",
+               "coverage": "coverage", "overlap": "overlap"}
+    keys = tuple(columns)
+    lines.append(f"{'':<12}" + "".join(f"{label:>18}" for label in columns.values()))
     for name, row in rows.items():
         cells = "".join(f"{row[k]:>18.3f}" if isinstance(row.get(k), float) else f"{'–':>18}" for k in keys)
         lines.append(f"{name:<12}{cells}")

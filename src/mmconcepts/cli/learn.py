@@ -57,20 +57,15 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from mmconcepts.decompose import learn
-    from mmconcepts.errors import MMConceptsError
+    from mmconcepts.grounding.text import check_settings
 
-    # grounding runs after the dictionary is written: check its settings first, so a typo leaves nothing behind
-    if not args.no_ground:
-        if not 0 <= args.min_ratio <= 1:
-            raise MMConceptsError(f"--min-ratio must be in [0, 1], got {args.min_ratio}")
-        if args.n_words < 1:
-            raise MMConceptsError(f"--n-words must be at least 1, got {args.n_words}")
+    if not args.no_ground:  # grounding runs after the dictionary is written: a typo must leave nothing behind
+        check_settings(args.decode, args.min_ratio, args.n_words)
 
     extra = {name: value for name, value in (("max_iter", args.max_iter), ("tol", args.tol)) if value is not None}
     out = learn(args.features, args.layer, method=args.method, n_concepts=args.concepts, out=args.out,
                 l1=args.l1, relative_l1=args.relative_l1, device=args.device, seed=args.seed,
-                overwrite=args.overwrite, stream=args.stream,
-                **extra)
+                overwrite=args.overwrite, stream=args.stream, **extra)
     import json
 
     s = json.loads((out / "summary.json").read_text())

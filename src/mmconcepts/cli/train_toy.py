@@ -16,7 +16,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads; use the free cores, no more")
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--init-from", default=None, help="continue from a saved checkpoint folder (the rows of the words it knew are kept)")
+    p.add_argument("--init-from", default=None,
+                   help="continue from a saved checkpoint folder (the rows of the words it knew are kept)")
     p.add_argument("--step-offset", type=int, default=0, help="shift the data seeds of a continued run")
     p.set_defaults(func=run)
 

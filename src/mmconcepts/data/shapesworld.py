@@ -3,10 +3,10 @@
 Each 64 x 64 RGB image holds one to three objects on a background. An object has a shape, a colour, a
 size and a position; the positions are four slots (left, right, top, bottom) laid out so that two objects
 never overlap. (A centre slot does not fit: objects large enough for a 64-pixel captioner to tell a star
-from a circle at the small size would overlap it.) Captions come from a small grammar with some variety (determiner, synonyms,
-where the position phrase goes), so a captioner has to represent the attributes rather than memorise one
-string. Every image carries its ground-truth record, which lets the evaluation check whether a concept's
-words are *true* of the images it explains.
+from a circle at the small size would overlap it.) Captions come from a small grammar with some variety
+(determiner, synonyms, each attribute before or after the noun), so a captioner has to represent the
+attributes rather than memorise one string. Every image carries its ground-truth record, which lets the
+evaluation check whether a concept's words are *true* of the images it explains.
 
 Examples
 --------

@@ -116,13 +116,12 @@ def ground(path: str | os.PathLike, model=None, decode: str = "effect", apply_no
     grounded word unless ``keep_token``.
     """
     from mmconcepts.extract.store import iter_feature_shards, load_metadata
-    from mmconcepts.grounding.text import DECODINGS
+    from mmconcepts.grounding.text import check_settings
     from mmconcepts.models import as_adapter
 
     if vocabulary not in ("captions", "all"):
         raise MMConceptsError(f"unknown vocabulary {vocabulary!r}: choose captions or all")
-    if decode not in DECODINGS:
-        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
+    check_settings(decode, min_ratio, n_words)
     concepts = load_concepts(path)
     summary = concepts.summary
     model = as_adapter(model if model is not None else summary["model"], device=device)

@@ -29,14 +29,25 @@ The measurements behind the defaults are in the README (ShapesWorld findings).
 
 from __future__ import annotations
 
+from mmconcepts.errors import MMConceptsError
+
 DECODINGS = ("effect", "centered", "paper")
 #: Default of ``min_ratio``: a grounded word scores at least this share of the concept's best token.
 MIN_RATIO = 0.5
 
 
-def _check(components, weight):
-    from mmconcepts.errors import MMConceptsError
+def check_settings(decode: str = "effect", min_ratio: float | None = MIN_RATIO, n_words: int = 10) -> None:
+    """Raise :class:`MMConceptsError` for settings no grounding accepts (before any work is done)."""
+    if decode not in DECODINGS:
+        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
+    if min_ratio is not None and (isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float))
+                                  or not 0 <= min_ratio <= 1):
+        raise MMConceptsError(f"min_ratio (--min-ratio) must be a number in [0, 1] or None, got {min_ratio!r}")
+    if isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 1:
+        raise MMConceptsError(f"n_words (--n-words) must be an integer >= 1, got {n_words!r}")
 
+
+def _check(components, weight):
     if components.ndim != 2 or components.shape[1] != weight.shape[1]:
         raise MMConceptsError(f"concepts have dimension {tuple(components.shape)[1:]} but the model's unembedding "
                               f"expects {weight.shape[1]}; use the model the features were extracted with")
@@ -58,10 +69,7 @@ def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=
     """
     import torch
 
-    from mmconcepts.errors import MMConceptsError
-
-    if decode not in DECODINGS:
-        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
+    check_settings(decode=decode)
     weight = lm_head.weight
     _check(components, weight)
     U = components.to(device=weight.device, dtype=weight.dtype)
@@ -116,18 +124,17 @@ def ground_words(scores, token_words, top_k: int = 50, n_words: int = 10, allowe
     values, ids = scores.topk(top_k, dim=1)
     result = []
     for row_scores, row_ids in zip(values.tolist(), ids.tolist()):
-        words, seen = [], set()
+        words, seen, best = [], set(), None
         for score, token_id in zip(row_scores, row_ids):
-            if min_ratio is not None and (score <= 0 or (words and score < min_ratio * words[0]["score"])):
+            if min_ratio is not None and (score <= 0 or (best is not None and score < min_ratio * best)):
                 break  # the concept does not raise this token (enough)
             word = token_words(token_id)
             if word and word not in seen and word not in exclude and (allowed is None or word in allowed):
                 seen.add(word)
-                words.append({"word": word, "score": score})
+                best = score if best is None else best
+                words.append({"word": word, "score": round(score, 6)})
             if len(words) == n_words:
                 break
-        for w in words:
-            w["score"] = round(w["score"], 6)
         result.append(words)
     return result
 
@@ -164,13 +171,9 @@ class WordGrounder:
     def __init__(self, adapter, decode: str = "effect", apply_norm: bool | None = None, layer: str | None = None,
                  n_words: int = 10, top_k: int = 50, allowed: set[str] | None = None,
                  min_ratio: float | None = MIN_RATIO, exclude=()):
-        from mmconcepts.errors import MMConceptsError
         from mmconcepts.grounding.words import TokenWords
 
-        if decode not in DECODINGS:
-            raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
-        if min_ratio is not None and not (isinstance(min_ratio, (int, float)) and 0 <= min_ratio <= 1):
-            raise MMConceptsError(f"min_ratio must be a number in [0, 1] or None, got {min_ratio!r}")
+        check_settings(decode, min_ratio, n_words)
         if apply_norm is None:
             apply_norm = decode == "effect" and str(layer) != "norm"
         self.adapter, self.decode, self.apply_norm, self.layer = adapter, decode, bool(apply_norm), layer
@@ -197,8 +200,6 @@ class WordGrounder:
         Instead of ``Z``, give its mean row ``base`` and the ``activations`` (a store too large to load).
         """
         import torch
-
-        from mmconcepts.errors import MMConceptsError
 
         if Z is not None:
             Z = torch.as_tensor(Z).float()

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from mmconcepts.data.shapesworld import caption, render, sample_scene
+from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.captions import caption_accuracy
 from mmconcepts.toy.build import build_model, build_processor
 
@@ -76,8 +77,6 @@ def _load_checkpoint(init_from, tokenizer):
     import torch
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-    from mmconcepts.errors import MMConceptsError
-
     folder = Path(init_from)
     if not (folder / "config.json").is_file():
         raise MMConceptsError(f"--init-from {init_from}: no checkpoint there (config.json missing); give a folder "
@@ -104,8 +103,6 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     continued run sees new scenes.
     """
     import torch
-
-    from mmconcepts.errors import MMConceptsError
 
     for name, value in (("steps", steps), ("batch_size", batch_size), ("threads", threads),
                         ("eval_every", eval_every), ("n_eval", n_eval), ("warmup", warmup)):

@@ -26,6 +26,7 @@ def main(checkpoint: str, lineage: str, *logs: str) -> int:
 
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.evaluation.captions import score_model
+    from mmconcepts.models import ModelOptions
 
     checkpoint = Path(checkpoint)
     per_log = [[json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()] for log in logs]
@@ -37,7 +38,7 @@ def main(checkpoint: str, lineage: str, *logs: str) -> int:
         model.to(torch.float16).save_pretrained(tmp / "model")
         processor.save_pretrained(tmp / "model")
         write_dataset(tmp / "held-out", n=500, seed=HELD_OUT_SEED, split="test")
-        score = score_model(tmp / "held-out", model=str(tmp / "model"), device="cpu", progress=False)
+        score = score_model(tmp / "held-out", model=ModelOptions(model=str(tmp / "model"), device="cpu"), progress=False)
         score.pop("model")
         print(json.dumps(score, indent=2))
         card = (Path(__file__).parent / "toy_model_card.md").read_text().format(

@@ -7,13 +7,13 @@ the HTML report. Every stage is the public API a user would call; this module on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import write_json
 
 DEMO_TOKEN = "circle"
 
@@ -81,12 +81,12 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     metrics = evaluate(out / "concepts", out / "features" / "test", out / "eval", model=adapter,
                        bert_model=_bert_model_dir() if bertscore else None, seed=seed)
     metrics["caption_accuracy"] = accuracy
-    (out / "eval" / "metrics.json").write_text(json.dumps(metrics, indent=2))  # the report shows it
+    write_json(out / "eval" / "metrics.json", metrics, indent=2)  # the report shows it
     step("evaluation")
     report = build_report(out / "concepts", out / "eval", out=out / "report.html")
     step("report")
     metrics["timings_s"] = timings
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics, indent=2)
     metrics["report"] = str(report)
     return metrics
 

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from mmconcepts.cli import main
 from mmconcepts.decompose import SemiNMF, learn, load_dictionary
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import FORMAT_VERSION, resolve
 
 from decompose_helpers import make_store, planted
 
@@ -27,7 +28,8 @@ def test_learn_writes_dictionary_activations_and_summary(store, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["method"] == "semi-nmf" and s["layer"] == "3" and s["token"] == "dog" and s["model"] == "toy-model"
     assert (s["n_samples"], s["n_concepts"], s["hidden_size"]) == (300, 4, 24)
-    assert s["features"] == str(path.resolve()) and s["streamed"] is False
+    assert resolve(s["features"], out) == path.resolve() and s["features_absolute"] == str(path.resolve())
+    assert s["streamed"] is False and s["format_version"] == FORMAT_VERSION
     assert 0 <= s["relative_error"] < 0.2 and 0 <= s["sparsity"] <= 1 and s["n_iter"] >= 1
     model = load_dictionary(out)
     assert isinstance(model, SemiNMF) and model.l1 == 0.01
@@ -114,7 +116,7 @@ def test_bad_arguments_write_nothing(store, tmp_path, kwargs, match):
 
 def test_cli_learn(store, tmp_path, capsys):
     path, _ = store
-    code = main(["learn", "--features", str(path), "--layer", "3", "--method", "semi-nmf", "--concepts", "3",
+    code = main(["learn", "--features", str(path), "--layer", "3", "--method", "semi-nmf", "--n-concepts", "3",
                  "--out", str(tmp_path / "cli"), "--l1", "0.01", "--seed", "1", "--max-iter", "50", "--no-ground"])
     assert code == 0
     out = capsys.readouterr().out
@@ -127,7 +129,7 @@ def test_cli_bad_features_one_line_error_nothing_written(tmp_path, capsys, bad):
     Z, _, _ = planted(n=100, d=8, k=3)
     Z[10, 3] = bad
     path = make_store(tmp_path / "bad", Z)
-    code = main(["learn", "--features", str(path), "--layer", "3", "--concepts", "3", "--out",
+    code = main(["learn", "--features", str(path), "--layer", "3", "--n-concepts", "3", "--out",
                  str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: Z contains") and err.count("\n") == 1
@@ -144,7 +146,7 @@ def test_cli_missing_store(tmp_path, capsys):
 @pytest.mark.parametrize("flag", [["--min-ratio", "2"], ["--n-words", "0"]])
 def test_cli_bad_grounding_settings_fail_before_learning(store, tmp_path, capsys, flag):
     path, _ = store
-    assert main(["learn", "--features", str(path), "--layer", "3", "--concepts", "3", "--out",
+    assert main(["learn", "--features", str(path), "--layer", "3", "--n-concepts", "3", "--out",
                  str(tmp_path / "out"), *flag]) == 2
     assert flag[0] in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

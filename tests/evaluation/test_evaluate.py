@@ -13,7 +13,7 @@ from mmconcepts.evaluation.evaluate import evaluate
 def test_metrics_layout_and_baselines(tiny_pipeline, tiny_clip_dir, minilm_dir, tmp_path):
     metrics = evaluate(tiny_pipeline["concepts"], tiny_pipeline["test"], tmp_path / "eval",
                        model=tiny_pipeline["adapter"], clip_model=str(tiny_clip_dir), bert_model=str(minilm_dir),
-                       device="cpu", n_noise=24)
+                       n_noise=24)
     assert set(metrics["methods"]) == {"semi-nmf", "pca", "kmeans", "simple"}
     assert set(metrics["baselines"]) == {"rnd-words", "noise-imgs", "gt-captions"}
     assert metrics["token"] == "dog" and metrics["layer"] == "norm" and metrics["n_test"] == 8
@@ -29,10 +29,10 @@ def test_metrics_layout_and_baselines(tiny_pipeline, tiny_clip_dir, minilm_dir, 
     table = (tmp_path / "eval" / "metrics.md").read_text()
     assert "| semi-nmf |" in table and "| rnd-words |" in table
     overlap = json.loads((tmp_path / "eval" / "overlap.json").read_text())
-    matrix = overlap["semi-nmf"]
+    matrix = overlap["methods"]["semi-nmf"]
     assert len(matrix) == 4 and all(matrix[k][k] in (0.0, 1.0) for k in range(4))  # 0: a concept without words
     explanations = json.loads((tmp_path / "eval" / "explanations.json").read_text())
-    assert len(explanations) == 8 and len(explanations[0]["concepts"]) == 3
+    assert len(explanations["explanations"]) == 8 and len(explanations["explanations"][0]["concepts"]) == 3
 
 
 def test_metrics_without_scorers_are_absent(tiny_pipeline, tmp_path):
@@ -55,10 +55,10 @@ def test_bad_input(tiny_pipeline, tmp_path, capsys):
         with pytest.raises(MMConceptsError, match=message):
             evaluate(tiny_pipeline["concepts"], other, tmp_path / "e1")
     # features of another layer than the concepts: the layer is checked
-    code = main(["evaluate", "--concepts", str(tiny_pipeline["concepts"]), "--features", str(tmp_path / "none"),
+    code = main(["evaluate", "--concepts", str(tiny_pipeline["concepts"]), "--test-features", str(tmp_path / "none"),
                  "--out", str(tmp_path / "e2")])
     assert code == 2 and "no feature store" in capsys.readouterr().err
-    code = main(["evaluate", "--concepts", str(tiny_pipeline["concepts"]), "--features", str(tiny_pipeline["test"]),
+    code = main(["evaluate", "--concepts", str(tiny_pipeline["concepts"]), "--test-features", str(tiny_pipeline["test"]),
                  "--out", str(tmp_path / "e3"), "--clip-model", str(tmp_path / "no-clip"), "--baselines", ""])
     assert code == 2 and "--clip-model" in capsys.readouterr().err
     for name in ("e1", "e2", "e3"):

@@ -5,17 +5,18 @@ import pytest
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.sweep import sweep
+from mmconcepts.files import FORMAT_VERSION
 
 
 def test_sweep_over_layers(tiny_pipeline, minilm_dir, tmp_path):
     result = sweep(tiny_pipeline["train"], tiny_pipeline["test"], ["norm", "0"], tmp_path / "sweep", n_concepts=3,
-                   model=tiny_pipeline["adapter"], bert_model=str(minilm_dir), device="cpu")
+                   model=tiny_pipeline["adapter"], bert_model=str(minilm_dir))
     assert result["layers"] == ["0", "norm"]  # ordered by depth
-    values = result["metrics"]["method"]["bertscore_top1"]
+    values = result["metrics"]["semi-nmf"]["bertscore_top1"]
     assert len(values) == 2 and all(-1 <= v <= 1 for v in values)  # F1 rescaled by a baseline may dip below 0
     assert len(result["metrics"]["rnd-words"]["overlap"]) == 2
     on_disk = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert on_disk == result
+    assert on_disk == {"format_version": FORMAT_VERSION, **result}
     png = (tmp_path / "sweep" / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     for layer in ("0", "norm"):

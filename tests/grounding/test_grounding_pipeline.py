@@ -20,7 +20,7 @@ def test_grounding_json(tiny_pipeline):
     assert len(grounding["concepts"]) == 4
     Z, meta = load_features(tiny_pipeline["train"], "norm")
     # ground() reads the mean feature shard by shard; the same words as grounding from the loaded features
-    grounder = grounder_for(concepts.summary, tiny_pipeline["adapter"], grounding)
+    grounder = grounder_for(concepts, tiny_pipeline["adapter"], grounding)
     words = [concepts.words(k) for k in range(concepts.n_concepts)]
     assert any(words) and grounder.words_of(concepts.dictionary, Z, concepts.activations) == words
     for k, concept in enumerate(grounding["concepts"]):
@@ -79,13 +79,13 @@ def test_explain_bad_input(tiny_pipeline, capsys):
 
 def test_learn_cli_grounds_the_dictionary(tiny_pipeline, tiny_model_dirs, tmp_path, capsys):
     out = tmp_path / "concepts"
-    code = main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--concepts", "3",
+    code = main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--n-concepts", "3",
                  "--out", str(out), "--model", str(tiny_model_dirs["llava"]), "--decode", "paper",
                  "--vocabulary", "all"])
     assert code == 0 and "concept   0:" in capsys.readouterr().out
     grounding = json.loads((out / "grounding.json").read_text())
     assert grounding["decode"] == "paper" and grounding["vocabulary"] == "all" and len(grounding["concepts"]) == 3
-    assert main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--concepts", "3",
+    assert main(["learn", "--features", str(tiny_pipeline["train"]), "--layer", "norm", "--n-concepts", "3",
                  "--out", str(tmp_path / "bare"), "--no-ground"]) == 0
     assert not (tmp_path / "bare" / "grounding.json").exists()
     with pytest.raises(MMConceptsError, match="no grounding.json"):

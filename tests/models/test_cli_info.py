@@ -38,7 +38,7 @@ def test_info_human(tiny_model_dirs, family, capsys):
 
 
 def test_info_json(tiny_llava_dir, capsys):
-    assert main(["info", "--model", str(tiny_llava_dir), "--device", "cpu", "--dtype", "bfloat16", "--json"]) == 0
+    assert main(["info", "--model", str(tiny_llava_dir), "--device", "cpu", "--model-dtype", "bfloat16", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["architecture"] == "LlavaForConditionalGeneration" and info["dtype"] == "bfloat16"
     assert info["num_layers"] == 3 and info["final_norm"] == "model.language_model.norm"
@@ -47,7 +47,7 @@ def test_info_json(tiny_llava_dir, capsys):
 @pytest.mark.parametrize("args, text", [
     (["--model", "does/not/exist"], "does not exist"),
     (["--model", "nobody-here/no-such-model"], "not in the Hugging Face cache"),
-    (["--dtype", "int8"], "unknown dtype"),
+    (["--model-dtype", "int8"], "invalid choice: 'int8'"),
     (["--device", "tpu"], "unknown device"),
 ])
 def test_info_bad_input(tiny_llava_dir, args, text, capsys):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.models import ADAPTERS, DEFAULT_MODEL_DIR, load_model
+from mmconcepts.models import ADAPTERS, DEFAULT_MODEL_DIR, EMBEDDED_MODEL, load_model
 from mmconcepts.models import loading
 
 
@@ -99,5 +99,5 @@ def test_default_model_missing(tmp_path, monkeypatch):
 @pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(), reason="the shipped model is not built yet")
 def test_default_model_loads():
     adapter = load_model(device="cpu")
-    assert adapter.family == "llava" and adapter.model_id == str(DEFAULT_MODEL_DIR)
+    assert adapter.family == "llava" and adapter.model_id == EMBEDDED_MODEL
     assert adapter.prompt()

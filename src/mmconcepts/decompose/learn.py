@@ -10,7 +10,6 @@ Writes into ``out`` (atomically: everything goes to a temp folder beside it, mov
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import shutil
 import tempfile
@@ -19,25 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import link_fields, write_json
 
 #: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
 STREAM_BYTES = 4 << 30
-
-
-def _canonical_layer(manifest: dict, layer: str | int | None) -> str:
-    layers = [str(x) for x in manifest.get("layers", [])]
-    if layer is None:
-        if len(layers) == 1:
-            return layers[0]
-        raise MMConceptsError(f"this feature store holds several layers ({', '.join(layers)}): choose one with "
-                              "--layer")
-    name = str(layer)
-    if name in layers:
-        return name
-    n = manifest.get("num_layers")
-    if name.lstrip("-").isdigit() and n and -n <= int(name) < 0 and str(int(name) + n) in layers:
-        return str(int(name) + n)
-    raise MMConceptsError(f"layer {name!r} is not in this feature store; stored layers: {', '.join(layers)}")
 
 
 def _build(method: str, n_concepts: int, l1: float | None, device: str, seed: int, kwargs: dict):
@@ -138,13 +122,13 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     PosixPath('runs/dog/semi-nmf')
     """
     from mmconcepts.decompose.base import code_stats
-    from mmconcepts.extract.store import iter_feature_shards, load_features, read_manifest
+    from mmconcepts.extract.store import iter_feature_shards, load_features, read_manifest, stored_layer
 
     if out is None:
         raise MMConceptsError("no output folder given: pass --out DIR")
     features, out = Path(features), Path(out)
     manifest = read_manifest(features)
-    layer_name = _canonical_layer(manifest, layer)
+    layer_name = stored_layer(manifest, layer)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MMConceptsError(f"seed must be an integer >= 0, got {seed!r}")
     if l1 is not None and relative_l1 is not None:
@@ -204,7 +188,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         "seed": seed,
         "params": model.get_params(),
         "relative_l1": relative_l1,
-        "features": str(features.resolve()),
+        **link_fields("features", features, out),
     }
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +198,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     try:
         model.save(tmp)
         save_file({"activations": V}, str(tmp / "activations.safetensors"))
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_json(tmp / "summary.json", summary, indent=2)
         _publish(tmp, out)
     except OSError as exc:
         raise MMConceptsError(f"cannot write to {out}: {exc.strerror}") from None

@@ -58,30 +58,22 @@ def caption_accuracy(captions: list[str], attributes: list[dict]) -> dict:
     return result
 
 
-def caption_images(adapter, images: list, batch_size: int = 32, max_new_tokens: int = 50,
-                   progress: bool = False) -> list[str]:
-    """Greedy captions of PIL images with a loaded model adapter, in batches."""
-    from tqdm.auto import tqdm
-
-    captions: list[str] = []
-    for start in tqdm(range(0, len(images), batch_size), disable=not progress, leave=False, desc="caption"):
-        captions += adapter.caption(images[start:start + batch_size], max_new_tokens=max_new_tokens)
-    return captions
-
-
-def score_model(data, model=None, device: str = "auto", dtype: str = "float32", batch_size: int = 32,
-                split: str | None = None, limit: int | None = None, progress: bool = True) -> dict:
-    """Caption a ShapesWorld dataset with ``model`` and return :func:`caption_accuracy` of the result."""
+def score_model(data, model=None, batch_size: int = 32, max_new_tokens: int = 50, progress: bool = True,
+                **data_options) -> dict:
+    """Caption a ShapesWorld dataset with ``model`` (an adapter, :class:`~mmconcepts.models.ModelOptions` or
+    an id) and return :func:`caption_accuracy` of the result; ``data_options`` go to
+    :func:`~mmconcepts.data.open_dataset` (``split``, ``limit``, ...)."""
     from mmconcepts.data import open_dataset
     from mmconcepts.errors import MMConceptsError
     from mmconcepts.models import as_adapter
 
-    dataset = open_dataset(data, split=split, limit=limit)
+    dataset = open_dataset(data, **data_options)
     if not all(s.attributes for s in dataset):
         raise MMConceptsError(f"{dataset.source} has no ShapesWorld attributes; score-captions needs a dataset "
                               "made by `mmconcepts shapesworld`")
-    adapter = as_adapter(model, device=device, dtype=dtype)
-    captions = caption_images(adapter, [s.load() for s in dataset], batch_size=batch_size, progress=progress)
+    adapter = as_adapter(model)
+    captions = adapter.caption([s.load() for s in dataset], batch_size=batch_size, max_new_tokens=max_new_tokens,
+                               progress=progress)
     result = caption_accuracy(captions, [s.attributes for s in dataset])
     result["model"] = adapter.model_id
     return result

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import FORMAT_VERSION, link, link_fields
 
 DEFAULT_METHODS = ("semi-nmf", "pca", "kmeans", "simple")
 BASELINES = ("rnd-words", "noise-imgs", "gt-captions")
@@ -128,8 +129,10 @@ def _fit(method: str, n_concepts: int, Z, seed: int, params: dict | None = None)
     return cls(**kwargs).fit(Z)
 
 
-def noise_features(adapter, train_meta: list[dict], token: str, layer: str, n: int, seed: int, batch_size: int = 32):
-    """Representations of uniform-noise images read with the training captions (teacher mode)."""
+def noise_features(adapter, train_meta: list[dict], reading: dict, layer: str, n: int, seed: int,
+                   batch_size: int = 32):
+    """Representations of uniform-noise images read with the training captions (teacher mode); ``reading``:
+    how the training store read its images (:func:`~mmconcepts.extract.extraction.store_reading`)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -146,7 +149,7 @@ def noise_features(adapter, train_meta: list[dict], token: str, layer: str, n: i
         samples = [Sample(id=f"noise-{start + j}", image=Path(f"noise-{start + j}.png"),
                           captions=[m["references"][0] if m.get("references") else m["caption"]])
                    for j, m in enumerate(chunk)]
-        features, _, _ = represent(adapter, samples, images, token, [layer], mode="teacher")
+        features, _, _ = represent(adapter, samples, images, layers=[layer], mode="teacher", **reading)
         if features:
             rows.append(features[layer])
     if not rows:
@@ -167,16 +170,24 @@ def _markdown(metrics: dict) -> str:
 
 
 def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines=BASELINES, clip_model=None,
-             bert_model=None, bert_layers: int | None = None, model=None, device: str = "auto", seed: int = 0,
+             bert_model=None, bert_layers: int | None = None, model=None, seed: int = 0,
              n_noise: int | None = None, n_explanations: int = 8, overwrite: bool = False) -> dict:
     """Evaluate a concepts folder on a test feature store; writes metrics.json, metrics.md, overlap.json and
-    explanations.json into ``out`` and returns the metrics."""
+    explanations.json into ``out`` and returns the metrics.
+
+    ``model``: a loaded adapter, :class:`~mmconcepts.models.ModelOptions` or an id; every option left unset
+    follows the training store's run record. Grounding the comparison methods reads only the unembedding
+    and final norm; the Noise-Imgs baseline runs the whole model. The scorers run on its ``device``.
+    """
     from mmconcepts.data.readers import load_image
     from mmconcepts.decompose import METHODS
     from mmconcepts.evaluation import metrics as M
+    from mmconcepts.extract.extraction import store_reading
     from mmconcepts.extract.store import load_features, read_manifest
-    from mmconcepts.grounding.concepts import grounder_for, load_concepts
+    from mmconcepts.grounding.concepts import grounder_for, load_concepts, model_for
     from mmconcepts.grounding.explain import top_concepts
+    from mmconcepts.models import ModelAdapter
+    from mmconcepts.models.options import as_options
 
     unknown = [m for m in methods if m not in METHODS] + [b for b in baselines if b not in BASELINES]
     if unknown:
@@ -189,18 +200,20 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
     summary = cs.summary
     layer, token, main = str(summary["layer"]), summary["token"], summary["method"]
     test_manifest = read_manifest(test_features)
-    if test_manifest.get("model") != summary.get("model"):
+    train_manifest = read_manifest(cs.features)
+    if test_manifest.get("model") != train_manifest.get("model"):
         raise MMConceptsError(f"the test features come from model {test_manifest.get('model')!r} but the concepts "
-                              f"from {summary.get('model')!r}; extract the test features with the same model")
+                              f"from {train_manifest.get('model')!r}; extract the test features with the same model")
     if test_manifest.get("token") != token:
         raise MMConceptsError(f"the test features are for token {test_manifest.get('token')!r}, the concepts for "
                               f"{token!r}; extract test features for the same token")
     Z_test, test_meta = load_features(test_features, layer)
     if Z_test.shape[0] == 0:
         raise MMConceptsError(f"no test samples in {test_features}")
-    Z_train, train_meta = load_features(summary["features"], layer)
+    Z_train, train_meta = load_features(cs.features, layer)
     K = cs.n_concepts
     ctx = _Context(token=token, layer=layer, test_meta=test_meta, train_meta=train_meta)
+    device = str(model.device) if isinstance(model, ModelAdapter) else as_options(model).device
     if clip_model is not None:
         from mmconcepts.evaluation.scorers import CLIPScorer
 
@@ -213,11 +226,9 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
 
     adapter = None
     needs_model = any(m != main for m in methods) or "noise-imgs" in baselines or "rnd-words" in baselines
-    if needs_model:
-        from mmconcepts.models import as_adapter
-
-        adapter = as_adapter(model if model is not None else summary["model"], device=device)
-    grounder = grounder_for(summary, adapter, cs.grounding, train_meta) if adapter is not None else None
+    if needs_model:  # words need only the unembedding; the noise baseline runs the whole model
+        adapter = model_for(cs, model, head="noise-imgs" not in baselines)
+    grounder = grounder_for(cs, adapter, cs.grounding, train_meta) if adapter is not None else None
 
     results, overlaps, views = {}, {}, {}
     for method in methods:
@@ -243,7 +254,8 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
         words = [random_words(pool, len(w), rng) for w in main_view.words]
         base["rnd-words"] = _score(ctx, _Concepts(words, None, main_view.test))
     if "noise-imgs" in baselines:
-        Z_noise = noise_features(adapter, train_meta, token, layer, n_noise or min(len(train_meta), 512), seed)
+        Z_noise = noise_features(adapter, train_meta, store_reading(train_manifest), layer,
+                                 n_noise or min(len(train_meta), 512), seed)
         dictionary = _fit(main, min(K, Z_noise.shape[0]), Z_noise, seed, cs.dictionary.get_params())
         base["noise-imgs"] = _score(ctx, _Concepts(grounder.words_of(dictionary, Z_noise), None,
                                                    dictionary.transform(Z_test)))
@@ -251,15 +263,19 @@ def evaluate(concepts, test_features, out, *, methods=DEFAULT_METHODS, baselines
         base["gt-captions"] = _gt_captions(ctx)
 
     metrics = {"token": token, "layer": layer, "n_test": len(test_meta), "n_train": len(train_meta),
-               "n_concepts": K, "model": summary.get("model"), "main_method": main,
+               "n_concepts": K, "model": train_manifest.get("model"), "main_method": main,
+               **link_fields("concepts", cs.path, out), **link_fields("test_features", test_features, out),
                "methods": results, "baselines": base}
     explanations = []
     for i, m in enumerate(test_meta[:n_explanations]):
-        explanations.append({"id": m["id"], "image": m["image"], "caption": m["caption"],
-                             "references": m.get("references", []),
-                             "concepts": top_concepts(main_view.test[i], cs, 3)})
-    _write(out, {"metrics.json": json.dumps(metrics, indent=2), "metrics.md": _markdown(metrics),
-                 "overlap.json": json.dumps(overlaps), "explanations.json": json.dumps(explanations, indent=1)})
+        tops = [{**c, "images": [link(im, out) for im in c["images"]]}
+                for c in top_concepts(main_view.test[i], cs, 3)]
+        explanations.append({"id": m["id"], "image": link(m["image"], out), "caption": m["caption"],
+                             "references": m.get("references", []), "concepts": tops})
+    version = {"format_version": FORMAT_VERSION}
+    _write(out, {"metrics.json": json.dumps({**version, **metrics}, indent=2), "metrics.md": _markdown(metrics),
+                 "overlap.json": json.dumps({**version, "methods": overlaps}),
+                 "explanations.json": json.dumps({**version, "explanations": explanations}, indent=1)})
     return metrics
 
 

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import write_json
 
 SWEEP_METRICS = ("grounding_precision_top1", "clipscore_top1", "bertscore_top1", "overlap", "coverage")
 
@@ -27,11 +28,12 @@ def plot_sweep(sweep: dict, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [m for m in SWEEP_METRICS if any(v is not None for v in sweep["metrics"]["method"].get(m, []))]
+    rows = sweep["metrics"][sweep["method"]]
+    names = [m for m in SWEEP_METRICS if any(v is not None for v in rows.get(m, []))]
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 2.8), squeeze=False)
     x = list(range(len(sweep["layers"])))
     for ax, name in zip(axes[0], names):
-        ax.plot(x, sweep["metrics"]["method"][name], marker="o", label=sweep["method"])
+        ax.plot(x, rows[name], marker="o", label=sweep["method"])
         baseline = sweep["metrics"].get("rnd-words", {}).get(name)
         if baseline and any(v is not None for v in baseline):
             ax.plot(x, baseline, marker=".", linestyle="--", color="grey", label="rnd-words")
@@ -46,43 +48,52 @@ def plot_sweep(sweep: dict, path: str | os.PathLike) -> None:
 
 
 def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_concepts: int = 20, model=None,
-          clip_model=None, bert_model=None, device: str = "auto", seed: int = 0, overwrite: bool = False) -> dict:
-    """Learn + ground + evaluate ``method`` at each layer; writes per-layer folders, sweep.json and sweep.png."""
+          clip_model=None, bert_model=None, seed: int = 0, overwrite: bool = False) -> dict:
+    """Learn + ground + evaluate ``method`` at each layer; writes per-layer folders, sweep.json and sweep.png.
+
+    ``model``: a loaded adapter, :class:`~mmconcepts.models.ModelOptions` or an id; unset options follow the
+    training store's run record. Its ``device`` also runs the dictionaries.
+    """
     from mmconcepts.decompose import learn
     from mmconcepts.evaluation.evaluate import evaluate
-    from mmconcepts.extract.store import read_manifest
+    from mmconcepts.extract.store import read_manifest, stored_layer
     from mmconcepts.grounding import ground
-    from mmconcepts.models import as_adapter
+    from mmconcepts.models import ModelAdapter
+    from mmconcepts.models.options import as_options
 
     manifest = read_manifest(features)
+    test_manifest = read_manifest(test_features)
     names = []
     for layer in layers:
-        name = str(layer)
-        if name not in manifest["layers"] and not (name.lstrip("-").isdigit() and
-                                                   str(int(name) % manifest["num_layers"]) in manifest["layers"]):
-            raise MMConceptsError(f"layer {name!r} is not in {features}; stored layers: "
-                                  f"{', '.join(manifest['layers'])}")
-        names.append(name if name in manifest["layers"] else str(int(name) % manifest["num_layers"]))
+        name = stored_layer(manifest, layer)
+        if name not in test_manifest["layers"]:
+            raise MMConceptsError(f"layer {name!r} is not in the test store {test_features}; stored layers: "
+                                  f"{', '.join(test_manifest['layers'])}")
+        names.append(name)
     names = sorted(dict.fromkeys(names), key=_order)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or pass --overwrite")
-    adapter = as_adapter(model if model is not None else manifest["model"], device=device)
-    per_layer = {"method": {}, "rnd-words": {}}
+    if isinstance(model, ModelAdapter):
+        adapter, device = model, str(model.device)
+    else:
+        options = as_options(model).following(manifest)
+        adapter, device = options.load(), options.device
+    per_layer = {method: {}, "rnd-words": {}}
     for name in names:
         folder = out / f"layer-{name}"
         learn(features, name, method=method, n_concepts=n_concepts, out=folder / "concepts", seed=seed,
-              overwrite=True)
+              device=device, overwrite=True)
         ground(folder / "concepts", model=adapter)
         metrics = evaluate(folder / "concepts", test_features, folder / "eval", methods=(method,),
                            baselines=("rnd-words",), clip_model=clip_model, bert_model=bert_model, model=adapter,
-                           device=device, seed=seed, overwrite=True)
-        for key, row in (("method", metrics["methods"][method]), ("rnd-words", metrics["baselines"]["rnd-words"])):
+                           seed=seed, overwrite=True)
+        for key, row in ((method, metrics["methods"][method]), ("rnd-words", metrics["baselines"]["rnd-words"])):
             for metric in SWEEP_METRICS:
                 per_layer[key].setdefault(metric, []).append(row.get(metric))
     result = {"method": method, "token": manifest["token"], "layers": names, "metrics": per_layer}
     tmp = Path(tempfile.mkdtemp(dir=out))
-    (tmp / "sweep.json").write_text(json.dumps(result, indent=2))
+    write_json(tmp / "sweep.json", result, indent=2)
     plot_sweep(result, tmp / "sweep.png")
     for name in ("sweep.json", "sweep.png"):
         os.replace(tmp / name, out / name)

@@ -29,14 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import read_json, resolve, resolve_field, write_json
 
 DTYPES = ("float16", "bfloat16", "float32")
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _shard_name(i: int) -> str:
@@ -50,33 +45,46 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if not manifest.is_file():
         raise MMConceptsError(f"no feature store at {path} (manifest.json missing); create one with `mmconcepts "
                               "extract`")
-    try:
-        data = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise MMConceptsError(f"{manifest} is corrupt; extract the features again") from None
-    if not isinstance(data, dict) or "layers" not in data:
+    data = read_json(manifest, "extract the features again")
+    if "layers" not in data:
         raise MMConceptsError(f"{manifest} is not a feature-store manifest; extract the features again")
     return data
 
 
-def _resolve_layer(manifest: dict, layer: str | int) -> str:
-    name = str(layer)
-    if name in manifest["layers"]:
+def data_root(path: str | os.PathLike, manifest: dict | None = None) -> Path:
+    """The folder the image paths of a store's metadata are relative to (its dataset's root)."""
+    manifest = read_manifest(path) if manifest is None else manifest
+    data = manifest.get("data")
+    if isinstance(data, dict) and data.get("root"):
+        return resolve_field(data, "root", path)
+    return Path(path)  # stores of format 1 keep absolute image paths
+
+
+def stored_layer(manifest: dict, layer: str | int | None = None) -> str:
+    """The stored name of ``layer`` in a store: a stored name (``"31"``, ``"norm"``) or a negative index into
+    the model's layers; ``None`` when the store holds one layer. Anything else is a one-line error listing the
+    stored layers (an index is never wrapped around)."""
+    layers = [str(x) for x in manifest.get("layers", [])]
+    if layer is None:
+        if len(layers) == 1:
+            return layers[0]
+        raise MMConceptsError(f"this feature store holds several layers ({', '.join(layers)}): choose one with "
+                              "--layer")
+    name = str(layer).strip()
+    if name in layers:
         return name
-    if name.lstrip("-").isdigit() and manifest.get("num_layers"):
-        n = manifest["num_layers"]
-        index = int(name)
-        if -n <= index < 0 and str(index + n) in manifest["layers"]:
-            return str(index + n)
-    raise MMConceptsError(f"layer {name!r} is not in this feature store; stored layers: "
-                          f"{', '.join(manifest['layers'])}")
+    n = manifest.get("num_layers")
+    if name.startswith("-") and name[1:].isdigit() and n and -n <= int(name) < 0 and str(int(name) + n) in layers:
+        return str(int(name) + n)
+    raise MMConceptsError(f"layer {name!r} is not in this feature store; stored layers: {', '.join(layers)}")
 
 
 def _committed(path: Path) -> dict:
     progress = path / "progress.json"
+    empty = {"shards": 0, "pending": 0, "n_samples": 0, "n_captions": 0, "position": 0, "counts": {}}
     if not progress.is_file():
-        return {"shards": 0, "n_samples": 0, "n_captions": 0, "position": 0, "counts": {}}
-    return {"n_captions": 0, **json.loads(progress.read_text())}
+        return empty
+    return {**empty, **read_json(progress, "extract again with --overwrite")}
 
 
 def _truncate_lines(path: Path, n: int) -> None:
@@ -101,7 +109,7 @@ def iter_feature_shards(path: str | os.PathLike, layer: str | int) -> Iterator:
     manifest = read_manifest(path)
     if not manifest.get("complete", False):
         raise MMConceptsError(f"the extraction into {path} did not finish; rerun it with --resume")
-    name = _resolve_layer(manifest, layer)
+    name = stored_layer(manifest, layer)
     for i in range(manifest["n_shards"]):
         file = path / "shards" / name / _shard_name(i)
         try:
@@ -121,8 +129,14 @@ def _read_jsonl(file: Path) -> list[dict]:
 
 
 def load_metadata(path: str | os.PathLike) -> list[dict]:
-    """The per-sample metadata rows of a store."""
-    return _read_jsonl(Path(path) / "metadata.jsonl")
+    """The per-sample metadata rows of a store, with ``"image"`` as a path on this machine (the store keeps
+    it relative to its dataset's root, see :func:`data_root`)."""
+    rows = _read_jsonl(Path(path) / "metadata.jsonl")
+    root = data_root(path)
+    for row in rows:
+        if isinstance(row.get("image"), str):
+            row["image"] = str(resolve(row["image"], root))
+    return rows
 
 
 def load_captions(path: str | os.PathLike) -> list[dict]:
@@ -147,24 +161,61 @@ def load_features(path: str | os.PathLike, layer: str | int):
     return Z, meta
 
 
+#: Manifest entries that are outcomes or places, not settings: a resumed run may differ in them.
+NOT_SETTINGS = frozenset({"format_version", "complete", "n_samples", "n_shards", "counts", "mmconcepts_version",
+                          "commit_every", "model_options.device", "data.source", "data.source_absolute",
+                          "data.root", "data.root_absolute"})
+
+
+def changed_setting(old: dict, new: dict, prefix: str = "") -> tuple[str, object, object] | None:
+    """The first setting (dotted key) on which two manifests differ, with both values; ``None`` if none does."""
+    for key in list(dict.fromkeys([*old, *new])):
+        name = prefix + key
+        if name in NOT_SETTINGS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = changed_setting(a, b, name + ".")
+            if found:
+                return found
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            return name, a, b
+    return None
+
+
 class FeatureStoreWriter:
-    """Stream features to a store, one atomic shard at a time.
+    """Stream features to a store, committing progress atomically at batch boundaries.
 
     Parameters
     ----------
     path : the store folder.
-    manifest : what to record about the run (model, token, mode, ...); ``layers``, ``dtype`` and
-        ``hidden_size`` are required.
-    shard_size : samples per shard; a shard is written once this many are buffered (at a batch boundary).
+    manifest : the run record (model, token, mode, every setting); ``layers``, ``dtype`` and ``hidden_size``
+        are required. ``resume`` refuses a store whose manifest differs in any setting (see
+        :data:`NOT_SETTINGS` for what may differ).
+    shard_size : samples per shard; a shard is closed once this many are buffered (at a batch boundary).
+    commit_every : progress (dataset position, counts, captions and the samples of the open shard) is
+        committed at least every this many scanned images, so a crash loses at most that much scanning.
     resume : continue a store whose run was interrupted; ``overwrite`` replaces an existing store.
+
+    Notes
+    -----
+    A commit writes, each step atomic: the open shard's tensor files (``shard-<n>.safetensors``, every layer,
+    rewritten as the shard grows), the new metadata and caption lines, then ``progress.json``, which says how
+    many shards are closed and how many rows of the open shard count. On resume anything past
+    ``progress.json`` is rolled back and the open shard's committed rows are buffered again, so the finished
+    store is the one an uninterrupted run writes, shard for shard.
     """
 
     def __init__(self, path: str | os.PathLike, manifest: dict, shard_size: int = 1024, resume: bool = False,
-                 overwrite: bool = False):
+                 overwrite: bool = False, commit_every: int = 256):
         if manifest.get("dtype") not in DTYPES:
             raise MMConceptsError(f"unknown storage dtype {manifest.get('dtype')!r}: choose {', '.join(DTYPES)}")
+        for name, value in (("shard_size", shard_size), ("commit_every", commit_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MMConceptsError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
         self.path = Path(path)
         self.shard_size = shard_size
+        self.commit_every = commit_every
         self.layers = list(manifest["layers"])
         self.created = False
         exists = self.path.exists() and any(self.path.iterdir())
@@ -174,12 +225,18 @@ class FeatureStoreWriter:
         if exists and not resume:
             raise MMConceptsError(f"output folder {self.path} is not empty: pass --resume to continue it or "
                                   "--overwrite to replace it")
+        self.manifest = {**manifest, "complete": False}
+        self._features: dict[str, list] = {layer: [] for layer in self.layers}
+        self._meta: list[dict] = []
+        self._captions: list[dict] = []
+        self._meta_written = 0  # rows of the open shard already in metadata.jsonl
         if exists:
             old = read_manifest(self.path)
-            for key in ("model", "token", "mode", "layers", "dtype", "data"):
-                if old.get(key) != manifest.get(key):
-                    raise MMConceptsError(f"cannot resume {self.path}: it was made with {key}={old.get(key)!r}, "
-                                          f"not {manifest.get(key)!r}; use a new --out or --overwrite")
+            change = changed_setting(old, self.manifest)
+            if change:
+                key, was, now = change
+                raise MMConceptsError(f"cannot resume {self.path}: it was made with {key}={was!r}, not {now!r}; "
+                                      "use a new --out or --overwrite")
             self._rollback()
         else:
             self.created = not self.path.exists()
@@ -190,31 +247,37 @@ class FeatureStoreWriter:
                 raise MMConceptsError(f"cannot write to {self.path}: {exc.strerror}") from None
             (self.path / "metadata.jsonl").write_text("")
             (self.path / "captions.jsonl").write_text("")
-        self.manifest = {**manifest, "complete": False}
-        _write_json(self.path / "manifest.json", self.manifest)
+        write_json(self.path / "manifest.json", self.manifest)
         state = _committed(self.path)
         self.n_shards = state["shards"]
-        self.n_samples = state["n_samples"]
+        self.n_samples = state["n_samples"]  # committed rows, those of the open shard included
         self.n_captions = state["n_captions"]
         self.position = state["position"]
         self.counts = dict(state.get("counts", {}))
-        self._features: dict[str, list] = {layer: [] for layer in self.layers}
-        self._meta: list[dict] = []
-        self._captions: list[dict] = []
 
     def _rollback(self) -> None:
-        """Drop whatever an interrupted run wrote after its last committed shard."""
+        """Drop whatever an interrupted run wrote after its last commit; buffer the open shard's rows again."""
+        from safetensors.torch import load_file
+
         state = _committed(self.path)
+        closed, pending = state["shards"], state["pending"]
         for layer in self.layers:
             folder = self.path / "shards" / layer
             folder.mkdir(parents=True, exist_ok=True)
             for file in folder.iterdir():
                 stem = file.name.split(".")[0]
                 index = int(stem.split("-")[1]) if stem.startswith("shard-") and stem[6:].isdigit() else None
-                if index is None or index >= state["shards"] or not file.name.endswith(".safetensors"):
+                keep = index is not None and file.name.endswith(".safetensors") and (
+                    index < closed or (index == closed and pending))
+                if not keep:
                     file.unlink()
+            if pending:  # the open shard may hold rows written after the commit: keep the committed ones
+                self._features[layer] = [load_file(folder / _shard_name(closed))["features"][:pending].float()]
         _truncate_lines(self.path / "metadata.jsonl", state["n_samples"])
         _truncate_lines(self.path / "captions.jsonl", state["n_captions"])
+        if pending:
+            self._meta = _read_jsonl(self.path / "metadata.jsonl")[state["n_samples"] - pending:]
+            self._meta_written = pending
 
     @property
     def buffered(self) -> int:
@@ -233,42 +296,57 @@ class FeatureStoreWriter:
         self._captions.extend(rows)
 
     def commit(self, position: int, counts: dict, force: bool = False) -> None:
-        """Write the buffer as a shard if it is full (or ``force``), and record the dataset ``position``
-        reached and the running ``counts``. Call at batch boundaries only."""
+        """Record that the dataset is scanned up to ``position`` with the running ``counts``; call at batch
+        boundaries. Writes when the open shard is full, when ``commit_every`` images were scanned since the
+        last commit, or when ``force``."""
         import torch
         from safetensors.torch import save_file
 
-        if self.buffered < self.shard_size and not force:
+        full = self.buffered >= self.shard_size
+        if not (full or force or position - self.position >= self.commit_every):
             return
         if self.buffered:
             dtype = getattr(torch, self.manifest["dtype"])
             for layer in self.layers:
-                tensor = torch.cat(self._features[layer]).to(dtype).contiguous()
+                rows = torch.cat(self._features[layer]) if len(self._features[layer]) > 1 else \
+                    self._features[layer][0]
+                self._features[layer] = [rows]
                 file = self.path / "shards" / layer / _shard_name(self.n_shards)
                 tmp = file.with_name(file.name + ".tmp")
-                save_file({"features": tensor}, str(tmp))
+                save_file({"features": rows.to(dtype).contiguous()}, str(tmp))
                 os.replace(tmp, file)
-            _append_lines(self.path / "metadata.jsonl", self._meta)
+            _append_lines(self.path / "metadata.jsonl", self._meta[self._meta_written:])
+            self.n_samples += self.buffered - self._meta_written
+            self._meta_written = self.buffered
+        pending = self.buffered
+        if full:
             self.n_shards += 1
-            self.n_samples += self.buffered
+            pending = 0
             self._features = {layer: [] for layer in self.layers}
-            self._meta = []
+            self._meta, self._meta_written = [], 0
         if self._captions:
             _append_lines(self.path / "captions.jsonl", self._captions)
             self.n_captions += len(self._captions)
             self._captions = []
         self.position = position
         self.counts = dict(counts)
-        _write_json(self.path / "progress.json", {"shards": self.n_shards, "n_samples": self.n_samples,
-                                                  "n_captions": self.n_captions, "position": position,
-                                                  "counts": self.counts})
+        write_json(self.path / "progress.json", {"shards": self.n_shards, "pending": pending,
+                                                 "n_samples": self.n_samples, "n_captions": self.n_captions,
+                                                 "position": position, "counts": self.counts})
 
     def close(self, position: int, counts: dict, **extra) -> dict:
-        """Commit what is left and mark the store complete; returns the final manifest."""
+        """Commit what is left, close the last shard and mark the store complete; returns the final manifest."""
         self.commit(position, counts, force=True)
+        if self.buffered:  # the open shard is the last one
+            self.n_shards += 1
+            self._features = {layer: [] for layer in self.layers}
+            self._meta, self._meta_written = [], 0
+            write_json(self.path / "progress.json", {"shards": self.n_shards, "pending": 0,
+                                                     "n_samples": self.n_samples, "n_captions": self.n_captions,
+                                                     "position": position, "counts": self.counts})
         self.manifest.update(extra, complete=True, n_samples=self.n_samples, n_shards=self.n_shards,
                              counts=self.counts)
-        _write_json(self.path / "manifest.json", self.manifest)
+        write_json(self.path / "manifest.json", self.manifest)
         return self.manifest
 
     def discard(self) -> None:

@@ -28,7 +28,7 @@ def top_concepts(activations, concepts, top: int = 3) -> list[dict]:
 
 
 def explain(concepts, image, model=None, mode: str = "generate", caption: str | None = None, top: int = 3,
-            device: str = "auto", max_new_tokens: int = 50) -> dict:
+            max_new_tokens: int | None = None) -> dict:
     """Explain one image: ``{"token_found", "caption", "token", "concepts": [{"index", "activation", "words",
     "images"}, ...]}`` with the ``top`` concepts by activation.
 
@@ -36,29 +36,34 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     ----------
     concepts : a concepts folder (or a loaded :class:`~mmconcepts.grounding.concepts.ConceptSet`).
     image : path of the image to explain.
-    model : a loaded adapter or a model id; ``None`` uses the model the concepts were learnt from.
+    model : a loaded adapter, :class:`~mmconcepts.models.ModelOptions` or a model id; ``None`` (or every
+        option left unset): the model, dtype and placement the features were extracted with.
     mode : ``"generate"`` (the model's own caption) or ``"teacher"`` (read ``caption``).
+    max_new_tokens : caption length; ``None``: the training store's. The instruction and the ``also``
+        words are always the store's, so the image is read the way the training images were.
     """
     import torch
 
-    from mmconcepts.extract.extraction import represent
-    from mmconcepts.grounding.concepts import ConceptSet, load_concepts
-    from mmconcepts.models import as_adapter
+    from mmconcepts.extract.extraction import represent, store_reading
+    from mmconcepts.extract.store import read_manifest
+    from mmconcepts.grounding.concepts import ConceptSet, load_concepts, model_for
 
     if mode == "teacher" and not caption:
         raise MMConceptsError("--mode teacher needs --caption \"...\" holding the token of interest")
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     summary = concepts.summary
     pil = load_image(image)
-    model = as_adapter(model if model is not None else summary["model"], device=device)
+    reading = store_reading(read_manifest(concepts.features))
+    if max_new_tokens is not None:
+        reading["max_new_tokens"] = max_new_tokens
+    model = model_for(concepts, model)
     sample = Sample(id=Path(image).stem, image=Path(image).resolve(), captions=[caption] if caption else [])
-    features, meta, _ = represent(model, [sample], [pil], summary["token"], [summary["layer"]], mode=mode,
-                                  keep="generated", max_new_tokens=max_new_tokens)
+    features, meta, _ = represent(model, [sample], [pil], layers=[summary["layer"]], mode=mode, keep="generated",
+                                  **reading)
     result = {"image": str(Path(image)), "token": summary["token"], "layer": summary["layer"]}
     if not meta:
-        from mmconcepts.evaluation.captions import caption_images
-
-        generated = caption_images(model, [pil], max_new_tokens=max_new_tokens)[0] if mode == "generate" else caption
+        generated = model.caption([pil], instruction=reading["instruction"],
+                                  max_new_tokens=reading["max_new_tokens"])[0] if mode == "generate" else caption
         return {**result, "token_found": False, "caption": generated, "concepts": []}
     z = features[model.resolve_layer(summary["layer"])]
     with torch.no_grad():

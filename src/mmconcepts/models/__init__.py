@@ -6,7 +6,9 @@
 """
 
 from mmconcepts.models.base import DEFAULT_INSTRUCTION, ModelAdapter
-from mmconcepts.models.loading import ADAPTERS, DEFAULT_MODEL_DIR, DTYPES, DEVICES, as_adapter, load_model
+from mmconcepts.models.loading import (ADAPTERS, DEFAULT_MODEL_DIR, DTYPES, DEVICES, EMBEDDED_MODEL, as_adapter,
+                                      load_model)
+from mmconcepts.models.options import ModelOptions
 
-__all__ = ["ADAPTERS", "DEFAULT_INSTRUCTION", "DEFAULT_MODEL_DIR", "DEVICES", "DTYPES", "ModelAdapter", "as_adapter",
-           "load_model"]
+__all__ = ["ADAPTERS", "DEFAULT_INSTRUCTION", "DEFAULT_MODEL_DIR", "DEVICES", "DTYPES", "EMBEDDED_MODEL", "ModelAdapter",
+           "ModelOptions", "as_adapter", "load_model"]

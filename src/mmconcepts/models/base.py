@@ -50,6 +50,10 @@ class ModelAdapter:
     """
 
     family = "base"
+    #: The hub commit the model was loaded at (``None`` for a local folder); set by ``load_model``.
+    commit: str | None = None
+    #: True for an adapter that holds only the unembedding and final norm (``load_head``).
+    head_only = False
     model_types: tuple[str, ...] = ()
     text_model_paths: tuple[str, ...] = ()
 
@@ -201,15 +205,24 @@ class ModelAdapter:
                 batch[key] = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
         return batch
 
-    def caption(self, images: list, instruction: str = DEFAULT_INSTRUCTION, max_new_tokens: int = 30) -> list[str]:
-        """Greedy captions for a batch of images (decoded new tokens, special tokens skipped, stripped)."""
+    def caption(self, images: list, instruction: str = DEFAULT_INSTRUCTION, max_new_tokens: int = 50,
+                min_new_tokens: int = 0, batch_size: int = 32, progress: bool = False) -> list[str]:
+        """Greedy captions of images, ``batch_size`` at a time (decoded new tokens, special tokens skipped,
+        stripped): the one captioner of every stage (explanations, caption scoring, baselines)."""
         import torch
+        from tqdm.auto import tqdm
 
-        batch = self.encode(images, [self.prompt(instruction)] * len(images))
-        with torch.no_grad():
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-        new = out[:, batch["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        prompt = self.prompt(instruction)
+        captions: list[str] = []
+        for start in tqdm(range(0, len(images), batch_size), disable=not progress, leave=False, desc="caption"):
+            chunk = images[start:start + batch_size]
+            batch = self.encode(chunk, [prompt] * len(chunk))
+            with torch.inference_mode():
+                out = self.model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                          do_sample=False)
+            new = out[:, batch["input_ids"].shape[1]:]
+            captions += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return captions
 
     # ---- description -------------------------------------------------------------------------------------------
     def _module_path(self, module) -> str:

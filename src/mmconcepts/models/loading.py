@@ -20,12 +20,15 @@ from mmconcepts.models.qwen2_vl import Qwen2VLAdapter
 
 #: The shipped ShapesWorld captioner, loaded by ``load_model(None)``.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapesworld-llava"
+#: The name run records give the shipped captioner (not its path, which differs between installs).
+EMBEDDED_MODEL = "mmconcepts:shapesworld-llava"
 #: config ``model_type`` -> adapter class.
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     t: cls for cls in (LlavaAdapter, Qwen2VLAdapter, Idefics3Adapter) for t in cls.model_types
 }
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto",)
 _NOT_CACHED = "not a local folder and not in the Hugging Face cache; download it first or pass a local path"
 
 
@@ -82,7 +85,7 @@ def _hub_error(model_id: str, exc: BaseException) -> MMConceptsError:
 
 def _locate(model: str | os.PathLike | None) -> tuple[str, bool]:
     """``(source, is_local)``; checks that a local folder exists and holds a config."""
-    if model is None:
+    if model is None or model == EMBEDDED_MODEL:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise MMConceptsError(f"the shipped default model is missing at {DEFAULT_MODEL_DIR} (it is not built "
                                   "yet); pass --model with a hub id or a local model folder")
@@ -95,7 +98,7 @@ def _locate(model: str | os.PathLike | None) -> tuple[str, bool]:
         if not (path / "config.json").is_file():
             raise MMConceptsError(f"model folder '{text}' has no config.json; pass a folder written by "
                                   "save_pretrained or a hub id")
-        return str(path), True
+        return str(path.resolve()), True
     if isinstance(model, Path) or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
         raise MMConceptsError(f"model folder '{text}' does not exist; pass an existing folder or a hub id "
                               "such as llava-hf/llava-1.5-7b-hf")
@@ -124,8 +127,13 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+def model_name(source: str) -> str:
+    """The id a run record keeps for a located model: :data:`EMBEDDED_MODEL` for the shipped captioner."""
+    return EMBEDDED_MODEL if Path(source) == DEFAULT_MODEL_DIR else source
+
+
 def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
-               trust_remote_code: bool = False, revision: str | None = None,
+               trust_remote_code: bool = False, revision: str | None = None, device_map: str | None = None,
                adapter: type[ModelAdapter] | None = None) -> ModelAdapter:
     """Load a vision-language model and its processor behind the family's adapter.
 
@@ -133,9 +141,12 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     ----------
     model : str, path or None
         A hub id (``llava-hf/llava-1.5-7b-hf``) or a local folder written by ``save_pretrained``;
-        ``None`` loads the shipped ShapesWorld captioner (:data:`DEFAULT_MODEL_DIR`).
+        ``None`` (or :data:`EMBEDDED_MODEL`) loads the shipped ShapesWorld captioner (:data:`DEFAULT_MODEL_DIR`).
     device : {"auto", "cpu", "cuda"}
         ``auto`` picks CUDA when available; ``cuda:N`` is accepted too.
+    device_map : {"auto"} or None
+        ``"auto"``: accelerate spreads a model too large for one GPU over the GPUs and the CPU (``device`` is
+        then ignored); ``None``: the whole model on ``device``.
     dtype : {"float32", "bfloat16", "float16"}
     trust_remote_code : bool
         Run code shipped with the checkpoint (off unless asked for).
@@ -156,6 +167,8 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     """
     torch_dtype = resolve_dtype(dtype)
     device = resolve_device(device)
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise MMConceptsError(f"unknown device map {device_map!r}: choose auto (or leave it out)")
     source, is_local = _locate(model)
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -179,8 +192,9 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers' per-tensor "Loading weights" bar; mmconcepts shows its own
+    placement = {"device_map": device_map} if device_map else {}
     try:
-        net = AutoModelForImageTextToText.from_pretrained(source, config=config, **common,
+        net = AutoModelForImageTextToText.from_pretrained(source, config=config, **common, **placement,
                                                           **{_dtype_kwarg(): torch_dtype})
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -188,11 +202,21 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    net.to(device)
+    if not device_map:
+        net.to(device)
     net.eval()
-    return adapter_cls(net, processor, model_id=source)
+    result = adapter_cls(net, processor, model_id=model_name(source))
+    result.commit = getattr(config, "_commit_hash", None) if not is_local else None  # the revision as resolved
+    return result
 
 
 def as_adapter(model, **kwargs) -> ModelAdapter:
-    """``model`` itself when it is already a loaded :class:`ModelAdapter`, else :func:`load_model` of it."""
-    return model if isinstance(model, ModelAdapter) else load_model(model, **kwargs)
+    """``model`` itself when it is already a loaded :class:`ModelAdapter`, the model that
+    :class:`~mmconcepts.models.options.ModelOptions` describe, else :func:`load_model` of it."""
+    from mmconcepts.models.options import ModelOptions
+
+    if isinstance(model, ModelAdapter):
+        return model
+    if isinstance(model, ModelOptions):
+        return model.load()
+    return load_model(model, **kwargs)

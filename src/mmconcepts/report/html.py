@@ -54,6 +54,11 @@ def _write_atomic(out: Path, text: str) -> None:
         raise
 
 
+def _unwrap(data, key: str):
+    """The payload of a versioned file (``{"format_version": 2, key: ...}``); files of format 1 are bare."""
+    return data[key] if isinstance(data, dict) and "format_version" in data and key in data else data
+
+
 def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations: int = 6) -> Path:
     """Write the self-contained HTML report of ``concepts_dir`` (and ``eval_dir``) to ``out``; return its path.
 
@@ -95,8 +100,9 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     main = str(main) if main is not None else None
     if eval_dir is not None:
         metrics = _metrics(metrics_raw, eval_dir / "metrics.json", main)
-        overlap = _read_json(eval_dir / "overlap.json", fix, required=False)
-        explanations = _explanations(_read_json(eval_dir / "explanations.json", fix, required=False),
+        overlap = _unwrap(_read_json(eval_dir / "overlap.json", fix, required=False), "methods")
+        explanations = _explanations(_unwrap(_read_json(eval_dir / "explanations.json", fix, required=False),
+                                             "explanations"),
                                      eval_dir / "explanations.json", concepts, n_explanations, eval_dir)
         sweep = _sweep(eval_dir, main)
     overlap_view = _overlap(concepts, overlap, (eval_dir or concepts_dir) / "overlap.json", main)

@@ -371,8 +371,6 @@ def _sweep(eval_dir: Path, main: str | None) -> dict | None:
         metrics = {str(m): v for m, v in sweep["metrics"].items() if isinstance(v, dict)}
         metrics = {m: {str(k): s for k, s in v.items() if isinstance(s, list)} for m, v in metrics.items()}
         swept = sweep.get("method")
-        if isinstance(swept, str) and "method" in metrics and swept not in metrics:
-            metrics[swept] = metrics.pop("method")  # mmconcepts sweep stores the swept method as "method"
         try:
             png = sweep_png([str(layer) for layer in sweep["layers"]], metrics,
                             _find_method(metrics, main) or _find_method(metrics, swept) or main, labels=METRICS,

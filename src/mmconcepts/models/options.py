@@ -1,0 +1,117 @@
+"""How to load a model, as one small settings object shared by every command and stage.
+
+:class:`ModelOptions` holds what ``--model --model-dtype --device --device-map --revision
+--trust-remote-code`` say. A field left ``None`` means "as the run record says": a later stage (grounding,
+explanations, evaluation, the layer sweep) fills it from the feature store's manifest with
+:meth:`ModelOptions.following`, so it reloads the model the way the features were made unless told
+otherwise. :meth:`ModelOptions.record` is what a store writes into its manifest.
+
+Examples
+--------
+>>> opts = ModelOptions(device="cpu")
+>>> opts.following({"model_options": {"model": "llava-hf/llava-1.5-7b-hf", "model_dtype": "bfloat16",
+...                                   "commit": "abc123", "device_map": None}})
+ModelOptions(model='llava-hf/llava-1.5-7b-hf', model_dtype='bfloat16', device='cpu', device_map=None, revision='abc123', trust_remote_code=False)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from mmconcepts.errors import MMConceptsError
+
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto",)
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+def check_device(device: str) -> str:
+    """``device`` lower-cased if it is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; else a one-line error."""
+    text = str(device).strip().lower()
+    if not _DEVICE.match(text):
+        raise MMConceptsError(f"unknown device {device!r}: choose auto, cpu, cuda or cuda:N")
+    return text
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Where a model comes from and how it runs.
+
+    Parameters
+    ----------
+    model : str or None
+        Hub id or local folder; ``None``: the run record's model, or the embedded ShapesWorld captioner.
+    model_dtype : {"float32", "bfloat16", "float16"} or None
+        The dtype the model runs in; ``None``: the run record's, or float32.
+    device : str
+        ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    device_map : {"auto"} or None
+        ``"auto"``: accelerate places a model too large for one device across the GPUs (and the CPU);
+        ``None``: the whole model on ``device``, or the run record's placement.
+    revision : str or None
+        Hub branch, tag or commit; ``None``: the commit the run record resolved.
+    trust_remote_code : bool
+        Run code shipped with the checkpoint (off unless asked for).
+    """
+
+    model: str | None = None
+    model_dtype: str | None = None
+    device: str = "auto"
+    device_map: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if self.model_dtype is not None and self.model_dtype not in MODEL_DTYPES:
+            raise MMConceptsError(f"unknown model dtype {self.model_dtype!r}: choose {', '.join(MODEL_DTYPES)}")
+        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
+            raise MMConceptsError(f"unknown device map {self.device_map!r}: choose auto (or leave it out)")
+        object.__setattr__(self, "device", check_device(self.device))
+        if self.model is not None:
+            object.__setattr__(self, "model", str(self.model))
+
+    def following(self, manifest: dict | None) -> "ModelOptions":
+        """These options with every unset field taken from a feature store's manifest (its run record)."""
+        if not manifest:
+            return self
+        made = manifest.get("model_options") or {"model": manifest.get("model"),
+                                                 "revision": manifest.get("revision")}
+        same_model = self.model is None or self.model == made.get("model")
+        return replace(
+            self,
+            model=self.model if self.model is not None else made.get("model"),
+            model_dtype=self.model_dtype or made.get("model_dtype"),
+            device_map=self.device_map or (made.get("device_map") if same_model else None),
+            revision=self.revision or ((made.get("commit") or made.get("revision")) if same_model else None),
+            trust_remote_code=self.trust_remote_code or bool(same_model and made.get("trust_remote_code")),
+        )
+
+    def load(self):
+        """The :class:`~mmconcepts.models.ModelAdapter` these options describe (the whole model)."""
+        from mmconcepts.models.loading import load_model
+
+        return load_model(self.model, device=self.device, dtype=self.model_dtype or "float32",
+                          device_map=self.device_map, revision=self.revision,
+                          trust_remote_code=self.trust_remote_code)
+
+    def load_head(self):
+        """Only what decoding concepts into words needs: the unembedding, the final norm and the tokenizer
+        (:func:`mmconcepts.models.head.load_head`), in ``model_dtype``."""
+        from mmconcepts.models.head import load_head
+
+        return load_head(self.model, dtype=self.model_dtype or "float32", revision=self.revision,
+                         trust_remote_code=self.trust_remote_code)
+
+    def record(self, adapter) -> dict:
+        """What a run record keeps of the model a stage ran: these options and the resolved commit."""
+        return {"model": adapter.model_id, "revision": self.revision, "commit": getattr(adapter, "commit", None),
+                "model_dtype": str(adapter.dtype).replace("torch.", ""), "device_map": self.device_map,
+                "device": str(adapter.device), "trust_remote_code": self.trust_remote_code}
+
+
+def as_options(model=None, **kwargs) -> ModelOptions:
+    """``model`` itself if it is :class:`ModelOptions`, else ``ModelOptions(model=model, **kwargs)``."""
+    if isinstance(model, ModelOptions):
+        return replace(model, **kwargs) if kwargs else model
+    return ModelOptions(model=model, **kwargs)

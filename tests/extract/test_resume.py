@@ -1,76 +1,161 @@
-"""Kill an extraction with SIGKILL mid-run, resume it, and get exactly the uninterrupted result."""
+"""Kill an extraction with SIGKILL at random points, resume it, and get exactly the uninterrupted result;
+resuming with any changed setting is refused by name."""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
+from mmconcepts.cli import main
 from mmconcepts.extract import load_captions, load_features, read_manifest
 from tests.fixtures.datasets import write_images_dataset
 
+BATCH, COMMIT_EVERY, SHARD = 2, 4, 3  # shards close mid-commit, so resumes reload a half-full open shard
+#: Runs ``mmconcepts extract`` and logs the dataset position of every batch it starts (flushed at once), so the
+#: test knows how far the killed process had scanned.
+DRIVER = """
+import sys
+from mmconcepts.extract import extraction
+log = open(sys.argv[1], "a", buffering=1)
+load = extraction._load_batch
+def logged(dataset, start, stop, counts, strict):
+    log.write(f"{start}\\n")
+    return load(dataset, start, stop, counts, strict)
+extraction._load_batch = logged
+from mmconcepts.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
 
 def _command(model_dir, data, word, out, *extra):
-    return [sys.executable, "-m", "mmconcepts", "extract", "--model", str(model_dir), "--data", str(data),
-            "--token", word, "--keep", "generated", "--layers", "0,norm", "--batch-size", "2", "--shard-size", "2",
-            "--max-new-tokens", "24", "--min-new-tokens", "24", "--dtype", "float32", "--out", str(out),
-            "--quiet", *extra]
+    return ["extract", "--model", str(model_dir), "--data", str(data), "--token", word, "--keep", "generated",
+            "--layers", "0,norm", "--batch-size", str(BATCH), "--shard-size", str(SHARD), "--commit-every",
+            str(COMMIT_EVERY), "--max-new-tokens", "24", "--min-new-tokens", "24", "--dtype", "float16",
+            "--out", str(out), "--quiet", *extra]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tiny_model_dirs, tiny_adapters, tmp_path):
+def _frequent_word(adapter, data) -> str:
     import re
     from collections import Counter
 
-    n = 16
-    data = write_images_dataset(tmp_path / "data", n=n)
-    adapter = tiny_adapters["llava"]
-    captions = adapter.caption([Image_open(p) for p in sorted((data / "images").glob("*.png"))], max_new_tokens=24)
-    word = Counter(w for c in captions for w in re.findall(r"(?<!\w)[A-Za-z]+(?!\w)", c)).most_common(1)[0][0]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    model_dir = tiny_model_dirs["llava"]
+    from PIL import Image
 
-    proc = subprocess.Popen(_command(model_dir, data, word, tmp_path / "killed"), env=env,
+    images = [Image.open(p).convert("RGB") for p in sorted((data / "images").glob("*.png"))]
+    captions = adapter.caption(images, max_new_tokens=24)
+    return Counter(w for c in captions for w in re.findall(r"(?<!\w)[A-Za-z]+(?!\w)", c)).most_common(1)[0][0]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _run_until_killed(command, log, kill_after: int) -> None:
+    """Start the driver, SIGKILL it once it starts the batch after ``kill_after`` more batches."""
+    log.write_text("")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(log), *command], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    progress = tmp_path / "killed" / "progress.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if progress.exists() and json.loads(progress.read_text())["position"] >= 4:
+        if len(log.read_text().split()) > kill_after:
             proc.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not read_manifest(tmp_path / "killed")["complete"]
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.stderr.read()}"
 
-    resumed = subprocess.run(_command(model_dir, data, word, tmp_path / "killed", "--resume"), env=env,
-                             capture_output=True, text=True)
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_model_dirs, tiny_adapters, tmp_path):
+    n = 24
+    data = write_images_dataset(tmp_path / "data", n=n)
+    word = _frequent_word(tiny_adapters["llava"], data)
+    model_dir = tiny_model_dirs["llava"]
+    killed, log = tmp_path / "killed", tmp_path / "batches.log"
+    rng = random.Random(7)
+    rescanned = []
+    for attempt in range(3):  # three crashes at random points, each resumed
+        extra = ("--resume",) if attempt else ()
+        _run_until_killed(_command(model_dir, data, word, killed, *extra), log, kill_after=rng.randint(1, 4))
+        started = [int(x) for x in log.read_text().split()]
+        position = json.loads((killed / "progress.json").read_text())["position"] if \
+            (killed / "progress.json").exists() else 0
+        # what the killed run had scanned beyond its last commit is all a resume scans again
+        assert started[-1] - position <= COMMIT_EVERY, (started, position)
+        rescanned.append(started[-1] - position)
+        assert not read_manifest(killed)["complete"]
+    log.write_text("")
+    resumed = subprocess.run([sys.executable, "-c", DRIVER, str(log), *_command(model_dir, data, word, killed,
+                                                                              "--resume")],
+                             env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run(_command(model_dir, data, word, tmp_path / "whole"), env=env, capture_output=True,
-                           text=True)
+    whole = subprocess.run([sys.executable, "-m", "mmconcepts", *_command(model_dir, data, word, tmp_path / "whole")],
+                           env=_env(), capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
     for layer in ("0", "norm"):
-        Z_a, meta_a = load_features(tmp_path / "killed", layer)
+        Z_a, meta_a = load_features(killed, layer)
         Z_b, meta_b = load_features(tmp_path / "whole", layer)
-        assert Z_a.shape[0] > 0 and torch.equal(Z_a, Z_b)
+        assert Z_a.shape[0] > SHARD and torch.equal(Z_a, Z_b)
         assert meta_a == meta_b
+        shards = sorted((killed / "shards" / layer).iterdir())
+        assert [f.read_bytes() for f in shards] == \
+            [f.read_bytes() for f in sorted((tmp_path / "whole" / "shards" / layer).iterdir())]
     assert [m["index"] for m in meta_a] == sorted({m["index"] for m in meta_a})  # no duplicate
-    assert read_manifest(tmp_path / "killed")["counts"] == read_manifest(tmp_path / "whole")["counts"]
-    captions = load_captions(tmp_path / "killed")
+    assert read_manifest(killed) == read_manifest(tmp_path / "whole") | {
+        "data": read_manifest(killed)["data"]}  # the same run record, but for where the store is
+    captions = load_captions(killed)
     assert captions == load_captions(tmp_path / "whole") and [c["index"] for c in captions] == list(range(n))
 
 
-def Image_open(path):
-    from PIL import Image
+@pytest.mark.parametrize("extra, setting", [
+    (["--limit", "3"], "limit=4, not 3"),
+    (["--keep", "both"], "keep='generated', not 'both'"),
+    (["--also", "dogs"], "also=[], not ['dogs']"),
+    (["--instruction", "Describe the image."], "instruction="),
+    (["--max-new-tokens", "9"], "max_new_tokens=8, not 9"),
+    (["--model-dtype", "bfloat16"], "model_options.model_dtype='float32', not 'bfloat16'"),
+    (["--layers", "norm"], "layers=['0', 'norm'], not ['norm']"),
+    (["--split", "test"], "split=None, not 'test'"),
+])
+def test_resume_refuses_a_changed_setting_by_name(tiny_model_dirs, tmp_path, capsys, extra, setting):
+    data = write_images_dataset(tmp_path / "data", n=6)
+    out = tmp_path / "store"
+    base = ["extract", "--model", str(tiny_model_dirs["llava"]), "--data", str(data), "--token", "dog",
+            "--keep", "generated", "--mode", "teacher", "--layers", "0,norm", "--limit", "4", "--max-new-tokens",
+            "8", "--out", str(out), "--quiet"]
+    assert main(base) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    changed = list(base)
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in changed:
+            changed[changed.index(flag) + 1] = value
+        else:
+            changed += [flag, value]
+    assert main(changed + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot resume {out}: it was made with") and setting in err[0]
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+    assert main(base + ["--resume"]) == 0  # the same settings resume (a finished store stays as it is)
 
-    return Image.open(path).convert("RGB")
+
+def test_resume_refuses_a_changed_dataset(tiny_model_dirs, tmp_path, capsys):
+    data = write_images_dataset(tmp_path / "data", n=4)
+    base = ["extract", "--model", str(tiny_model_dirs["llava"]), "--data", str(data), "--token", "dog",
+            "--mode", "teacher", "--out", str(tmp_path / "store"), "--quiet"]
+    assert main(base) == 0
+    lines = (data / "captions.jsonl").read_text().splitlines()
+    (data / "captions.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    assert main(base + ["--resume"]) == 2
+    assert "it was made with data.fingerprint='sha256:" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(tiny_model_dirs, tmp_path, capsys):
-    from mmconcepts.cli import main
-
     data = write_images_dataset(tmp_path / "data", n=2)
     cases = [
         (["--layers", "99"], "unknown layer"),
@@ -78,13 +163,14 @@ def test_cli_errors_are_one_line(tiny_model_dirs, tmp_path, capsys):
         (["--token", "zebra"], "kept in no image"),
     ]
     for extra, message in cases:
-        command = _command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--mode", "teacher")[3:] + extra
+        command = _command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--mode", "teacher") + extra
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
         assert not (tmp_path / "out").exists()
     # the installed entry point: exit 2, no traceback
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(_command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--layers", "99"),
+    result = subprocess.run([sys.executable, "-m", "mmconcepts",
+                             *_command(tiny_model_dirs["llava"], data, "dog", tmp_path / "out", "--layers", "99")],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "error: unknown layer" in result.stderr

@@ -8,7 +8,7 @@ def register(sub) -> None:
                        description="Write N seeded ShapesWorld images with captions and ground-truth attributes.")
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--n", type=int, default=1000, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed draws the same images (default 0)")
     p.add_argument("--split", default="train", help="train, val or test (recorded on every line)")
     p.set_defaults(func=run)
 

@@ -120,6 +120,52 @@ def _choose_adapter(config, source: str) -> type[ModelAdapter]:
         f"{', '.join(sorted(ADAPTERS))} and other image-text-to-text models (AutoModelForImageTextToText)")
 
 
+def read_config(source: str, is_local: bool, common: dict):
+    """The model's config (``common``: revision and trust_remote_code), or a one-line error."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, **common)
+    except (OSError, ValueError, KeyError) as exc:
+        if is_local:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise MMConceptsError(f"could not read the config of '{source}': {first}") from None
+        raise _hub_error(source, exc) from None
+
+
+def load_processor(source: str, common: dict):
+    """The model's processor (image processor + tokenizer), or a one-line error."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(source, **common)
+    except (OSError, ValueError, TypeError, KeyError):
+        processor = None
+    if processor is None or not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+        raise MMConceptsError(f"'{source}' has no processor (image processor + tokenizer); save one there with "
+                              "processor.save_pretrained or use a complete checkpoint")
+    return processor
+
+
+def commit_of(source: str, config, revision: str | None = None, resolved: str | None = None) -> str | None:
+    """The hub commit a model was read at (transformers 5 configs no longer keep ``_commit_hash``): from
+    the path of a resolved file of the hub cache (``.../snapshots/<commit>/...``)."""
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return commit
+    from transformers.utils import cached_file
+    from transformers.utils.hub import extract_commit_hash
+
+    if resolved is None:
+        try:
+            resolved = cached_file(source, "config.json", revision=revision,
+                                   _raise_exceptions_for_missing_entries=False,
+                                   _raise_exceptions_for_connection_errors=False)
+        except OSError:
+            return None
+    return extract_commit_hash(resolved, None) if resolved else None
+
+
 def _dtype_kwarg() -> str:
     import transformers
 
@@ -170,24 +216,12 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     if device_map is not None and device_map not in DEVICE_MAPS:
         raise MMConceptsError(f"unknown device map {device_map!r}: choose auto (or leave it out)")
     source, is_local = _locate(model)
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     common = {"trust_remote_code": bool(trust_remote_code), "revision": revision}
-    try:
-        config = AutoConfig.from_pretrained(source, **common)
-    except (OSError, ValueError, KeyError) as exc:
-        if is_local:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise MMConceptsError(f"could not read the config of '{source}': {first}") from None
-        raise _hub_error(source, exc) from None
+    config = read_config(source, is_local, common)
     adapter_cls = adapter or _choose_adapter(config, source)
-    try:
-        processor = AutoProcessor.from_pretrained(source, **common)
-    except (OSError, ValueError, TypeError, KeyError):
-        processor = None
-    if processor is None or not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-        raise MMConceptsError(f"'{source}' has no processor (image processor + tokenizer); save one there with "
-                              "processor.save_pretrained or use a complete checkpoint")
+    processor = load_processor(source, common)
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -206,7 +240,7 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
         net.to(device)
     net.eval()
     result = adapter_cls(net, processor, model_id=model_name(source))
-    result.commit = getattr(config, "_commit_hash", None) if not is_local else None  # the revision as resolved
+    result.commit = None if is_local else commit_of(source, config, revision)  # the revision as resolved
     return result
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from mmconcepts.data.shapesworld import caption, render, sample_scene
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import write_json
+from mmconcepts.models.llava import LlavaAdapter
 from mmconcepts.evaluation.captions import caption_accuracy
 from mmconcepts.toy.build import build_model, build_processor
 
@@ -29,27 +31,13 @@ def _prompt(processor) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def greedy_captions(model, processor, images, max_new_tokens: int = 48) -> list[str]:
-    """Caption PIL images greedily (left padding, batched)."""
-    import torch
-
-    processor.tokenizer.padding_side = "left"
-    prompt = _prompt(processor)
-    inputs = processor(images=[[im] for im in images], text=[prompt] * len(images), return_tensors="pt",
-                       padding=True)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[:, inputs["input_ids"].shape[1]:]
-    return [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
-
-
 def _save(model, processor, out: Path, card: dict) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     processor.tokenizer.padding_side = "left"
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps(card, indent=2))
+    write_json(tmp / "training.json", card, indent=2)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -156,7 +144,8 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
         card["samples_seen"] += batch_size
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             model.eval()
-            accuracy = caption_accuracy(greedy_captions(model, processor, eval_images), eval_attrs)
+            captions = LlavaAdapter(model, processor, model_id="in-training").caption(eval_images, max_new_tokens=48)
+            accuracy = caption_accuracy(captions, eval_attrs)
             model.train()
             card.update(step=step + 1, loss=float(loss.detach()), seconds=round(time.time() - start, 1), eval=accuracy)
             with open(log_path, "a") as f:

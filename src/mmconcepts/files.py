@@ -45,6 +45,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Move the finished folder ``tmp`` to ``out``, replacing a folder there (the caller allowed it): a reader
+    sees the old folder or the new one, never a mix."""
+    import shutil
+    import tempfile
+
+    tmp, out = Path(tmp), Path(out)
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "x")
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
 def write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> Path:
     """Write ``obj`` (a dict) as JSON atomically, with ``"format_version"`` first."""
     if not isinstance(obj, dict):

@@ -7,7 +7,7 @@ import pytest
 from mmconcepts.cli import main
 from mmconcepts.data import open_dataset
 from mmconcepts.data.shapesworld import (
-    ATTRIBUTES, COLOURS, SIZES, SHAPES, canonical_caption, caption, parse_caption, render, sample_scene,
+    ATTRIBUTES, COLOURS, POSITIONS, SIZES, SHAPES, canonical_caption, caption, parse_caption, render, sample_scene,
     write_dataset)
 from mmconcepts.errors import MMConceptsError
 
@@ -89,8 +89,21 @@ def test_word_order_varies_and_the_noun_is_the_likeliest_word_after_the_determin
     assert sum(after_det[s] for s in SHAPES) > max(c for w, c in after_det.items() if w not in SHAPES)
 
 
-def test_world_has_enough_variety():
-    assert len(SHAPES) >= 4 and len(COLOURS) >= 6 and len(SIZES) == 2
+def test_every_attribute_value_is_drawn_about_evenly():
+    """The generator draws every shape, colour, size and position, none starved (a concept needs samples)."""
+    from collections import Counter
+
+    rng = random.Random(1)
+    counts = {a: Counter() for a in ATTRIBUTES}
+    for _ in range(2000):
+        for obj in sample_scene(rng).objects:
+            for a in ATTRIBUTES:
+                counts[a][getattr(obj, a)] += 1
+    values = {"shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS}
+    for attribute, counter in counts.items():
+        assert set(counter) == set(values[attribute]), attribute
+        share = min(counter.values()) / max(counter.values())
+        assert share > 0.6, (attribute, counter)  # roughly uniform
 
 
 def test_cli_writes_the_layout(tmp_path):

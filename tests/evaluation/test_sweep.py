@@ -8,19 +8,43 @@ from mmconcepts.evaluation.sweep import sweep
 from mmconcepts.files import FORMAT_VERSION
 
 
-def test_sweep_over_layers(tiny_pipeline, minilm_dir, tmp_path):
+def test_sweep_is_learn_ground_evaluate_at_every_layer(tiny_pipeline, minilm_dir, tmp_path):
+    from mmconcepts.decompose import learn
+    from mmconcepts.evaluation.evaluate import evaluate
+    from mmconcepts.grounding import ground
+
     result = sweep(tiny_pipeline["train"], tiny_pipeline["test"], ["norm", "0"], tmp_path / "sweep", n_concepts=3,
                    model=tiny_pipeline["adapter"], bert_model=str(minilm_dir))
     assert result["layers"] == ["0", "norm"]  # ordered by depth
-    values = result["metrics"]["semi-nmf"]["bertscore_top1"]
-    assert len(values) == 2 and all(-1 <= v <= 1 for v in values)  # F1 rescaled by a baseline may dip below 0
-    assert len(result["metrics"]["rnd-words"]["overlap"]) == 2
     on_disk = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert on_disk == {"format_version": FORMAT_VERSION, **result}
+    # layer 0 by hand: the same learn + ground + evaluate gives the sweep's numbers
+    learn(tiny_pipeline["train"], "0", method="semi-nmf", n_concepts=3, out=tmp_path / "c0", seed=0)
+    ground(tmp_path / "c0", model=tiny_pipeline["adapter"])
+    alone = evaluate(tmp_path / "c0", tiny_pipeline["test"], tmp_path / "e0", methods=("semi-nmf",),
+                     baselines=("rnd-words",), bert_model=str(minilm_dir), model=tiny_pipeline["adapter"])
+    for metric, values in result["metrics"]["semi-nmf"].items():
+        assert values[0] == alone["methods"]["semi-nmf"].get(metric), metric
+        assert result["metrics"]["rnd-words"][metric][0] == alone["baselines"]["rnd-words"].get(metric), metric
+    kept = json.loads((tmp_path / "sweep" / "layer-norm" / "eval" / "metrics.json").read_text())
+    assert [result["metrics"]["semi-nmf"][m][1] for m in result["metrics"]["semi-nmf"]] == \
+        [kept["methods"]["semi-nmf"].get(m) for m in result["metrics"]["semi-nmf"]]
     png = (tmp_path / "sweep" / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
-    for layer in ("0", "norm"):
-        assert (tmp_path / "sweep" / f"layer-{layer}" / "eval" / "metrics.json").exists()
+
+
+def test_report_of_a_real_sweep(tiny_pipeline, tmp_path):
+    """The report reads what `mmconcepts sweep` writes (no hand-made sweep.json): the plot has its layers."""
+    from mmconcepts.report import build_report
+    from mmconcepts.report import sections
+
+    sweep(tiny_pipeline["train"], tiny_pipeline["test"], ["0", "norm"], tmp_path / "sweep", n_concepts=3,
+          model=tiny_pipeline["adapter"])
+    view = sections._sweep(tmp_path / "sweep", "semi-nmf")
+    assert view is not None and view["layers"] == ["0", "norm"] and view["png"].startswith("data:image/png;base64,")
+    html = build_report(tmp_path / "sweep" / "layer-norm" / "concepts", tmp_path / "sweep",
+                        out=tmp_path / "report.html").read_text()
+    assert 'id="layers"' in html and view["png"] in html
 
 
 def test_sweep_unknown_layer(tiny_pipeline, tmp_path, capsys):

@@ -9,6 +9,7 @@ from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract import load_features
 from mmconcepts.grounding import explain, load_concepts
 from mmconcepts.grounding.concepts import grounder_for
+from mmconcepts.grounding.text import typical_strengths
 from mmconcepts.grounding.words import is_valid_word
 
 
@@ -20,9 +21,10 @@ def test_grounding_json(tiny_pipeline):
     assert len(grounding["concepts"]) == 4
     Z, meta = load_features(tiny_pipeline["train"], "norm")
     # ground() reads the mean feature shard by shard; the same words as grounding from the loaded features
-    grounder = grounder_for(concepts, tiny_pipeline["adapter"], grounding)
+    grounder = grounder_for(concepts, tiny_pipeline["adapter"])  # the settings grounding.json recorded
     words = [concepts.words(k) for k in range(concepts.n_concepts)]
-    assert any(words) and grounder.words_of(concepts.dictionary, Z, concepts.activations) == words
+    again = grounder(concepts.directions, base=Z.mean(dim=0), strengths=typical_strengths(concepts.activations))
+    assert any(words) and [[w["word"] for w in ws] for ws in again] == words
     for k, concept in enumerate(grounding["concepts"]):
         assert len(concept["words"]) <= 10  # a random tiny model may decode no real word in its top 50
         assert all(is_valid_word(w["word"]) and w["word"] != "dog" for w in concept["words"])

@@ -15,6 +15,7 @@ from report_data import ATTR, SCRIPT, make_folders
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.report import build_report
+from mmconcepts.evaluation.metrics import overlap_matrix
 from mmconcepts.report.sections import fmt, word_overlap
 from mmconcepts.report.plots import thumbnail
 
@@ -140,7 +141,10 @@ def test_sweep_reads_the_sweep_command_format(folders, monkeypatch):
 def test_word_overlap_and_fmt():
     concepts = [{"words": [{"word": w} for w in ws]} for ws in (["a", "b"], ["b", "c", "d", "e"], [])]
     m = word_overlap(concepts)
-    assert m[0][1] == 0.25 and m[1][0] == 0.5 and m[0][0] == 1.0 and m[2][0] == 0.0 and m[0][2] == 0.0
+    # the convention of overlap.json (evaluate writes it): row k normalised by |T_k|, so the matrix drawn from
+    # the words and the one read from an evaluation folder are the same, not transposed
+    assert m == overlap_matrix([{"a", "b"}, {"b", "c", "d", "e"}, set()])
+    assert m[0][1] == 0.5 and m[1][0] == 0.25 and m[0][0] == 1.0 and m[2][0] == 0.0 and m[0][2] == 0.0
     assert fmt(None) == fmt(float("nan")) == fmt("x" * 0 or None) == "\u2013"
     assert (fmt(0.08), fmt(3.2, 2), fmt(12345), fmt(40), fmt(0)) == ("0.080", "3.20", "12,345", "40", "0")
 

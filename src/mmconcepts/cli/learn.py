@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmconcepts.cli._common import add_model_args, model_options
-from mmconcepts.grounding.text import DECODINGS, MIN_RATIO
+from mmconcepts.grounding.settings import DECODINGS, MIN_RATIO
 
 #: The methods of :data:`mmconcepts.decompose.METHODS` (listed here so ``--help`` needs no torch import).
 METHOD_NAMES = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
@@ -59,10 +59,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from mmconcepts.decompose import learn
-    from mmconcepts.grounding.text import check_settings
+    from mmconcepts.grounding.settings import GroundingSettings
 
-    if not args.no_ground:  # grounding runs after the dictionary is written: a typo must leave nothing behind
-        check_settings(args.decode, args.min_ratio, args.n_words)
+    # grounding runs after the dictionary is written: a typo must leave nothing behind
+    settings = None if args.no_ground else GroundingSettings(
+        decode=args.decode, apply_norm=args.apply_norm, n_words=args.n_words, min_ratio=args.min_ratio,
+        vocabulary=args.vocabulary, keep_token=args.keep_token)
 
     extra = {name: value for name, value in (("max_iter", args.max_iter), ("tol", args.tol)) if value is not None}
     options = model_options(args)
@@ -78,9 +80,7 @@ def run(args) -> int:
     if not args.no_ground:
         from mmconcepts.grounding import ground
 
-        grounding = ground(out, model=options, decode=args.decode, apply_norm=args.apply_norm,
-                           n_words=args.n_words, vocabulary=args.vocabulary, min_ratio=args.min_ratio,
-                           keep_token=args.keep_token)
+        grounding = ground(out, model=options, settings=settings)
         for concept in grounding["concepts"]:
             words = ", ".join(w["word"] for w in concept["words"][:6]) or "(no word)"
             print(f"  concept {concept['index']:>3}: {words}")

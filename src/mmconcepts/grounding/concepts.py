@@ -3,6 +3,15 @@
 :func:`ground` adds ``grounding.json`` to the folder written by ``mmconcepts learn``: for every concept its
 words (decoded through the model's unembedding, :mod:`mmconcepts.grounding.text`) and its most activating
 training samples (visual grounding). :func:`load_concepts` returns everything a later stage needs.
+
+Concepts and components
+-----------------------
+A dictionary's components ``u_k`` are its concepts, read on their positive side, when its activations are
+non-negative (Semi-NMF, NMF, K-Means, Simple, the sparse autoencoder). A dictionary with signed activations
+(PCA: ``signed_activations = True``) has two concepts per component: ``+u_k`` with activation ``max(v_k, 0)``
+and ``-u_k`` with activation ``max(-v_k, 0)``, concept ``k`` and concept ``K + k``. Every later stage works
+on concepts (:meth:`ConceptSet.encode`), so a sample strongly on the negative side of a PCA component is
+explained by, and grounded in, that side's words.
 """
 
 from __future__ import annotations
@@ -13,7 +22,15 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import link, read_json, resolve, resolve_field, write_json
-from mmconcepts.grounding.text import MIN_RATIO
+from mmconcepts.grounding.settings import GroundingSettings
+
+
+def one_sided(activations, signed: bool):
+    """``N x K`` activations as concept activations: unchanged, or ``[max(V, 0), max(-V, 0)]`` (``N x 2K``)."""
+    import torch
+
+    A = activations.float()
+    return torch.cat([A.clamp(min=0), (-A).clamp(min=0)], dim=1) if signed else A
 
 
 def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
@@ -32,13 +49,35 @@ def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[d
 
 @dataclass
 class ConceptSet:
-    """A grounded concepts folder: the dictionary, its training activations, summary and grounding."""
+    """A concepts folder: the dictionary, its training activations (per concept), summary and grounding."""
 
     path: Path
     dictionary: object
     summary: dict
-    activations: object
+    raw_activations: object
     grounding: dict | None
+
+    @property
+    def signed(self) -> bool:
+        """Whether each component is two concepts (its positive and negative side)."""
+        return bool(getattr(self.dictionary, "signed_activations", False))
+
+    @property
+    def activations(self):
+        """``N x n_concepts`` activations of the training samples, one column a concept."""
+        return one_sided(self.raw_activations, self.signed)
+
+    @property
+    def directions(self):
+        """``n_concepts x D``: each concept's direction (or point) in the feature space."""
+        import torch
+
+        U = self.dictionary.components_.float()
+        return torch.cat([U, -U]) if self.signed else U
+
+    def encode(self, Z):
+        """The concept activations of features ``Z`` (``N x n_concepts``)."""
+        return one_sided(self.dictionary.transform(Z), self.signed)
 
     @property
     def features(self) -> Path:
@@ -46,8 +85,15 @@ class ConceptSet:
         return resolve_field(self.summary, "features", self.path)
 
     @property
+    def manifest(self) -> dict:
+        """The run record of that store (``{}`` when it is gone)."""
+        from mmconcepts.extract.store import read_manifest
+
+        return read_manifest(self.features) if (self.features / "manifest.json").is_file() else {}
+
+    @property
     def n_concepts(self) -> int:
-        return int(self.dictionary.components_.shape[0])
+        return int(self.directions.shape[0])
 
     def words(self, k: int) -> list[str]:
         if self.grounding is None:
@@ -59,8 +105,16 @@ class ConceptSet:
             return []
         return self.grounding["concepts"][k]["images"]
 
+    def word_sets(self) -> list[list[str]]:
+        return [self.words(k) for k in range(self.n_concepts)]
 
-def _read_json(path: Path) -> dict:
+    def token_words(self) -> list[str]:
+        """The token of interest and its ``also`` variants: words no concept is grounded in (they say nothing
+        about a concept: every concept of "dog" predicts "dog" and "dogs")."""
+        return [w for w in [self.summary.get("token", ""), *self.manifest.get("also", [])] if w]
+
+
+def _read(path: Path) -> dict:
     if not path.exists():
         raise MMConceptsError(f"{path.name} missing in {path.parent}; is this a folder made by `mmconcepts learn`?")
     return read_json(path, "run `mmconcepts learn` again")
@@ -83,14 +137,14 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
     path = Path(path)
     if not path.is_dir():
         raise MMConceptsError(f"concepts folder not found: {path}; create it with `mmconcepts learn`")
-    summary = _read_json(path / "summary.json")
+    summary = _read(path / "summary.json")
     dictionary = load_dictionary(path)
     try:
         activations = load_file(str(path / "activations.safetensors"))["activations"]
     except Exception:  # missing or truncated file: safetensors raises several error types
         raise MMConceptsError(f"cannot read {path / 'activations.safetensors'}; run `mmconcepts learn` again") \
             from None
-    grounding = _read_json(path / "grounding.json") if (path / "grounding.json").exists() else None
+    grounding = _read(path / "grounding.json") if (path / "grounding.json").exists() else None
     if grounding is not None:
         grounding = _images_at(grounding, path, to_stored=False)
     if require_grounding and grounding is None:
@@ -98,87 +152,89 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
     return ConceptSet(path, dictionary, summary, activations, grounding)
 
 
-def grounder_for(concepts: ConceptSet, model, settings: dict | None = None, meta: list[dict] | None = None):
-    """The :class:`~mmconcepts.grounding.text.WordGrounder` of a concepts folder (its saved settings)."""
+def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None = None,
+                 meta: list[dict] | None = None):
+    """The :class:`~mmconcepts.grounding.text.WordGrounder` of a concepts folder: ``settings``, or those its
+    ``grounding.json`` recorded."""
     from mmconcepts.extract.store import load_metadata
     from mmconcepts.grounding.text import WordGrounder, caption_vocabulary
 
-    summary = concepts.summary
-    settings = dict(settings or {})
+    settings = settings or GroundingSettings.from_json(concepts.grounding)
     allowed = None
-    if settings.get("vocabulary", "all") == "captions":
+    if settings.vocabulary == "captions":
         meta = meta if meta is not None else load_metadata(concepts.features)
         allowed = caption_vocabulary(m.get("caption", "") for m in meta)
-    return WordGrounder(model, decode=settings.get("decode", "effect"), apply_norm=settings.get("apply_norm"),
-                        layer=str(summary.get("layer")), n_words=settings.get("n_words", 10),
-                        top_k=settings.get("top_k", 50), allowed=allowed,
-                        min_ratio=settings.get("min_ratio", MIN_RATIO),
-                        exclude=settings.get("exclude", token_words(concepts)))
-
-
-def token_words(concepts: ConceptSet) -> list[str]:
-    """The token of interest and its ``also`` variants: words no concept is grounded in (they say nothing
-    about a concept: every concept of "dog" predicts "dog" and "dogs")."""
-    from mmconcepts.extract.store import read_manifest
-
-    store = concepts.features
-    also = read_manifest(store).get("also", []) if (store / "manifest.json").is_file() else []
-    return [w for w in [concepts.summary.get("token", ""), *also] if w]
+    return WordGrounder(model, settings, layer=str(concepts.summary.get("layer")), allowed=allowed,
+                        exclude=[] if settings.keep_token else concepts.token_words())
 
 
 def model_for(concepts: ConceptSet, model=None, head: bool = False):
     """The model a later stage uses for a concepts folder: ``model`` if it is a loaded adapter; else the
     :class:`~mmconcepts.models.ModelOptions` (or id) ``model``, every unset option following the feature
     store's run record. ``head``: only the unembedding, final norm and tokenizer (decoding words)."""
-    from mmconcepts.extract.store import read_manifest
     from mmconcepts.models import ModelAdapter
     from mmconcepts.models.options import as_options
 
     if isinstance(model, ModelAdapter):
         return model
-    store = concepts.features
-    manifest = read_manifest(store) if (store / "manifest.json").is_file() else {"model": concepts.summary["model"]}
-    options = as_options(model).following(manifest)
+    options = as_options(model).following(concepts.manifest or {"model": concepts.summary["model"]})
     return options.load_head() if head else options.load()
 
 
-def ground(path: str | os.PathLike, model=None, decode: str = "effect", apply_norm: bool | None = None,
-           n_words: int = 10, n_images: int = 5, vocabulary: str = "all", min_ratio: float | None = MIN_RATIO,
-           keep_token: bool = False) -> dict:
+def mean_feature(store, layer):
+    """The mean feature of one layer of a store, read shard by shard (float64 sums)."""
+    from mmconcepts.extract.store import iter_feature_shards
+
+    total, count = 0.0, 0
+    for shard in iter_feature_shards(store, layer):
+        total, count = total + shard.double().sum(dim=0), count + shard.shape[0]
+    return (total / max(count, 1)).float()
+
+
+def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | None = None, **fields) -> dict:
     """Ground every concept of a concepts folder in words and images; writes ``grounding.json``.
 
-    ``model`` is a loaded adapter, :class:`~mmconcepts.models.ModelOptions`, a model id/folder, or ``None``:
-    the model the features were extracted with, as the store's run record says. Only the unembedding, the
-    final norm and the tokenizer are read (:func:`~mmconcepts.models.head.load_head`), not the whole model.
-    ``decode``, ``apply_norm``, ``n_words`` and ``min_ratio`` are those of
-    :class:`~mmconcepts.grounding.text.WordGrounder`. ``vocabulary="all"`` allows any word of the tokenizer,
-    ``"captions"`` only words the model used in the store's captions. The token of interest is not a
-    grounded word unless ``keep_token``.
-    """
-    from mmconcepts.extract.store import iter_feature_shards, load_metadata
-    from mmconcepts.grounding.text import check_settings
+    Parameters
+    ----------
+    path : the concepts folder (``mmconcepts learn``).
+    model : a loaded adapter, :class:`~mmconcepts.models.ModelOptions`, a model id/folder, or ``None``: the
+        model the features were extracted with, as the store's run record says. Only the unembedding, the
+        final norm and the tokenizer are read (:func:`~mmconcepts.models.head.load_head`).
+    settings : :class:`~mmconcepts.grounding.settings.GroundingSettings`, or its fields as keywords
+        (``decode="paper"``, ``min_ratio=0``, ...). The token of interest and its ``also`` variants are
+        not grounded words unless ``keep_token``.
 
-    if vocabulary not in ("captions", "all"):
-        raise MMConceptsError(f"unknown vocabulary {vocabulary!r}: choose captions or all")
-    check_settings(decode, min_ratio, n_words)
+    Returns
+    -------
+    dict : the content of ``grounding.json`` (image paths absolute).
+    """
+    from mmconcepts.extract.store import load_metadata
+    from mmconcepts.grounding.text import typical_strengths
+
+    if settings is None:
+        settings = GroundingSettings(**fields)
+    elif fields:
+        raise MMConceptsError("give the grounding settings either as settings= or as keywords, not both")
     concepts = load_concepts(path)
-    summary = concepts.summary
     store = concepts.features
-    model = model_for(concepts, model, head=True)
     meta = load_metadata(store)
-    if len(meta) != concepts.activations.shape[0]:
+    if len(meta) != concepts.raw_activations.shape[0]:
         raise MMConceptsError(f"{store} holds {len(meta)} samples but the dictionary was learnt "
-                              f"on {concepts.activations.shape[0]}; learn it again")
-    grounder = grounder_for(concepts, model, {"decode": decode, "apply_norm": apply_norm, "n_words": n_words,
-                                              "vocabulary": vocabulary, "min_ratio": min_ratio,
-                                              "exclude": [] if keep_token else token_words(concepts)}, meta)
-    total, count = 0.0, 0
-    for shard in iter_feature_shards(store, summary["layer"]):  # the mean feature, shard by shard
-        total, count = total + shard.double().sum(dim=0), count + shard.shape[0]
-    words = grounder.ground_dictionary(concepts.dictionary, activations=concepts.activations,
-                                       base=(total / max(count, 1)).float())
-    images = top_samples(concepts.activations, meta, n_images)
-    grounding = {**grounder.settings(),
-                 "concepts": [{"index": k, "words": words[k], "images": images[k]} for k in range(len(words))]}
+                              f"on {concepts.raw_activations.shape[0]}; learn it again")
+    model = model_for(concepts, model, head=True)
+    grounder = grounder_for(concepts, model, settings, meta)
+    activations = concepts.activations
+    words = grounder(concepts.directions, base=mean_feature(store, concepts.summary["layer"]),
+                     strengths=typical_strengths(activations),
+                     points=getattr(concepts.dictionary, "concepts_are_points", False))
+    images = top_samples(activations, meta, settings.n_images)
+    K = concepts.dictionary.components_.shape[0]
+    entries = []
+    for k in range(len(words)):
+        entry = {"index": k, "words": words[k], "images": images[k]}
+        if concepts.signed:
+            entry.update(component=k % K, sign=1 if k < K else -1)
+        entries.append(entry)
+    grounding = {**grounder.settings(), "settings": settings.to_json(), "concepts": entries}
     write_json(Path(path) / "grounding.json", _images_at(grounding, Path(path), to_stored=True))
     return grounding

@@ -67,7 +67,7 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
         return {**result, "token_found": False, "caption": generated, "concepts": []}
     z = features[model.resolve_layer(summary["layer"])]
     with torch.no_grad():
-        activations = concepts.dictionary.transform(z)[0]
+        activations = concepts.encode(z)[0]
     return {**result, "token_found": True, "caption": meta[0]["caption"],
             "concepts": top_concepts(activations, concepts, top)}
 

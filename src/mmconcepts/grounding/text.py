@@ -30,22 +30,7 @@ The measurements behind the defaults are in the README (ShapesWorld findings).
 from __future__ import annotations
 
 from mmconcepts.errors import MMConceptsError
-
-DECODINGS = ("effect", "centered", "paper")
-#: Default of ``min_ratio``: a grounded word scores at least this share of the concept's best token.
-MIN_RATIO = 0.5
-
-
-def check_settings(decode: str = "effect", min_ratio: float | None = MIN_RATIO, n_words: int = 10) -> None:
-    """Raise :class:`MMConceptsError` for settings no grounding accepts (before any work is done)."""
-    if decode not in DECODINGS:
-        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
-    if min_ratio is not None and (isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float))
-                                  or not 0 <= min_ratio <= 1):
-        raise MMConceptsError(f"min_ratio (--min-ratio) must be a number in [0, 1] or None, got {min_ratio!r}")
-    if isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 1:
-        raise MMConceptsError(f"n_words (--n-words) must be an integer >= 1, got {n_words!r}")
-
+from mmconcepts.grounding.settings import DECODINGS, MIN_RATIO, GroundingSettings
 
 def _check(components, weight):
     if components.ndim != 2 or components.shape[1] != weight.shape[1]:
@@ -69,7 +54,8 @@ def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=
     """
     import torch
 
-    check_settings(decode=decode)
+    if decode not in DECODINGS:
+        raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
     weight = lm_head.weight
     _check(components, weight)
     U = components.to(device=weight.device, dtype=weight.dtype)
@@ -151,34 +137,33 @@ class WordGrounder:
 
     Parameters
     ----------
-    adapter : a loaded :class:`~mmconcepts.models.ModelAdapter`.
-    decode : ``"effect"``, ``"centered"`` or ``"paper"``.
-    apply_norm : apply the final norm before the unembedding. ``None`` (default): ``True`` for the effect
-        decoding unless the features come after the final norm (``layer="norm"``), ``False`` otherwise
-        (the paper applies lm_head directly).
-    layer : the layer the concepts were learnt at.
+    adapter : a loaded :class:`~mmconcepts.models.ModelAdapter` (the head alone is enough,
+        :func:`~mmconcepts.models.head.load_head`).
+    settings : :class:`~mmconcepts.grounding.settings.GroundingSettings`; or give its fields as keywords
+        (``decode``, ``apply_norm``, ``n_words``, ``top_k``, ``min_ratio``).
+    layer : the layer the concepts were learnt at (the final norm is not applied twice to ``"norm"``).
     allowed : restrict the words to this set (e.g. :func:`caption_vocabulary` of the training captions).
-    min_ratio : the relative cut of :func:`ground_words` (not applied to ``"paper"``).
     exclude : words never returned (e.g. the token of interest).
 
     Examples
     --------
     >>> grounder = WordGrounder(adapter, layer="norm", exclude={"dog"})      # doctest: +SKIP
-    >>> grounder.words_of(dictionary, Z_train, dictionary.transform(Z_train))  # doctest: +SKIP
-    [['frisbee', 'grass'], ['leash'], ...]
+    >>> grounder(U, base=Z.mean(0), strengths=typical_strengths(V))           # doctest: +SKIP
+    [[{'word': 'frisbee', 'score': 0.08}], [{'word': 'leash', 'score': 0.05}], ...]
     """
 
-    def __init__(self, adapter, decode: str = "effect", apply_norm: bool | None = None, layer: str | None = None,
-                 n_words: int = 10, top_k: int = 50, allowed: set[str] | None = None,
-                 min_ratio: float | None = MIN_RATIO, exclude=()):
+    def __init__(self, adapter, settings: GroundingSettings | None = None, *, layer: str | None = None,
+                 allowed: set[str] | None = None, exclude=(), **fields):
         from mmconcepts.grounding.words import TokenWords
 
-        check_settings(decode, min_ratio, n_words)
-        if apply_norm is None:
-            apply_norm = decode == "effect" and str(layer) != "norm"
-        self.adapter, self.decode, self.apply_norm, self.layer = adapter, decode, bool(apply_norm), layer
-        self.n_words, self.top_k, self.allowed = n_words, top_k, allowed
-        self.min_ratio = None if decode == "paper" else min_ratio
+        if settings is None:
+            settings = GroundingSettings(**fields)
+        elif fields:
+            raise MMConceptsError("give the grounding settings either as settings= or as keywords, not both")
+        self.adapter, self.layer, self.settings_ = adapter, layer, settings
+        self.decode, self.apply_norm = settings.decode, settings.norm_for(layer)
+        self.n_words, self.top_k, self.allowed = settings.n_words, settings.top_k, allowed
+        self.min_ratio = settings.min_ratio_applied
         self.exclude = {str(w).strip().lower() for w in exclude}
         self.token_words = TokenWords(adapter.tokenizer)
 
@@ -189,33 +174,11 @@ class WordGrounder:
                               base=base, strengths=strengths, points=points)
 
     def __call__(self, components, base=None, strengths=None, points: bool = False) -> list[list[dict]]:
-        """``[[{"word", "score"}, ...], ...]`` for the rows of ``components``."""
+        """``[[{"word", "score"}, ...], ...]`` for the rows of ``components``; ``strengths``: the typical
+        activation of each (:func:`typical_strengths`), ``base``: the mean training feature."""
         return ground_words(self.scores(components, base, strengths, points), self.token_words,
                             top_k=self.top_k, n_words=self.n_words, allowed=self.allowed,
                             min_ratio=self.min_ratio, exclude=self.exclude)
-
-    def ground_dictionary(self, dictionary, Z=None, activations=None, base=None) -> list[list[dict]]:
-        """Ground a fitted dictionary learnt on features ``Z`` (``activations``: its ``transform(Z)``).
-
-        Instead of ``Z``, give its mean row ``base`` and the ``activations`` (a store too large to load).
-        """
-        import torch
-
-        if Z is not None:
-            Z = torch.as_tensor(Z).float()
-            if Z.ndim != 2 or Z.shape[0] == 0:
-                raise MMConceptsError(f"grounding needs the N x D training features, got shape {tuple(Z.shape)}")
-            base = Z.mean(dim=0) if base is None else base
-            activations = dictionary.transform(Z) if activations is None else activations
-        if base is None or activations is None:
-            raise MMConceptsError("grounding a dictionary needs its training features, or their mean and the "
-                                  "training activations")
-        return self(dictionary.components_, base=base, strengths=typical_strengths(activations),
-                    points=getattr(dictionary, "concepts_are_points", False))
-
-    def words_of(self, dictionary, Z, activations=None) -> list[list[str]]:
-        """Just the words of :meth:`ground_dictionary`."""
-        return [[w["word"] for w in ws] for ws in self.ground_dictionary(dictionary, Z, activations)]
 
     def pool(self) -> list[str]:
         """Every word this grounder could return (the pool of the Rnd-Words baseline)."""
@@ -223,6 +186,6 @@ class WordGrounder:
         return [w for w in words if (self.allowed is None or w in self.allowed) and w not in self.exclude]
 
     def settings(self) -> dict:
-        return {"decode": self.decode, "apply_norm": self.apply_norm, "n_words": self.n_words,
-                "top_k": self.top_k, "min_ratio": self.min_ratio, "exclude": sorted(self.exclude),
-                "vocabulary": "captions" if self.allowed is not None else "all"}
+        """What ``grounding.json`` records: the settings, the norm and cut in force, the excluded words."""
+        return {**self.settings_.to_json(), "apply_norm": self.apply_norm, "min_ratio": self.min_ratio,
+                "exclude": sorted(self.exclude)}

@@ -84,6 +84,11 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     elif not isinstance(summary, dict):
         raise _malformed(concepts_dir / "summary.json", "expected an object", "rerun mmconcepts learn")
     activations = _load_activations(concepts_dir / "activations.safetensors")
+    if activations is not None and isinstance(grounding, dict) and any(
+            isinstance(c, dict) and "sign" in c for c in grounding.get("concepts") or []):
+        import numpy as np  # signed activations (PCA): concept k is component k's positive side, K + k its negative
+
+        activations = np.concatenate([np.maximum(activations, 0), np.maximum(-activations, 0)], axis=1)
     concepts = _concepts(concepts_dir, grounding, activations)
 
     metrics = overlap = explanations = sweep = metrics_raw = None

@@ -318,9 +318,11 @@ def _metrics(metrics, path: Path, main: str | None) -> dict | None:
 # --- overlap -------------------------------------------------------------------------------------------
 
 def word_overlap(concepts: list[dict]) -> list[list[float]]:
-    """``M[l][k] = |T_l ∩ T_k| / |T_k|`` over the concepts' grounded words (``T_k``: concept k's word set)."""
-    sets = [{w["word"] for w in c["words"]} for c in concepts]
-    return [[(len(a & b) / len(b)) if b else 0.0 for b in sets] for a in sets]
+    """The overlap matrix of the concepts' grounded words, in the convention of ``overlap.json``
+    (:func:`mmconcepts.evaluation.metrics.overlap_matrix`: row ``k`` normalised by ``|T_k|``)."""
+    from mmconcepts.evaluation.metrics import overlap_matrix
+
+    return overlap_matrix([{w["word"] for w in c["words"]} for c in concepts])
 
 
 def _overlap(concepts: list[dict], overlap, path: Path, main: str | None) -> dict:

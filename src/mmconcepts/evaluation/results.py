@@ -1,0 +1,75 @@
+"""The evaluation's output schema: what ``metrics.json`` holds, and how it is written, read and shown.
+
+``evaluate`` writes it, ``sweep`` collects one per layer, the report reads it; all go through
+:class:`EvaluationResult`, so its fields are the file's keys::
+
+    {"format_version": 2, "token", "layer", "n_test", "n_train", "n_concepts", "model", "main_method",
+     "settings": {...EvaluationSettings...}, "concepts": "<link>", "test_features": "<link>",
+     "methods": {name: {metric: value}}, "baselines": {name: {metric: value}}, "caption_accuracy": {...}}
+
+A metric that does not apply is absent, never zero. :data:`METRIC_ORDER` is the order tables show them in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import read_json
+
+METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1", "bertscore_top3",
+                "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity")
+
+
+@dataclass
+class EvaluationResult:
+    """The metrics of a concepts folder, its comparison methods and the baselines, on one test store."""
+
+    token: str
+    layer: str
+    n_test: int
+    n_train: int
+    n_concepts: int
+    model: str | None
+    main_method: str
+    settings: dict = field(default_factory=dict)
+    methods: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
+    concepts: str | None = None
+    concepts_absolute: str | None = None
+    test_features: str | None = None
+    test_features_absolute: str | None = None
+    caption_accuracy: dict | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EvaluationResult":
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in data]
+        if missing or not isinstance(data.get("methods"), dict) or not isinstance(data.get("baselines"), dict):
+            raise MMConceptsError(f"not a metrics file (missing {', '.join(missing) or 'methods/baselines'}); "
+                                  "rerun mmconcepts evaluate")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def markdown(self) -> str:
+        """The metrics as a markdown table (methods, then baselines)."""
+        rows = {**self.methods, **self.baselines}
+        columns = [m for m in METRIC_ORDER if any(m in r for r in rows.values())]
+        lines = [f"# Concept evaluation: token '{self.token}', layer {self.layer}, {self.n_test} test samples", "",
+                 "| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for name, row in rows.items():
+            cells = [f"{row[c]:.3f}" if isinstance(row.get(c), (int, float)) else "–" for c in columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def read_metrics(path: str | os.PathLike) -> EvaluationResult:
+    """The ``metrics.json`` of an evaluation folder (or the file itself)."""
+    path = Path(path)
+    file = path / "metrics.json" if path.is_dir() else path
+    return EvaluationResult.from_json(read_json(file, "rerun mmconcepts evaluate"))

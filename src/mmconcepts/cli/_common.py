@@ -47,7 +47,7 @@ def model_options(args: argparse.Namespace):
 
 def device_arg(text: str) -> str:
     """argparse type of ``--device``: auto, cpu, cuda, cuda:N (availability is checked when loading)."""
-    from mmconcepts.models.options import check_device
+    from mmconcepts.devices import check_device
     from mmconcepts.errors import MMConceptsError
 
     try:

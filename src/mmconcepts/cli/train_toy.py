@@ -23,10 +23,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    from mmconcepts.errors import MMConceptsError
     from mmconcepts.toy.train import train
 
+    if args.threads < 1:
+        raise MMConceptsError(f"--threads must be a positive integer, got {args.threads}")
+    torch.set_num_threads(args.threads)  # the process's choice, made here rather than inside the library
     card = train(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                 threads=args.threads, eval_every=args.eval_every, init_from=args.init_from,
+                 eval_every=args.eval_every, init_from=args.init_from,
                  step_offset=args.step_offset)
     print(f"saved to {args.out}: {card['eval']}")
     return 0

@@ -32,6 +32,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import replace_dir
 
 IMAGE_SIZE = 64
 
@@ -277,10 +278,7 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, split: str = "train
                 captions = [caption(scene, rng) for _ in range(n_captions)]
                 row = {"image": name, "captions": captions, "attributes": scene.attributes(), "split": split}
                 f.write(json.dumps(row) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
+        replace_dir(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mmconcepts.devices import resolve_device
 from mmconcepts.errors import MMConceptsError
 
 if TYPE_CHECKING:
@@ -43,20 +44,6 @@ def words_prompt(words: Sequence[str]) -> str:
     if isinstance(words, str):
         words = [words]
     return PROMPT + ", ".join(words)
-
-
-def _resolve_device(device: str | None):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MMConceptsError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MMConceptsError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
-    return resolved
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -121,7 +108,7 @@ class CLIPScorer:
         if batch_size < 1:
             raise MMConceptsError(f"batch size must be at least 1, got {batch_size}")
         self.model_id = str(model)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_id, revision=revision)
@@ -275,7 +262,7 @@ class BERTScorer:
         if batch_size < 1:
             raise MMConceptsError(f"batch size must be at least 1, got {batch_size}")
         self.model_id = str(model)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         fix = "pass a local encoder folder (e.g. roberta-large saved with save_pretrained) with --bert-model"
         try:

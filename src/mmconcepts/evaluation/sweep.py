@@ -6,13 +6,10 @@ records them all in one pass).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import write_json
+from mmconcepts.files import atomic_write_bytes, write_json
 
 SWEEP_METRICS = ("grounding_precision_top1", "clipscore_top1", "bertscore_top1", "overlap", "coverage")
 
@@ -21,16 +18,17 @@ def _order(layer: str) -> float:
     return float("inf") if layer == "norm" else float(layer)
 
 
-def plot_sweep(sweep: dict, path: str | os.PathLike) -> None:
-    """A PNG of each metric against depth, the method next to the rnd-words baseline."""
-    import matplotlib
+def sweep_png_bytes(sweep: dict) -> bytes:
+    """A PNG of each metric against depth, the method next to the rnd-words baseline (matplotlib's object
+    API: no pyplot, no global backend switch)."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = sweep["metrics"][sweep["method"]]
     names = [m for m in SWEEP_METRICS if any(v is not None for v in rows.get(m, []))]
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 2.8), squeeze=False)
+    fig = Figure(figsize=(3.2 * max(len(names), 1), 2.8))
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)
     x = list(range(len(sweep["layers"])))
     for ax, name in zip(axes[0], names):
         ax.plot(x, rows[name], marker="o", label=sweep["method"])
@@ -43,8 +41,9 @@ def plot_sweep(sweep: dict, path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
 
 
 def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_concepts: int = 20, model=None,
@@ -92,10 +91,6 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
             for metric in SWEEP_METRICS:
                 per_layer[key].setdefault(metric, []).append(row.get(metric))
     result = {"method": method, "token": manifest["token"], "layers": names, "metrics": per_layer}
-    tmp = Path(tempfile.mkdtemp(dir=out))
-    write_json(tmp / "sweep.json", result, indent=2)
-    plot_sweep(result, tmp / "sweep.png")
-    for name in ("sweep.json", "sweep.png"):
-        os.replace(tmp / name, out / name)
-    tmp.rmdir()
+    atomic_write_bytes(out / "sweep.png", sweep_png_bytes(result))
+    write_json(out / "sweep.json", result, indent=2)
     return result

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import read_json, resolve, resolve_field, write_json
+from mmconcepts.files import atomic_write_bytes, atomic_write_text, read_json, resolve, resolve_field, write_json
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -89,9 +89,7 @@ def _committed(path: Path) -> dict:
 
 def _truncate_lines(path: Path, n: int) -> None:
     lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines[:n]))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(lines[:n]))
 
 
 def _append_lines(path: Path, rows: list[dict]) -> None:
@@ -300,7 +298,7 @@ class FeatureStoreWriter:
         boundaries. Writes when the open shard is full, when ``commit_every`` images were scanned since the
         last commit, or when ``force``."""
         import torch
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         full = self.buffered >= self.shard_size
         if not (full or force or position - self.position >= self.commit_every):
@@ -311,10 +309,8 @@ class FeatureStoreWriter:
                 rows = torch.cat(self._features[layer]) if len(self._features[layer]) > 1 else \
                     self._features[layer][0]
                 self._features[layer] = [rows]
-                file = self.path / "shards" / layer / _shard_name(self.n_shards)
-                tmp = file.with_name(file.name + ".tmp")
-                save_file({"features": rows.to(dtype).contiguous()}, str(tmp))
-                os.replace(tmp, file)
+                atomic_write_bytes(self.path / "shards" / layer / _shard_name(self.n_shards),
+                                   save({"features": rows.to(dtype).contiguous()}))
             _append_lines(self.path / "metadata.jsonl", self._meta[self._meta_written:])
             self.n_samples += self.buffered - self._meta_written
             self._meta_written = self.buffered

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mmconcepts.devices import resolve_device
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.models.base import ModelAdapter
 from mmconcepts.models.generic import GenericAdapter
@@ -32,20 +33,6 @@ DEVICE_MAPS = ("auto",)
 _NOT_CACHED = "not a local folder and not in the Hugging Face cache; download it first or pass a local path"
 
 
-def resolve_device(device: str | None) -> str:
-    """``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; ``cpu``/``cuda``/``cuda:N`` checked."""
-    import torch
-
-    device = (device or "auto").strip().lower()
-    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise MMConceptsError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MMConceptsError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    return device
-
-
 def resolve_dtype(dtype: str | None):
     """The torch dtype named ``float32``/``bfloat16``/``float16``."""
     import torch
@@ -65,19 +52,28 @@ def _is_offline() -> bool:
 
 
 def _hub_error(model_id: str, exc: BaseException) -> MMConceptsError:
-    """A one-line error for a hub id that could not be loaded (offline/unreachable, unknown, other)."""
+    """A one-line error for a hub id that could not be loaded, chosen by the types huggingface_hub raises
+    (transformers wraps them in an ``OSError`` whose cause chain holds them)."""
+    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+
     chain, e = [], exc
     while e is not None and len(chain) < 10:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    names = {type(e).__name__ for e in chain}
-    text = " ".join(str(e) for e in chain)
-    if {"RepositoryNotFoundError", "GatedRepoError"} & names or "valid model identifier" in text:
+
+    def raised(*types) -> bool:
+        return any(isinstance(link, types) for link in chain)
+
+    if raised(GatedRepoError):
+        return MMConceptsError(f"could not load model '{model_id}': the repository is gated; log in with "
+                               "`hf auth login` and accept its terms, or pass a local path")
+    if raised(RepositoryNotFoundError, HFValidationError):
         return MMConceptsError(f"could not load model '{model_id}': not a local folder and not a model on the "
-                               "Hugging Face hub (or gated: log in first); check the id or pass a local path")
-    if "RevisionNotFoundError" in names:
+                               "Hugging Face hub; check the id or pass a local path")
+    if raised(RevisionNotFoundError):
         return MMConceptsError(f"could not load model '{model_id}': revision not found; check --revision")
-    if _is_offline() or "LocalEntryNotFoundError" in names or "connect" in text.lower():
+    if _is_offline() or raised(LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError):
         return MMConceptsError(f"could not load model '{model_id}': {_NOT_CACHED}")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return MMConceptsError(f"could not load model '{model_id}': {first}")

@@ -16,22 +16,13 @@ ModelOptions(model='llava-hf/llava-1.5-7b-hf', model_dtype='bfloat16', device='c
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
+from mmconcepts.devices import check_device
 from mmconcepts.errors import MMConceptsError
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto",)
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-
-
-def check_device(device: str) -> str:
-    """``device`` lower-cased if it is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; else a one-line error."""
-    text = str(device).strip().lower()
-    if not _DEVICE.match(text):
-        raise MMConceptsError(f"unknown device {device!r}: choose auto, cpu, cuda or cuda:N")
-    return text
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import atomic_write_text
 from mmconcepts.report.sections import (EXPLAIN_PX, THUMB_PX, _concepts, _explanations, _facts, _load_activations,
                                         _malformed, _metrics, _overlap, _read_json, _sweep, fmt)
 
@@ -32,26 +33,6 @@ def _environment():
     )
     env.filters["num"] = fmt
     return env
-
-
-def _write_atomic(out: Path, text: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _unwrap(data, key: str):
@@ -135,5 +116,6 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
         version=__version__,
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
     )
-    _write_atomic(out, html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, html)
     return out

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mmconcepts.data.shapesworld import caption, render, sample_scene
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import write_json
+from mmconcepts.files import replace_dir, write_json
 from mmconcepts.models.llava import LlavaAdapter
 from mmconcepts.evaluation.captions import caption_accuracy
 from mmconcepts.toy.build import build_model, build_processor
@@ -38,9 +38,7 @@ def _save(model, processor, out: Path, card: dict) -> None:
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     write_json(tmp / "training.json", card, indent=2)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
 
 
 def _carry_vocabulary(model, old_vocab: dict[str, int], new_vocab: dict[str, int]) -> None:
@@ -82,7 +80,7 @@ def _load_checkpoint(init_from, tokenizer):
 
 
 def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-          threads: int = 1, eval_every: int = 250, n_eval: int = 64, warmup: int = 100,
+          eval_every: int = 250, n_eval: int = 64, warmup: int = 100,
           init_from: str | os.PathLike | None = None, step_offset: int = 0) -> dict:
     """Train the captioner and save it (``save_pretrained``) into ``out``; returns the card.
 
@@ -92,13 +90,12 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     """
     import torch
 
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("threads", threads),
+    for name, value in (("steps", steps), ("batch_size", batch_size),
                         ("eval_every", eval_every), ("n_eval", n_eval), ("warmup", warmup)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise MMConceptsError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and 0 <= lr < 1):
         raise MMConceptsError(f"--lr must be a learning rate in [0, 1), got {lr!r}")
-    torch.set_num_threads(threads)
     out = Path(out)
     processor = build_processor()
     if init_from is not None:
@@ -122,7 +119,7 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     prompt_len = probe["input_ids"].shape[1]
     log_path = out.with_name(out.name + ".log.jsonl")
     card = {"params": params, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "threads": threads, "samples_seen": 0, "init_from": str(init_from) if init_from else None,
+            "threads": torch.get_num_threads(), "samples_seen": 0, "init_from": str(init_from) if init_from else None,
             "step_offset": step_offset}
     start = time.time()
     model.train()

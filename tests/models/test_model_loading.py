@@ -101,3 +101,29 @@ def test_default_model_loads():
     adapter = load_model(device="cpu")
     assert adapter.family == "llava" and adapter.model_id == EMBEDDED_MODEL
     assert adapter.prompt()
+
+
+def test_hub_errors_are_told_apart_by_their_types(monkeypatch):
+    """transformers wraps huggingface_hub's errors in an OSError: the cause's type picks the message."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from mmconcepts.models import loading
+
+    monkeypatch.setattr(loading, "_is_offline", lambda: False)
+
+    def wrapped(cause):
+        try:
+            try:
+                raise cause
+            except Exception as exc:
+                raise OSError("org/m is not a local folder and is not a valid model identifier") from exc
+        except OSError as outer:
+            return str(loading._hub_error("org/m", outer))
+
+    response = type("R", (), {"headers": {}, "status_code": 404, "request": None})()
+    assert "not a model on the Hugging Face hub" in wrapped(RepositoryNotFoundError("x", response=response))
+    assert "gated" in wrapped(GatedRepoError("x", response=response))
+    assert "revision not found" in wrapped(RevisionNotFoundError("x", response=response))
+    assert "not in the Hugging Face cache" in wrapped(ConnectionError("refused"))
+    # the message alone decides nothing: an unknown cause keeps its own first line
+    assert wrapped(RuntimeError("disk full")).endswith("org/m is not a local folder and is not a valid model identifier")

@@ -249,6 +249,11 @@ class BERTScorer:
     with ``add_prefix_space=True`` (bert-score's per-call ``add_prefix_space`` is ignored by transformers 5).
     A tokenizer without a real ``model_max_length`` gets the model's position limit.
 
+    Why not torchmetrics' ``BERTScore`` (public ``user_tokenizer`` / ``model`` hooks, no patching): on the
+    same MiniLM at the same layer, torchmetrics 1.9 gives F1 0.60 / 0.09 / 0.33 / 0.10 where bert-score (the
+    implementation CoX-LMM reports with) gives 0.79 / 0.62 / 0.39 / 0.82 for four caption pairs; the paper's
+    numbers are bert-score's, so bert-score stays, with the two fixes above.
+
     Examples
     --------
     >>> scorer = BERTScorer("path/to/roberta-large")                       # doctest: +SKIP

@@ -23,11 +23,11 @@ DRIVER = """
 import sys
 from mmconcepts.extract import extraction
 log = open(sys.argv[1], "a", buffering=1)
-load = extraction._load_batch
-def logged(dataset, start, stop, counts, strict):
-    log.write(f"{start}\\n")
-    return load(dataset, start, stop, counts, strict)
-extraction._load_batch = logged
+generate = extraction.generate_rows
+def logged(adapter, batch, *args, **kwargs):
+    log.write(f"{batch.indices[0]}\\n")
+    return generate(adapter, batch, *args, **kwargs)
+extraction.generate_rows = logged
 from mmconcepts.cli import main
 sys.exit(main(sys.argv[2:]))
 """

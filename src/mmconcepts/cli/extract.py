@@ -15,8 +15,12 @@ def register(sub) -> None:
                                    "records every setting; later stages follow it.")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--token", required=True, help="the word of interest, e.g. dog")
-    p.add_argument("--also", default="", type=words, help="comma-separated variants that count as the word, e.g. dogs")
+    p.add_argument("--token", required=True,
+                   help="the word of interest, e.g. dog; or several, comma-separated (dog,cat,bus): one pass keeps "
+                        "them all, each row tagged with its word")
+    p.add_argument("--also", action="append", default=[], metavar="VARIANTS",
+                   help="variants that count as the word: dogs,puppy for one token; dog=dogs,puppy (repeatable) "
+                        "for several")
     p.add_argument("--layers", type=layer_list, default=["norm"],
                    help="comma-separated layers, all recorded in one pass, e.g. -1,norm (default: norm)")
     p.add_argument("--out", required=True, metavar="DIR", help="feature-store folder to write")
@@ -30,6 +34,9 @@ def register(sub) -> None:
                    help="the user message under the image (default: 'Provide a one-sentence caption for the "
                         "provided image.')")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--num-workers", type=int, default=2,
+                   help="DataLoader workers that read and preprocess images while the model runs (default 2; "
+                        "0: in the main process)")
     p.add_argument("--max-new-tokens", type=int, default=50, help="longest caption in tokens (default 50)")
     p.add_argument("--min-new-tokens", type=int, default=0,
                    help="generate at least this many tokens (benchmarks use it to fix the length; default 0)")
@@ -48,17 +55,19 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from mmconcepts.extract import extract
-    from mmconcepts.extract.extraction import ExtractionSettings
+    from mmconcepts.extract.settings import ExtractionSettings, parse_also
 
+    tokens = tuple(words(args.token))
     settings = ExtractionSettings(
-        token=args.token, also=tuple(args.also), layers=tuple(args.layers), mode=args.mode, keep=args.keep,
+        token=tokens, also=parse_also(args.also, tokens), layers=tuple(args.layers), mode=args.mode, keep=args.keep,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
         dtype=args.dtype, shard_size=args.shard_size, commit_every=args.commit_every, strict=args.strict,
+        num_workers=args.num_workers,
         **({"instruction": args.instruction} if args.instruction is not None else {}))
     manifest = extract(args.data, out=args.out, model=model_options(args), settings=settings, resume=args.resume,
                        overwrite=args.overwrite, progress=not args.quiet, **data_kwargs(args))
     counts = manifest["counts"]
-    print(f"kept {counts['kept']} of {counts['scanned']} images for '{manifest['token']}' "
-          f"(layers {', '.join(manifest['layers'])}) -> {args.out}")
+    kept = ", ".join(f"{c['kept']} '{t}'" for t, c in counts["tokens"].items())
+    print(f"kept {kept} of {counts['scanned']} images (layers {', '.join(manifest['layers'])}) -> {args.out}")
     print(json.dumps(counts), file=sys.stderr if args.quiet else sys.stdout)
     return 0

@@ -130,7 +130,7 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     -------
     dict : the content of ``metrics.json`` (:class:`~mmconcepts.evaluation.results.EvaluationResult`).
     """
-    from mmconcepts.extract.store import load_features, read_manifest
+    from mmconcepts.extract.store import load_features, read_manifest, store_tokens
     from mmconcepts.grounding.concepts import load_concepts, model_for
     from mmconcepts.models import ModelAdapter
     from mmconcepts.models.options import as_options
@@ -148,10 +148,10 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     if test_manifest.get("model") != train_manifest.get("model"):
         raise MMConceptsError(f"the test features come from model {test_manifest.get('model')!r} but the concepts "
                               f"from {train_manifest.get('model')!r}; extract the test features with the same model")
-    if test_manifest.get("token") != token:
-        raise MMConceptsError(f"the test features are for token {test_manifest.get('token')!r}, the concepts for "
-                              f"{token!r}; extract test features for the same token")
-    Z_test, test_meta = load_features(test_features, layer)
+    if token not in store_tokens(test_manifest):
+        raise MMConceptsError(f"the test features are for token {', '.join(map(repr, store_tokens(test_manifest)))}, "
+                              f"the concepts for {token!r}; extract test features for the same token")
+    Z_test, test_meta = load_features(test_features, layer, token)
     if Z_test.shape[0] == 0:
         raise MMConceptsError(f"no test samples in {test_features}")
     from mmconcepts.evaluation.scoring import TestSet
@@ -179,11 +179,10 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
 def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
     """``(result, {method: ConceptSet})``: every folder made in ``tmp``, every row scored."""
     from mmconcepts.evaluation.scoring import gt_captions_scores, score
-    from mmconcepts.extract.store import load_metadata
     from mmconcepts.grounding.concepts import grounder_for
 
     summary, main = cs.summary, cs.summary["method"]
-    train_meta = load_metadata(cs.features)
+    train_meta = cs.train_meta()
     folders = {main: cs}
     for method in settings.methods:
         if method not in folders:
@@ -219,7 +218,7 @@ def _noise_imgs(cs, train_meta, Z_test, test, settings, scorers, adapter, device
     from mmconcepts.evaluation.scoring import score
     from mmconcepts.extract.extraction import ExtractionSettings, extract, store_reading
 
-    reading = store_reading(cs.manifest)
+    reading = store_reading(cs.manifest, cs.token)
     n = settings.n_noise or min(len(train_meta), 512)
     data = noise_dataset(cs.features, train_meta, n, settings.seed)
     extraction = ExtractionSettings(token=reading["token"], also=reading["also"], layers=(cs.summary["layer"],),

@@ -99,8 +99,39 @@ def _append_lines(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def iter_feature_shards(path: str | os.PathLike, layer: str | int) -> Iterator:
-    """Yield the features of one layer shard by shard, as float32 tensors (for data larger than memory)."""
+def store_tokens(manifest: dict) -> dict[str, list[str]]:
+    """The words of interest of a store and their ``also`` variants, in order: ``{"dog": ["dogs"]}``."""
+    if manifest.get("tokens"):
+        also = manifest.get("also") or {}
+        return {t: list(also.get(t, [])) if isinstance(also, dict) else [] for t in manifest["tokens"]}
+    return {manifest.get("token"): list(manifest.get("also") or [])}
+
+
+def store_token(manifest: dict, token: str | None = None, path=None) -> str:
+    """The word a reader asked for, checked against the store (``None``: its only word)."""
+    words = list(store_tokens(manifest))
+    where = f"the feature store {path}" if path else "the feature store"
+    if token is None:
+        if len(words) == 1:
+            return words[0]
+        raise MMConceptsError(f"{where} holds the tokens {', '.join(words)}: choose one with --token")
+    if token not in words:
+        raise MMConceptsError(f"token {token!r} is not in {where}; it holds {', '.join(words)}")
+    return token
+
+
+def _rows_of(path: Path, manifest: dict, token: str | None):
+    """``None`` when every row is read, else the indices of the rows of ``token`` (a store of several words)."""
+    token = store_token(manifest, token, path)
+    if len(store_tokens(manifest)) == 1:
+        return None
+    return [i for i, row in enumerate(_read_jsonl(path / "metadata.jsonl")) if row.get("token") == token]
+
+
+def iter_feature_shards(path: str | os.PathLike, layer: str | int, token: str | None = None) -> Iterator:
+    """Yield the features of one layer shard by shard, as float32 tensors (for data larger than memory); of a
+    store of several words, only the rows of ``token``."""
+    import torch
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -108,13 +139,21 @@ def iter_feature_shards(path: str | os.PathLike, layer: str | int) -> Iterator:
     if not manifest.get("complete", False):
         raise MMConceptsError(f"the extraction into {path} did not finish; rerun it with --resume")
     name = stored_layer(manifest, layer)
+    rows = _rows_of(path, manifest, token)
+    wanted = None if rows is None else set(rows)
+    start = 0
     for i in range(manifest["n_shards"]):
         file = path / "shards" / name / _shard_name(i)
         try:
-            yield load_file(file)["features"].float()
+            shard = load_file(file)["features"].float()
         except Exception as exc:  # safetensors raises its own error types for truncated files
             raise MMConceptsError(f"cannot read {file} ({type(exc).__name__}); extract the features again") \
                 from None
+        if wanted is not None:
+            keep = [j for j in range(shard.shape[0]) if start + j in wanted]
+            start += shard.shape[0]
+            shard = shard[torch.tensor(keep, dtype=torch.long)]
+        yield shard
 
 
 def _read_jsonl(file: Path) -> list[dict]:
@@ -126,11 +165,18 @@ def _read_jsonl(file: Path) -> list[dict]:
     return rows
 
 
-def load_metadata(path: str | os.PathLike) -> list[dict]:
-    """The per-sample metadata rows of a store, with ``"image"`` as a path on this machine (the store keeps
-    it relative to its dataset's root, see :func:`data_root`)."""
-    rows = _read_jsonl(Path(path) / "metadata.jsonl")
-    root = data_root(path)
+def load_metadata(path: str | os.PathLike, token: str | None = None) -> list[dict]:
+    """The per-sample metadata rows of a store (of ``token``, in a store of several words), with ``"image"``
+    as a path on this machine (the store keeps it relative to its dataset's root, see :func:`data_root`)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    rows = _read_jsonl(path / "metadata.jsonl")
+    if len(store_tokens(manifest)) > 1:
+        token = store_token(manifest, token, path)
+        rows = [row for row in rows if row.get("token") == token]
+    elif token is not None:
+        store_token(manifest, token, path)
+    root = data_root(path, manifest)
     for row in rows:
         if isinstance(row.get("image"), str):
             row["image"] = str(resolve(row["image"], root))
@@ -138,20 +184,22 @@ def load_metadata(path: str | os.PathLike) -> list[dict]:
 
 
 def load_captions(path: str | os.PathLike) -> list[dict]:
-    """Every scanned image's generated caption (generate mode): ``{"index", "id", "caption", "kept"}`` rows."""
+    """Every scanned image's generated caption (generate mode): ``{"index", "id", "caption", "kept", "tokens"}``
+    rows (``tokens``: the words kept from it)."""
     file = Path(path) / "captions.jsonl"
     return _read_jsonl(file) if file.exists() else []
 
 
-def load_features(path: str | os.PathLike, layer: str | int):
+def load_features(path: str | os.PathLike, layer: str | int, token: str | None = None):
     """Load one layer of a store: the ``N x D`` float32 matrix and the per-sample metadata.
 
-    ``layer`` is a stored layer name (``"norm"``, ``"31"``) or a negative index into the model's layers.
+    ``layer`` is a stored layer name (``"norm"``, ``"31"``) or a negative index into the model's layers;
+    ``token`` picks one word's rows of a store of several (required there).
     """
     import torch
 
-    shards = list(iter_feature_shards(path, layer))
-    meta = load_metadata(path)
+    shards = list(iter_feature_shards(path, layer, token))
+    meta = load_metadata(path, token)
     Z = torch.cat(shards) if shards else torch.empty(0, read_manifest(path)["hidden_size"])
     if Z.shape[0] != len(meta):
         raise MMConceptsError(f"feature store {path} is inconsistent ({Z.shape[0]} rows, {len(meta)} metadata "

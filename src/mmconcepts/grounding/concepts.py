@@ -108,10 +108,24 @@ class ConceptSet:
     def word_sets(self) -> list[list[str]]:
         return [self.words(k) for k in range(self.n_concepts)]
 
+    @property
+    def token(self) -> str | None:
+        """The word of interest the dictionary was learnt for (one word's rows of its store)."""
+        return self.summary.get("token")
+
     def token_words(self) -> list[str]:
         """The token of interest and its ``also`` variants: words no concept is grounded in (they say nothing
         about a concept: every concept of "dog" predicts "dog" and "dogs")."""
-        return [w for w in [self.summary.get("token", ""), *self.manifest.get("also", [])] if w]
+        from mmconcepts.extract.store import store_tokens
+
+        also = store_tokens(self.manifest).get(self.token, []) if self.manifest else []
+        return [w for w in [self.token, *also] if w]
+
+    def train_meta(self) -> list[dict]:
+        """The metadata rows of the training samples (of the dictionary's word)."""
+        from mmconcepts.extract.store import load_metadata
+
+        return load_metadata(self.features, self.token)
 
 
 def _read(path: Path) -> dict:
@@ -156,13 +170,12 @@ def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None
                  meta: list[dict] | None = None):
     """The :class:`~mmconcepts.grounding.text.WordGrounder` of a concepts folder: ``settings``, or those its
     ``grounding.json`` recorded."""
-    from mmconcepts.extract.store import load_metadata
     from mmconcepts.grounding.text import WordGrounder, caption_vocabulary
 
     settings = settings or GroundingSettings.from_json(concepts.grounding)
     allowed = None
     if settings.vocabulary == "captions":
-        meta = meta if meta is not None else load_metadata(concepts.features)
+        meta = meta if meta is not None else concepts.train_meta()
         allowed = caption_vocabulary(m.get("caption", "") for m in meta)
     return WordGrounder(model, settings, layer=str(concepts.summary.get("layer")), allowed=allowed,
                         exclude=[] if settings.keep_token else concepts.token_words())
@@ -181,12 +194,12 @@ def model_for(concepts: ConceptSet, model=None, head: bool = False):
     return options.load_head() if head else options.load()
 
 
-def mean_feature(store, layer):
-    """The mean feature of one layer of a store, read shard by shard (float64 sums)."""
+def mean_feature(store, layer, token: str | None = None):
+    """The mean feature of one layer of a store (of one word's rows), read shard by shard (float64 sums)."""
     from mmconcepts.extract.store import iter_feature_shards
 
     total, count = 0.0, 0
-    for shard in iter_feature_shards(store, layer):
+    for shard in iter_feature_shards(store, layer, token):
         total, count = total + shard.double().sum(dim=0), count + shard.shape[0]
     return (total / max(count, 1)).float()
 
@@ -208,7 +221,6 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     -------
     dict : the content of ``grounding.json`` (image paths absolute).
     """
-    from mmconcepts.extract.store import load_metadata
     from mmconcepts.grounding.text import typical_strengths
 
     if settings is None:
@@ -217,14 +229,14 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
         raise MMConceptsError("give the grounding settings either as settings= or as keywords, not both")
     concepts = load_concepts(path)
     store = concepts.features
-    meta = load_metadata(store)
+    meta = concepts.train_meta()
     if len(meta) != concepts.raw_activations.shape[0]:
         raise MMConceptsError(f"{store} holds {len(meta)} samples but the dictionary was learnt "
                               f"on {concepts.raw_activations.shape[0]}; learn it again")
     model = model_for(concepts, model, head=True)
     grounder = grounder_for(concepts, model, settings, meta)
     activations = concepts.activations
-    words = grounder(concepts.directions, base=mean_feature(store, concepts.summary["layer"]),
+    words = grounder(concepts.directions, base=mean_feature(store, concepts.summary["layer"], concepts.token),
                      strengths=typical_strengths(activations),
                      points=getattr(concepts.dictionary, "concepts_are_points", False))
     images = top_samples(activations, meta, settings.n_images)

@@ -53,7 +53,7 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     summary = concepts.summary
     pil = load_image(image)
-    reading = store_reading(read_manifest(concepts.features))
+    reading = store_reading(read_manifest(concepts.features), concepts.token)
     if max_new_tokens is not None:
         reading["max_new_tokens"] = max_new_tokens
     model = model_for(concepts, model)

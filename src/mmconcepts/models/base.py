@@ -27,6 +27,26 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_INSTRUCTION = "Provide a one-sentence caption for the provided image."
 
 
+def encode_inputs(processor, images: list, texts: list[str]) -> dict:
+    """The processor's inputs for images (one per text) and texts, left padded, as CPU tensors: what every
+    adapter feeds its model. A plain function of the processor, so DataLoader workers can run it.
+
+    Images may be PIL images or paths; they are converted to RGB and nested per prompt (``[[img], ...]``).
+    """
+    from PIL import Image
+
+    if len(images) != len(texts):
+        raise MMConceptsError(f"got {len(images)} images for {len(texts)} prompts; pass one image per prompt")
+    rgb = []
+    for image in images:
+        if isinstance(image, (str, os.PathLike)):
+            image = Image.open(image)
+        rgb.append(image if image.mode == "RGB" else image.convert("RGB"))
+    processor.tokenizer.padding_side = "left"
+    batch = processor(images=[[im] for im in rgb], text=list(texts), return_tensors="pt", padding=True)
+    return dict(batch.items())
+
+
 class ModelAdapter:
     """A loaded vision-language model with the handles mmconcepts needs.
 
@@ -185,25 +205,23 @@ class ModelAdapter:
 
         Returns
         -------
-        transformers.BatchFeature
+        dict of tensors (:func:`encode_inputs` moved by :meth:`to_device`)
         """
-        import torch
-        from PIL import Image
+        return self.to_device(encode_inputs(self.processor, images, texts))
 
-        if len(images) != len(texts):
-            raise MMConceptsError(f"got {len(images)} images for {len(texts)} prompts; pass one image per prompt")
-        rgb = []
-        for image in images:
-            if isinstance(image, (str, os.PathLike)):
-                image = Image.open(image)
-            rgb.append(image if image.mode == "RGB" else image.convert("RGB"))
-        self.tokenizer.padding_side = "left"
-        batch = self.processor(images=[[im] for im in rgb], text=list(texts), return_tensors="pt", padding=True)
+    def to_device(self, inputs: dict) -> dict:
+        """Processor outputs on the model's device; floating tensors in its dtype (non-blocking from pinned
+        memory)."""
+        import torch
+
         device, dtype = self.device, self.dtype
-        for key, value in batch.items():
+        moved = {}
+        for key, value in inputs.items():
             if isinstance(value, torch.Tensor):
-                batch[key] = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
-        return batch
+                value = value.to(device, dtype=dtype, non_blocking=True) if value.is_floating_point() else \
+                    value.to(device, non_blocking=True)
+            moved[key] = value
+        return moved
 
     def caption(self, images: list, instruction: str = DEFAULT_INSTRUCTION, max_new_tokens: int = 50,
                 min_new_tokens: int = 0, batch_size: int = 32, progress: bool = False) -> list[str]:

@@ -1,0 +1,147 @@
+"""One batch of images through the model: the hidden states from which each word of interest is predicted.
+
+:func:`generate_rows` captions the batch once (greedy decoding) and, for every word of interest, finds the
+first position where the model produced it; :func:`teacher_rows` reads, for every word, the first reference
+caption that holds it (one forward pass per word, so each word's batch is the one a single-word run
+would make). Both return the ``{layer: n x D}`` features and one metadata row per kept (image, word), rows
+of each word in dataset order, and update the counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.extract.hooks import PositionRecorder, StepRecorder
+
+
+@dataclass
+class Batch:
+    """The readable images of one slice of the dataset (``indices`` into it) and, in generate mode, their
+    processor inputs (prepared by the loader); ``captions`` collects every row's generated caption."""
+
+    indices: list[int]
+    samples: list
+    images: list | None = None
+    inputs: dict | None = None
+    captions: list[dict] = field(default_factory=list)
+
+    def pin_memory(self) -> "Batch":
+        """Page-lock the processor inputs (the DataLoader calls this with ``pin_memory=True``)."""
+        if self.inputs is not None:
+            self.inputs = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in self.inputs.items()}
+        return self
+
+
+def image_entry(image, root: Path | None) -> str:
+    """How a metadata row names its image: relative to the dataset's root (so the store and its data can move
+    together or apart), absolute when it lies outside the root or there is none."""
+    path = Path(image).resolve()
+    if root is not None and path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    return str(path)
+
+
+def row_meta(index: int, sample, token: str, caption: str, position: int, word: str,
+             root: Path | None = None) -> dict:
+    """The metadata row of one kept (image, word of interest)."""
+    row = {"id": sample.id, "index": index, "token": token, "image": image_entry(sample.image, root),
+           "caption": caption, "references": sample.captions, "position": position, "word": word}
+    if sample.attributes is not None:
+        row["attributes"] = sample.attributes
+    return row
+
+
+def _concat(parts: list[dict], layers) -> dict:
+    import torch
+
+    return {layer: torch.cat([p[layer] for p in parts]) for layer in layers} if parts else {}
+
+
+def generate_rows(adapter, batch: Batch, layers, matchers: dict, keep: str, counts: dict, prompt: str,
+                  max_new_tokens: int, min_new_tokens: int = 0, root: Path | None = None):
+    """Caption the batch once; keep each word's first predicting state. ``matchers``: word -> WordMatcher;
+    ``counts``: word -> its counts. Returns ``(features, meta)``, the rows grouped by word (in ``matchers``'
+    order), each word's rows in dataset order."""
+    import torch
+
+    inputs = adapter.to_device(batch.inputs) if batch.inputs is not None else \
+        adapter.encode(batch.images, [prompt] * len(batch.samples))
+    with StepRecorder(adapter, layers) as recorder, torch.inference_mode():
+        out = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                     do_sample=False)
+    new_tokens = out[:, inputs["input_ids"].shape[1]:].tolist()
+    texts = [adapter.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_tokens]
+    rows, steps, meta = [], [], []
+    kept_words: list[list[str]] = [[] for _ in new_tokens]
+    for token, matcher in matchers.items():
+        for row, (index, sample, ids) in enumerate(zip(batch.indices, batch.samples, new_tokens)):
+            found = matcher.first_piece(adapter.tokenizer, ids)
+            if found is None:
+                counts[token]["not_generated"] += 1
+            elif keep == "both" and not matcher.in_any(sample.captions):
+                counts[token]["generated_not_in_reference"] += 1
+            else:
+                step, word, text = found
+                rows.append(row)
+                steps.append(step)
+                meta.append(row_meta(index, sample, token, text.strip(), step, word, root))
+                kept_words[row].append(token)
+                counts[token]["kept"] += 1
+    for row, (index, sample) in enumerate(zip(batch.indices, batch.samples)):
+        batch.captions.append({"index": index, "id": sample.id, "caption": texts[row], "kept": bool(kept_words[row]),
+                               "tokens": kept_words[row]})
+    return recorder.gather(rows, steps), meta
+
+
+def teacher_rows(adapter, batch: Batch, layers, matchers: dict, counts: dict, prompt: str,
+                 root: Path | None = None):
+    """For every word, read the first reference caption holding it after the prompt (one forward pass per
+    word) and keep the state from which the word's first piece is predicted."""
+    features, meta = [], []
+    for token, matcher in matchers.items():
+        part, rows = _teacher_word(adapter, batch, layers, token, matcher, counts[token], prompt, root)
+        if rows:
+            features.append(part)
+            meta += rows
+    return _concat(features, layers), meta
+
+
+def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, prompt: str, root):
+    import torch
+
+    tokenizer = adapter.tokenizer
+    chosen, texts, targets = [], [], []
+    sep = "" if prompt[-1:].isspace() else " "
+    for row, sample in enumerate(batch.samples):
+        caption = next((c for c in sample.captions if matcher.find(c)), None)
+        if caption is None:
+            counts["not_in_reference"] += 1
+            continue
+        start, word = matcher.find(caption)
+        chosen.append(row)
+        texts.append(prompt + sep + caption)
+        targets.append((len(prompt) + len(sep) + start, word, caption))
+    if not chosen:
+        return {}, []
+    inputs = adapter.encode([batch.images[r] for r in chosen], texts)
+    ids = inputs["input_ids"]
+    length = ids.shape[1]
+    positions, meta = [], []
+    for j, (text, (char, word, caption)) in enumerate(zip(texts, targets)):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        piece = next(i for i, (a, b) in enumerate(offsets) if b > char)
+        position = length - (len(offsets) - piece)  # the caption sits at the end of a left-padded row
+        if int(ids[j, position]) != enc["input_ids"][piece]:
+            raise MMConceptsError(f"teacher mode cannot align the caption tokens of {adapter.model_id}; "
+                                  "use --mode generate")
+        positions.append(position - 1)  # the state from which the piece is predicted
+        row = chosen[j]
+        meta.append(row_meta(batch.indices[row], batch.samples[row], token, caption, piece, word, root))
+        counts["kept"] += 1
+    rows = torch.arange(len(chosen))
+    with PositionRecorder(adapter, layers, rows, torch.tensor(positions)) as recorder, torch.inference_mode():
+        adapter.model(**inputs)
+    return recorder.gather(), meta

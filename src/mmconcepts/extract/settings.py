@@ -1,0 +1,159 @@
+"""The extraction settings: which words, which layers, how the model reads the images; validated once and
+written into the store's manifest (the run record).
+
+Several words can be extracted in one pass: ``token="dog,cat,bus"`` (or a tuple) generates each caption
+once and keeps the representation of every listed word; ``also`` gives each word its variants, as
+``{"dog": ("dogs", "puppy"), "cat": ("cats",)}``, or as a plain tuple when there is one word.
+
+Examples
+--------
+>>> s = ExtractionSettings(token="dog,cat", also={"dog": ["dogs"]})
+>>> s.tokens, s.variants
+(('dog', 'cat'), {'dog': ('dogs',), 'cat': ()})
+>>> ExtractionSettings(token="dog", also=("dogs",)).variants
+{'dog': ('dogs',)}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.models.base import DEFAULT_INSTRUCTION
+
+MODES = ("generate", "teacher")
+KEEP_RULES = ("both", "generated")
+#: Counts of a whole run (``scanned``, ``skipped_images``) and of each word (the others).
+RUN_COUNTS = ("scanned", "skipped_images")
+WORD_COUNTS = ("kept", "generated_not_in_reference", "not_generated", "not_in_reference")
+COUNT_KEYS = ("scanned", "kept", "generated_not_in_reference", "not_generated", "not_in_reference",
+              "skipped_images")
+
+
+def _words(value, what: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    words = tuple(w.strip() for w in items if isinstance(w, str) and w.strip())
+    if any(len(w.split()) != 1 for w in words) or any(not isinstance(w, str) for w in items):
+        raise MMConceptsError(f"each {what} must be one word, got {value!r}")
+    return words
+
+
+def parse_also(values, tokens: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The variants of each word from ``--also`` values: ``"dogs,puppy"`` (one word of interest) or
+    ``"dog=dogs,puppy"`` (repeatable, one per word)."""
+    values = [values] if isinstance(values, str) else list(values or ())
+    variants: dict[str, tuple[str, ...]] = {t: () for t in tokens}
+    for value in values:
+        if "=" in value:
+            word, _, rest = value.partition("=")
+            word = word.strip()
+            if word not in variants:
+                raise MMConceptsError(f"--also {value!r} names {word!r}, which is not a --token ({', '.join(tokens)})")
+            variants[word] += _words(rest, "--also variant")
+        elif len(tokens) == 1:
+            variants[tokens[0]] += _words(value, "--also variant")
+        elif value.strip():
+            raise MMConceptsError(f"--also {value!r}: with several tokens say whose variants they are, e.g. "
+                                  f"--also {tokens[0]}={value}")
+    return variants
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """What an extraction reads and keeps.
+
+    Parameters
+    ----------
+    token : the word of interest (``"dog"``), or several (``"dog,cat,bus"`` or a tuple): one pass keeps them
+        all, each row tagged with its word.
+    also : the variants that count as the word: a tuple for one word, ``{word: variants}`` for several (or
+        ``--also`` strings, see :func:`parse_also`).
+    layers : layer names or indices (``-1``, ``"norm"``), all recorded in the same pass.
+    mode : ``"generate"`` (greedy captions) or ``"teacher"`` (the first reference caption holding the word).
+    keep : ``"both"`` keeps a sample when the word is in the generated caption and in a reference caption
+        (the paper's rule); ``"generated"`` drops the second condition.
+    instruction : the user message under the image (the model's chat template wraps it).
+    max_new_tokens, min_new_tokens : caption lengths (generate mode).
+    batch_size : images per forward pass.
+    dtype : storage dtype of the features.
+    shard_size : samples per shard file.
+    commit_every : progress is committed at least every this many scanned images (see
+        :class:`~mmconcepts.extract.store.FeatureStoreWriter`).
+    strict : fail on an unreadable image instead of skipping and counting it.
+    num_workers : DataLoader workers that read and preprocess images (0: in the main process).
+    """
+
+    token: object
+    also: object = ()
+    layers: tuple = ("norm",)
+    mode: str = "generate"
+    keep: str = "both"
+    instruction: str = DEFAULT_INSTRUCTION
+    max_new_tokens: int = 50
+    min_new_tokens: int = 0
+    batch_size: int = 16
+    dtype: str = "float16"
+    shard_size: int = 1024
+    commit_every: int = 256
+    strict: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self):
+        from mmconcepts.extract.store import DTYPES
+
+        if self.mode not in MODES:
+            raise MMConceptsError(f"unknown mode {self.mode!r}: choose {' or '.join(MODES)}")
+        if self.keep not in KEEP_RULES:
+            raise MMConceptsError(f"unknown keep rule {self.keep!r}: choose {' or '.join(KEEP_RULES)}")
+        if self.dtype not in DTYPES:
+            raise MMConceptsError(f"unknown storage dtype {self.dtype!r}: choose {', '.join(DTYPES)}")
+        for name in ("batch_size", "max_new_tokens", "shard_size", "commit_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MMConceptsError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        for name, low in (("min_new_tokens", 0), ("num_workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise MMConceptsError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise MMConceptsError(f"--min-new-tokens ({self.min_new_tokens}) exceeds --max-new-tokens "
+                                  f"({self.max_new_tokens})")
+        if not isinstance(self.token, (str, tuple, list)):
+            raise MMConceptsError(f"the token of interest must be one word, got {self.token!r}")
+        tokens = _words(self.token, "token of interest")
+        if not tokens or len(set(tokens)) != len(tokens):
+            raise MMConceptsError(f"give one or more distinct words of interest, got {self.token!r}")
+        if isinstance(self.also, dict):
+            unknown = [w for w in self.also if w not in tokens]
+            if unknown:
+                raise MMConceptsError(f"also names {unknown[0]!r}, which is not a token ({', '.join(tokens)})")
+            variants = {t: _words(self.also.get(t, ()), "also variant") for t in tokens}
+        elif len(tokens) == 1:
+            variants = {tokens[0]: _words(self.also, "also variant")}
+        elif self.also:
+            raise MMConceptsError("with several tokens give also as {word: variants}")
+        else:
+            variants = {t: () for t in tokens}
+        if not isinstance(self.instruction, str) or not self.instruction.strip():
+            raise MMConceptsError("the instruction must be a non-empty text")
+        object.__setattr__(self, "token", tokens[0] if len(tokens) == 1 else tokens)
+        object.__setattr__(self, "also", variants[tokens[0]] if len(tokens) == 1 else variants)
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The words of interest, in order."""
+        return (self.token,) if isinstance(self.token, str) else tuple(self.token)
+
+    @property
+    def variants(self) -> dict[str, tuple[str, ...]]:
+        """Each word's variants."""
+        return {self.token: tuple(self.also)} if isinstance(self.token, str) else dict(self.also)
+
+
+def store_counts(run: dict, words: dict) -> dict:
+    """A store's counts: the run's (``scanned``, ``skipped_images``), each word's under ``tokens``, and their
+    sums (for one word, its own)."""
+    total = {k: sum(c[k] for c in words.values()) for k in WORD_COUNTS}
+    return {"scanned": run["scanned"], **total, "skipped_images": run["skipped_images"],
+            "tokens": {t: dict(c) for t, c in words.items()}}

@@ -1,4 +1,4 @@
-"""Benchmark: mmconcepts SemiNMF vs overcomplete's SemiNMF vs scikit-learn DictionaryLearning.
+"""Benchmark: mmconcepts SemiNMF vs overcomplete's SemiNMF vs scikit-learn DictionaryLearning (and K-Means).
 
 One run, same input, same device. For each input and solver it reports the time to reach within 1% of
 the best relative error (``||Z - VU|| / ||Z||``), the final relative error, the sparsity of the codes and
@@ -9,6 +9,14 @@ Inputs: synthetic ``Z = V U + noise`` (sparse non-negative ``V``, unit-norm ``U`
 known (the planted factors re-encoded give an upper bound; the best of all runs is used when lower), and
 optionally a real feature store (``--features DIR --layer L``, e.g. from ShapesWorld).
 
+Solvers: ``ours`` (SemiNMF, ``l1 = 0``; on CUDA with the fused Triton HALS kernel), ``ours-torch`` (the same
+with ``MMCONCEPTS_NO_TRITON=1``: the plain torch HALS sweeps, to measure what the fused kernel buys),
+``ours-l1`` (``l1 = --alpha``), ``overcomplete`` and ``sklearn``. Threads: set ``OMP_NUM_THREADS`` (torch
+and NumPy's BLAS both read it); the benchmark leaves the thread count alone.
+
+``--kmeans`` instead times K-Means: scikit-learn's ``KMeans`` (what :class:`mmconcepts.decompose.KMeans`
+runs on the CPU) against the torch Lloyd path (what it runs on CUDA), from the same k-means++ seeding.
+
 Timing: each solver's curve is recorded per iteration with the error evaluation excluded from the clock
 (CUDA synchronised). overcomplete's ``fit`` is replayed step by step with its own init and update
 functions; scikit-learn's ``_update_dict`` is wrapped to stamp each iteration. The "memory floor" is the
@@ -18,6 +26,8 @@ Examples::
 
     python benchmarks/decompose.py --n 5000 --d 1024 --sklearn-max-iter 10          # CPU, reduced
     python benchmarks/decompose.py --device cuda --n 5000 100000 --d 4096 --solvers ours,overcomplete
+    python benchmarks/decompose.py --device cuda --n 100000 --d 4096 --solvers ours,ours-torch  # fused HALS
+    python benchmarks/decompose.py --kmeans --device cuda --n 100000 --d 4096
     python benchmarks/decompose.py --smoke                                           # CI: tiny, untimed
 """
 
@@ -33,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SOLVERS = ("ours", "ours-l1", "overcomplete", "sklearn")
+SOLVERS = ("ours", "ours-torch", "ours-l1", "overcomplete", "sklearn")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -207,7 +217,6 @@ def worker(args) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     Z = load_file(args.data)["Z"]
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -216,6 +225,12 @@ def worker(args) -> dict:
     base = _rss_mb()
     if args.solver == "ours":
         res = run_ours(Z, args.k, device, args.max_iter)
+    elif args.solver == "ours-torch":
+        os.environ["MMCONCEPTS_NO_TRITON"] = "1"  # read at every HALS call: the plain torch sweeps
+        try:
+            res = run_ours(Z, args.k, device, args.max_iter)
+        finally:
+            os.environ.pop("MMCONCEPTS_NO_TRITON", None)
     elif args.solver == "ours-l1":
         res = run_ours(Z, args.k, device, args.max_iter, l1=args.alpha)
     elif args.solver == "overcomplete":
@@ -293,7 +308,7 @@ def report(rows) -> str:
             lines.append(f"  {name:<13}{t:>11}{r['final_err']:>11.5f}{r['n_iter']:>7}{r['seconds']:>9.2f}"
                          f"{r['peak_mb']:>9.0f}{r['sparsity']:>10.3f}{r['active_per_sample']:>15.2f}")
         ours = row["results"].get("ours", {}).get("time_to_1pct")
-        for other in ("overcomplete", "sklearn"):
+        for other in ("ours-torch", "overcomplete", "sklearn"):
             r = row["results"].get(other)
             if ours and r:
                 t = r["time_to_1pct"]
@@ -303,6 +318,37 @@ def report(rows) -> str:
             lines.append(f"  ours per iteration {row['ours_s_per_iter'] * 1e3:.2f} ms, memory floor (Z read twice) "
                          f"{row['memory_floor_s'] * 1e3:.2f} ms: {row['ours_s_per_iter'] / row['memory_floor_s']:.2f}x")
     return "\n".join(lines)
+
+
+def bench_kmeans(n: int, d: int, k: int, device: str, seed: int = 0, tol: float = 1e-4) -> dict:
+    """scikit-learn's KMeans (CPU) vs the torch Lloyd path (``device``) from the same k-means++ seeding, on
+    overlapping synthetic clusters (where the iterations matter): seconds, iterations, inertia."""
+    import numpy as np
+    import torch
+    from sklearn.cluster import KMeans as SkKMeans
+
+    from mmconcepts.decompose.kmeans import kmeans_plusplus, lloyd, mean_variance
+
+    g = torch.Generator().manual_seed(seed)
+    centres = 0.15 * torch.randn(k, d, generator=g)
+    Z = centres[torch.randint(k, (n,), generator=g)] + torch.randn(n, d, generator=g)
+    idx = kmeans_plusplus(Z, k, torch.Generator().manual_seed(seed))
+    out = {"shape": [n, d], "k": k}
+    t = time.perf_counter()
+    sk = SkKMeans(k, init=Z[idx].numpy(), n_init=1, tol=tol, algorithm="lloyd").fit(Z.numpy())
+    out["sklearn"] = {"seconds": time.perf_counter() - t, "n_iter": int(sk.n_iter_), "inertia": float(sk.inertia_)}
+    Zd = Z.to(device)
+    _sync(device)
+    t = time.perf_counter()
+    C, labels, n_iter = lloyd(Zd, Zd[idx.to(Zd.device)].clone(), tol_abs=tol * mean_variance(Zd))
+    _sync(device)
+    inertia = float((Zd - C[labels]).double().square().sum())
+    out["torch"] = {"seconds": time.perf_counter() - t, "n_iter": n_iter, "inertia": inertia, "device": device}
+    print(f"K-Means Z {n} x {d}, K = {k}: " + " | ".join(
+        f"{name} {r['seconds']:.3f}s {r['n_iter']} it inertia {r['inertia']:.6e}"
+        for name, r in (("sklearn (cpu)", out["sklearn"]), (f"torch ({device})", out["torch"]))))
+    assert np.isfinite(inertia)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None)
     p.add_argument("--json", default=None, help="write all results here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, in one process, untimed (CI)")
+    p.add_argument("--kmeans", action="store_true", help="time K-Means (sklearn vs torch Lloyd) instead")
     p.add_argument("--inprocess", action="store_true", help="run solvers in this process (no peak memory)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -336,6 +383,11 @@ def main(argv=None) -> list[dict]:
     if args.smoke:
         args.n, args.d, args.k, args.max_iter, args.sklearn_max_iter = [300], 32, 5, 30, 3
         args.inprocess, args.device = True, "cpu"
+    if args.kmeans:
+        rows = [bench_kmeans(n, args.d, args.k, args.device) for n in args.n]
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return rows
     solvers = [s for s in args.solvers.split(",") if s]
     bad = set(solvers) - set(SOLVERS)
     if bad:

@@ -1,14 +1,24 @@
 """User-facing errors.
 
-Every problem caused by the user's input (a missing file, an unknown layer, a malformed dataset) is raised
-as :class:`MMConceptsError` with a one-line message that names the problem and what to do about it. The CLI
-prints it as ``error: <message>`` and exits with status 2, without a traceback.
+Every problem caused by the user's input (a missing file, an unknown layer, a malformed dataset, a bad
+parameter) is raised as :class:`MMConceptsError` with a one-line message that names the problem and what to
+do about it. The CLI prints it as ``error: <message>`` and exits with status 2, without a traceback.
+
+:class:`MMConceptsError` is a :class:`ValueError`, so code written for scikit-learn (which expects bad input
+and bad parameters to raise ``ValueError``) handles it too. Programmer errors are not MMConceptsErrors:
+using a concept dictionary before fitting it raises :class:`sklearn.exceptions.NotFittedError`.
 """
 
 from __future__ import annotations
 
 
-class MMConceptsError(Exception):
-    """An error caused by the user's input; its message is one line that names the problem and the fix."""
+class MMConceptsError(ValueError):
+    """An error caused by the user's input; its message is one line that names the problem and the fix.
+
+    Attributes
+    ----------
+    exit_code : int
+        Exit status of the command-line interface for this error (2).
+    """
 
     exit_code = 2

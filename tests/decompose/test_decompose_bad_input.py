@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from mmconcepts.decompose import METHODS, SemiNMF, load_dictionary
 from mmconcepts.decompose.nnls import nnls
@@ -55,11 +56,14 @@ def test_dimension_mismatch_between_dictionary_and_samples():
         online.partial_fit(torch.rand(40, 13))
 
 
-def test_not_fitted():
-    with pytest.raises(MMConceptsError, match="not fitted"):
-        SemiNMF(3).transform(torch.rand(4, 5))
-    with pytest.raises(MMConceptsError, match="not fitted"):
-        SemiNMF(3).save("/nonexistent/never")
+@pytest.mark.parametrize("name", list(METHODS))
+def test_not_fitted(name):
+    # a programmer error, not a user-input one: scikit-learn's NotFittedError (was MMConceptsError)
+    for use in (lambda m: m.transform(torch.rand(4, 5)), lambda m: m.inverse_transform(torch.rand(4, 3)),
+                lambda m: m.score(torch.rand(4, 5)), lambda m: m.save("/nonexistent/never")):
+        with pytest.raises(NotFittedError, match="not fitted") as exc:
+            use(_fresh(name))
+        assert not isinstance(exc.value, MMConceptsError)
 
 
 @pytest.fixture()

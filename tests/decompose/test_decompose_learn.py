@@ -73,6 +73,39 @@ def test_relative_l1_is_a_share_of_the_mean_feature_norm(store, tmp_path):
     assert load_dictionary(pure).l1 == 0.0
 
 
+@pytest.fixture(scope="module")
+def positive_store(tmp_path_factory):
+    Z, _, _ = planted(n=200, d=16, k=4, noise=0.0, seed=3, nonnegative_concepts=True)
+    return make_store(tmp_path_factory.mktemp("positive") / "features", Z), Z
+
+
+@pytest.mark.parametrize("method", ["semi-nmf", "nmf", "reference-dl"])
+def test_relative_l1_works_for_every_method_with_an_l1(positive_store, tmp_path, method):
+    """l1 = relative_l1 * mean row norm, for every method with an l1 parameter, recorded in the summary.
+
+    reference-dl used to fail (its l1 must be > 0, and learn built it with l1=0 before knowing the scale)."""
+    path, Z = positive_store
+    out = learn(path, "3", method=method, n_concepts=4, out=tmp_path / method, relative_l1=0.05, max_iter=20)
+    summary = json.loads((out / "summary.json").read_text())
+    expected = 0.05 * float(Z.norm(dim=1).mean())
+    assert summary["relative_l1"] == 0.05 and summary["method"] == method
+    assert summary["params"]["l1"] == pytest.approx(expected, rel=1e-5)
+    assert load_dictionary(out).l1 == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("method, kwargs, match", [
+    ("pca", {"relative_l1": 0.05},
+     r"^--relative-l1 does not apply to pca; it applies to semi-nmf, nmf, reference-dl$"),
+    ("topk-sae", {"l1": 0.1}, "--l1 does not apply to topk-sae"),
+    ("reference-dl", {"relative_l1": 0}, "relative_l1=0 does not suit reference-dl: l1 must be"),
+])
+def test_relative_l1_refused_with_one_line(positive_store, tmp_path, method, kwargs, match):
+    path, _ = positive_store
+    with pytest.raises(MMConceptsError, match=match) as exc:
+        learn(path, "3", method=method, n_concepts=4, out=tmp_path / "out", **kwargs)
+    assert "\n" not in str(exc.value) and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("method", ["pca", "kmeans", "simple"])
 def test_learn_other_methods(store, tmp_path, method):
     path, _ = store

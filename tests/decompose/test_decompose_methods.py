@@ -130,7 +130,8 @@ def test_docstring_examples():
     import doctest
     import importlib
 
-    for name in ("base", "semi_nmf", "nmf", "pca", "kmeans", "simple", "topk_sae", "reference_dl", "nnls"):
+    for name in ("base", "semi_nmf", "nmf", "pca", "kmeans", "simple", "topk_sae", "reference_dl", "nnls",
+                 "persistence", "validation", "_solver"):
         module = importlib.import_module(f"mmconcepts.decompose.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name

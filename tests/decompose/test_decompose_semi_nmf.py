@@ -52,6 +52,23 @@ def test_partial_fit_over_shards_close_to_full_batch():
     assert codes.shape == (1200, 6) and bool((codes >= 0).all())
 
 
+@pytest.mark.parametrize("l1", [0.0, 0.02])
+def test_loss_curve_never_increases(l1):
+    """The objective after each iteration's V-step (``objective_curve_``) is non-increasing; so is the error
+    (``loss_curve_``) without L1. Recorded by fit and fit_shards, one value an iteration."""
+    Z, _, _ = planted(n=800, d=64, k=12, max_active=4, noise=0.05, seed=1)
+    model = SemiNMF(12, l1=l1, tol=1e-7, seed=0).fit(Z)
+    obj, err = model.objective_curve_, model.loss_curve_
+    assert len(obj) == len(err) == len(model.time_curve_) == model.n_iter_ > 5
+    slack = 1e-6 * 0.5 * float(Z.double().square().sum())
+    assert all(b <= a + slack for a, b in zip(obj, obj[1:]))
+    assert obj[-1] < obj[0]
+    if l1 == 0:
+        assert all(b <= a + 1e-6 for a, b in zip(err, err[1:]))
+    streamed = SemiNMF(12, l1=l1, seed=0).fit_shards([Z[:400], Z[400:]])
+    assert len(streamed.objective_curve_) == streamed.n_iter_
+
+
 def test_same_seed_same_concepts_bit_for_bit():
     Z, _, _ = planted(noise=0.1)
     a = SemiNMF(6, seed=3).fit(Z).components_
@@ -89,9 +106,14 @@ def test_init_components_and_numpy_input():
     ({"device": "tpu"}, "device"),
     ({"seed": -1}, "seed"),
 ])
-def test_parameters_validated_up_front(kwargs, match):
-    with pytest.raises(MMConceptsError, match=match):
-        SemiNMF(**{"n_concepts": 4, **kwargs})
+def test_parameters_validated_by_fit(kwargs, match):
+    # scikit-learn's rule: __init__ only stores the parameters (was: validated in __init__); fit checks them
+    model = SemiNMF(**{"n_concepts": 4, **kwargs})
+    assert model.get_params()[next(iter(kwargs))] is next(iter(kwargs.values()))
+    Z = planted(n=50, d=8, k=4)[0]
+    for fit in (model.fit, model.partial_fit, lambda Z: model.fit_shards([Z])):
+        with pytest.raises(MMConceptsError, match=match):
+            fit(Z)
 
 
 def test_fit_shards_refuses_one_shot_generator():

@@ -84,9 +84,9 @@ def test_dataloader_workers_feed_the_same_rows(tiny_adapters, tmp_path):
     """Images read in 2 worker processes: the same features, rows, captions and counts as in the main process,
     a broken image skipped and counted the same."""
     data = write_images_dataset(tmp_path / "data", n=9)
-    (data / "images" / "4.png").write_bytes(b"not a png")
     adapter = tiny_adapters["llava"]
-    word = _words(adapter, data.parent / "data", n=1)[0] if False else "the"
+    word = _words(adapter, data, n=1, max_new_tokens=12)[0]
+    (data / "images" / "4.png").write_bytes(b"not a png")
     runs = {}
     for workers in (0, 2):
         runs[workers] = extract(data, word, out=tmp_path / f"w{workers}", model=adapter, keep="generated",

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--features", required=True, metavar="DIR",
                    help="the feature store to learn from (mmconcepts extract)")
     p.add_argument("--layer", default=None, help="stored layer (e.g. 31, -1, norm); optional if the store has one")
+    p.add_argument("--token", default=None,
+                   help="the word whose rows to learn from (required when the store holds several words)")
     p.add_argument("--method", default="semi-nmf", choices=METHOD_NAMES, help="decomposition (default semi-nmf)")
     p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
@@ -70,7 +72,7 @@ def run(args) -> int:
     options = model_options(args)
     out = learn(args.features, args.layer, method=args.method, n_concepts=args.n_concepts, out=args.out,
                 l1=args.l1, relative_l1=args.relative_l1, device=options.device, seed=args.seed,
-                overwrite=args.overwrite, stream=args.stream, **extra)
+                overwrite=args.overwrite, stream=args.stream, token=args.token, **extra)
     import json
 
     s = json.loads((out / "summary.json").read_text())

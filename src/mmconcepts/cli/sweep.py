@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write sweep.json, sweep.png and the "
                                                               "per-layer folders into")
     p.add_argument("--method", default="semi-nmf", choices=METHOD_NAMES, help="decomposition (default semi-nmf)")
+    p.add_argument("--token", default=None,
+                   help="the word whose rows to sweep (required when the stores hold several words)")
     p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
     p.add_argument("--clip-model", default=None, help="CLIP hub id or folder for CLIPScore (default: none)")
     p.add_argument("--bert-model", default=None, help="BERTScore model hub id or folder (default: none)")
@@ -31,7 +33,7 @@ def run(args) -> int:
 
     result = sweep(args.features, args.test_features, args.layers, args.out, method=args.method,
                    n_concepts=args.n_concepts, clip_model=args.clip_model, bert_model=args.bert_model,
-                   model=model_options(args), seed=args.seed, overwrite=args.overwrite)
+                   model=model_options(args), seed=args.seed, overwrite=args.overwrite, token=args.token)
     for metric, values in result["metrics"][result["method"]].items():
         if any(v is not None for v in values):
             cells = "  ".join(f"{layer}:{v:.3f}" for layer, v in zip(result["layers"], values) if v is not None)

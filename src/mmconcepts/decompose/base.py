@@ -1,277 +1,154 @@
-"""Shared base of the concept dictionaries: input checks, the scikit-learn shape, saving and loading.
+"""Shared base of the concept dictionaries: a scikit-learn estimator over torch tensors.
 
 A concept dictionary factorises features ``Z`` (``N x D``) as ``Z ~ V U``: ``U`` (``components_``,
 ``K x D``) holds one concept a row, ``V`` (``N x K``) the activations of each sample. Every method
-lives in its own module and registers itself in :data:`METHODS` under its command-line name.
-
-A fitted dictionary is saved as a folder with two files, written atomically (temp file + ``os.replace``):
-
-- ``dictionary.safetensors``: the fitted tensors (``components_`` and what the method needs besides);
-- ``dictionary.json``: ``{"format", "method", "params", "attributes", "tensors", "sha256"}``, where
-  ``attributes`` are the fitted scalars (``n_iter_``, ``reconstruction_err_``, ...) and ``sha256`` the
-  digest of the tensor file, so a truncated or edited file is refused on load.
+lives in its own module and registers itself in :data:`METHODS` under its command-line name. Saving and
+loading live in :mod:`~mmconcepts.decompose.persistence`, the input and parameter checks in
+:mod:`~mmconcepts.decompose.validation` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-import json
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
+from mmconcepts.decompose.persistence import (FORMAT, FORMAT_VERSION, JSON_NAME,  # noqa: F401 (re-exported)
+                                              TENSORS_NAME, load_dictionary, save_dictionary)
+from mmconcepts.decompose.validation import (as_tensor, check_bool, check_choice,  # noqa: F401 (re-exported)
+                                             check_float, check_int, check_n_concepts, code_stats,
+                                             relative_error, resolve_device)
 from mmconcepts.errors import MMConceptsError
 
 #: Method name (as ``mmconcepts learn --method`` spells it) -> class. Filled by the subclasses.
 METHODS: dict[str, type[ConceptDictionary]] = {}
 
-FORMAT = "mmconcepts.dictionary"
-FORMAT_VERSION = 1
-JSON_NAME = "dictionary.json"
-TENSORS_NAME = "dictionary.safetensors"
+__all__ = ["METHODS", "ConceptDictionary", "load_dictionary", "save_dictionary", "two_sided", "as_tensor",
+           "check_int", "check_float", "check_bool", "check_choice", "check_n_concepts", "code_stats",
+           "relative_error", "resolve_device"]
 
 
-# ----------------------------------------------------------------------------------------- validation
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when present else CPU; any other name is checked to exist on this machine."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise MMConceptsError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MMConceptsError(f"device {device!r} asked for but CUDA is not available here: use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise MMConceptsError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s) here)")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise MMConceptsError(f"unsupported device {device!r}: use cpu, cuda, cuda:N or auto")
-    return dev
+def two_sided(components: torch.Tensor, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides of signed concepts as separate non-negative concepts (for a dictionary whose
+    :attr:`~ConceptDictionary.signed_activations` is True, e.g. PCA).
 
+    Concept ``k`` with signed activation ``v`` becomes concept ``k`` (direction ``+u_k``, activation
+    ``max(v, 0)``) and concept ``K + k`` (direction ``-u_k``, activation ``max(-v, 0)``), so that
+    ``V U = V+ U + V- (-U)`` is unchanged and each side can be read (grounded) on its own.
 
-def check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise MMConceptsError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
+    Parameters
+    ----------
+    components : (K, D) tensor
+    activations : (N, K) tensor
 
-
-def check_float(name: str, value: Any, low: float = 0.0, *, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        op = ">" if strict else ">="
-        raise MMConceptsError(f"{name} must be a finite number {op} {low}, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> Any:
-    if value not in choices:
-        raise MMConceptsError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
-
-
-def as_tensor(X: Any, name: str = "Z", *, n_features: int | None = None, device: torch.device | None = None,
-              nonnegative: bool = False) -> torch.Tensor:
-    """``X`` as a finite, non-empty, 2-D float32 tensor on ``device``, or a one-line MMConceptsError."""
-    if isinstance(X, torch.Tensor):
-        T = X.detach()
-    else:
-        try:
-            T = torch.as_tensor(X)
-        except (TypeError, ValueError, RuntimeError):
-            raise MMConceptsError(f"{name} must be a 2-D numeric matrix (samples x features), got "
-                                  f"{type(X).__name__}") from None
-    if T.is_complex() or T.dtype == torch.bool:
-        raise MMConceptsError(f"{name} must hold real numbers, got dtype {T.dtype}")
-    if T.ndim != 2:
-        raise MMConceptsError(f"{name} must be a 2-D matrix (samples x features), got shape {tuple(T.shape)}")
-    if T.shape[0] == 0 or T.shape[1] == 0:
-        raise MMConceptsError(f"{name} is empty (shape {tuple(T.shape)}): check the feature store and layer")
-    if n_features is not None and T.shape[1] != n_features:
-        raise MMConceptsError(f"{name} has {T.shape[1]} columns but the dictionary expects {n_features}: use "
-                              "features from the same model and layer as the dictionary")
-    T = T.to(device=device if device is not None else T.device, dtype=torch.float32)
-    # one fast reduction: a NaN or inf anywhere makes the sum non-finite (an overflowing sum falls through
-    # to the exact element-wise check)
-    if not bool(torch.isfinite(T.sum(dtype=torch.float32))) and not bool(torch.isfinite(T).all()):
-        finite = torch.isfinite(T)
-        n_nan = int(torch.isnan(T).sum())
-        n_inf = int((~finite).sum()) - n_nan
-        raise MMConceptsError(f"{name} contains {n_nan} NaN and {n_inf} infinite values: drop those samples "
-                              "or extract the features again")
-    if nonnegative and float(T.amin()) < 0:
-        raise MMConceptsError(f"{name} has negative entries but this method needs non-negative features: "
-                              "use semi-nmf instead")
-    return T
-
-
-def check_n_concepts(n_concepts: int, n_samples: int) -> None:
-    if n_concepts > n_samples:
-        raise MMConceptsError(f"{n_concepts} concepts asked for but only {n_samples} samples: use at most "
-                              f"{n_samples} concepts or extract more samples")
-
-
-# ------------------------------------------------------------------------------------------- metrics
-def relative_error(Z: torch.Tensor, Z_hat: torch.Tensor) -> float:
-    """``||Z - Z_hat||_F / ||Z||_F`` accumulated in float64."""
-    num = (Z - Z_hat).double().square().sum()
-    den = Z.double().square().sum().clamp_min(1e-300)
-    return float((num / den).sqrt())
-
-
-def code_stats(V: torch.Tensor) -> dict[str, float]:
-    """Sparsity of activations: ``exact_zeros`` (fraction == 0), ``sparsity`` (fraction <= 1% of the sample's
-    largest activation), ``active_per_sample`` (mean count above 10% of the sample's largest activation)."""
-    V = V.detach().float()
-    top = V.abs().amax(dim=1, keepdim=True)
-    return {
-        "exact_zeros": float((V == 0).float().mean()),
-        "sparsity": float((V.abs() <= 0.01 * top).float().mean()),
-        "active_per_sample": float((V.abs() > 0.1 * top).float().sum(1).mean()),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- I/O
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _corrupt(path: Path, why: str) -> MMConceptsError:
-    return MMConceptsError(f"corrupt dictionary at {path} ({why}): learn it again with `mmconcepts learn`")
-
-
-def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDictionary:
-    """Load a dictionary saved by :meth:`ConceptDictionary.save`, whatever its method.
-
-    ``device`` replaces the device it was fitted on (default CPU, so a GPU-fitted dictionary loads anywhere).
-    """
-    importlib.import_module("mmconcepts.decompose")  # registers every method
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_safetensors
-
-    path = Path(path)
-    jpath, tpath = path / JSON_NAME, path / TENSORS_NAME
-    if not jpath.is_file() or not tpath.is_file():
-        raise MMConceptsError(f"no dictionary at {path} (expected {JSON_NAME} and {TENSORS_NAME}); "
-                              "create one with `mmconcepts learn`")
-    try:
-        info = json.loads(jpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _corrupt(path, f"{JSON_NAME} is not valid JSON") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise _corrupt(path, f"{JSON_NAME} is not a dictionary description")
-    if info.get("format_version") != FORMAT_VERSION:
-        raise MMConceptsError(f"dictionary at {path} has format version {info.get('format_version')!r}; this "
-                              f"mmconcepts reads version {FORMAT_VERSION}: learn it again")
-    cls = METHODS.get(info.get("method"))
-    if cls is None:
-        raise _corrupt(path, f"unknown method {info.get('method')!r}")
-    raw = tpath.read_bytes()
-    if hashlib.sha256(raw).hexdigest() != info.get("sha256"):
-        raise _corrupt(path, f"{TENSORS_NAME} does not match its checksum")
-    try:
-        tensors = load_safetensors(raw)
-    except (SafetensorError, ValueError, RuntimeError):
-        raise _corrupt(path, f"{TENSORS_NAME} is unreadable") from None
-    shapes = info.get("tensors")
-    if not isinstance(shapes, dict) or set(shapes) != set(tensors):
-        raise _corrupt(path, "the tensors do not match the description")
-    for name, t in tensors.items():
-        if list(t.shape) != shapes[name]:
-            raise _corrupt(path, f"{name} has shape {list(t.shape)}, expected {shapes[name]}")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise _corrupt(path, f"{name} holds NaN or infinite values")
-    params = info.get("params")
-    if not isinstance(params, dict):
-        raise _corrupt(path, "params missing")
-    if "device" in params:
-        params = {**params, "device": device}
-    try:
-        model = cls(**params)
-    except TypeError:
-        raise _corrupt(path, "params do not fit the method") from None
-    attributes = info.get("attributes", {})
-    if not isinstance(attributes, dict) or set(attributes) != set(cls._fitted_scalars):
-        raise _corrupt(path, "fitted attributes missing")
-    for name, value in attributes.items():
-        setattr(model, name, value)
-    for name, t in tensors.items():
-        setattr(model, name, t)
-    try:
-        model._check_loaded()
-    except MMConceptsError as exc:
-        raise _corrupt(path, str(exc)) from None
-    return model
-
-
-# --------------------------------------------------------------------------------------------- base
-class ConceptDictionary:
-    """Base of every concept dictionary (``Z ~ V U``), in the scikit-learn shape.
-
-    Subclasses set ``method`` (their registry name), implement ``fit`` and ``transform``, and list their
-    fitted tensors in ``_fitted_tensors`` and fitted scalars in ``_fitted_scalars`` so that ``save`` and
-    :func:`load_dictionary` round-trip them. Inputs may be torch tensors or NumPy arrays; outputs are float32
-    torch tensors on the input's device (CPU for NumPy input). Fitted tensors are kept on the CPU.
+    Returns
+    -------
+    components : (2K, D) tensor
+        ``[U; -U]``.
+    activations : (N, 2K) tensor
+        ``[max(V, 0), max(-V, 0)]``, non-negative.
 
     Examples
     --------
-    >>> import torch
-    >>> from mmconcepts.decompose import SemiNMF, load_dictionary
-    >>> model = SemiNMF(n_concepts=3).fit(torch.rand(50, 3) @ torch.randn(3, 8))
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     loaded = load_dictionary(model.save(tmp))
-    >>> torch.equal(loaded.components_, model.components_)
-    True
+    >>> U, V = torch.eye(2, 3), torch.tensor([[1.0, -2.0]])
+    >>> U2, V2 = two_sided(U, V)
+    >>> V2.tolist(), torch.allclose(V2 @ U2, V @ U)
+    ([[1.0, 0.0, 0.0, 2.0]], True)
+    """
+    both = torch.cat([activations.clamp(min=0), (-activations).clamp(min=0)], 1)
+    return torch.cat([components, -components]), both
+
+
+class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base of every concept dictionary (``Z ~ V U``): a scikit-learn transformer over torch tensors.
+
+    Subclasses set ``method`` (their registry name), store their parameters in ``__init__`` (nothing else),
+    check them in ``_check_params`` (called by ``fit``), implement ``fit`` and ``transform``, and list their
+    fitted tensors in ``_fitted_tensors`` and fitted scalars in ``_fitted_scalars`` (and their optional online
+    state in ``_state_tensors`` / ``_state_scalars``) so that ``save`` and :func:`load_dictionary` round-trip
+    them. Fitted tensors are kept on the CPU.
+
+    Inputs may be torch tensors, NumPy arrays or array-likes. Outputs follow the input: a torch tensor in
+    gives a float32 torch tensor on the same device back; anything else gives a float32 NumPy array (what
+    scikit-learn pipelines expect).
+
+    Attributes
+    ----------
+    method : str
+        Registry name (class attribute).
+    nonnegative_activations : bool
+        Class attribute: whether ``transform`` promises activations >= 0.
+    signed_activations : bool
+        Class attribute: whether activations can be negative, so that each concept has two sides (the
+        samples along ``+u_k`` and those along ``-u_k``); True for PCA only. :func:`two_sided` splits such
+        a dictionary into ``2K`` non-negative concepts for grounding.
+    concepts_are_points : bool
+        Class attribute: whether the concepts are points of the feature space (centroids, samples) rather
+        than directions added to it; the text grounding decodes a point as it is and a direction on top of
+        the mean feature.
+
+    Examples
+    --------
+    >>> from sklearn.base import clone
+    >>> from mmconcepts.decompose import SemiNMF
+    >>> clone(SemiNMF(n_concepts=3, l1=0.1)).get_params()["l1"]
+    0.1
     """
 
     method: ClassVar[str] = ""
-    #: Whether ``transform`` promises activations >= 0.
     nonnegative_activations: ClassVar[bool] = True
-    #: Whether the concepts are points of the feature space (centroids, samples) rather than directions
-    #: added to it; the text grounding decodes a point as it is and a direction on top of the mean feature.
+    signed_activations: ClassVar[bool] = False
     concepts_are_points: ClassVar[bool] = False
+    _nonnegative_input: ClassVar[bool] = False
     _fitted_tensors: ClassVar[tuple[str, ...]] = ("components_",)
     _fitted_scalars: ClassVar[tuple[str, ...]] = ("n_features_in_", "n_iter_", "reconstruction_err_")
+    _state_tensors: ClassVar[tuple[str, ...]] = ()
+    _state_scalars: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("method"):
             METHODS[cls.method] = cls
 
-    # -- parameters
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as given (JSON-serialisable)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = self._nonnegative_input
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+    # -- parameters and state
+    def _check_params(self) -> None:
+        """Refuse bad parameters with a one-line MMConceptsError; subclasses extend it."""
+        check_int("n_concepts", self.n_concepts)
 
     @property
     def n_concepts_(self) -> int:
+        """Number of fitted concepts (rows of ``components_``); NotFittedError before ``fit``."""
         self._check_fitted()
         return int(self.components_.shape[0])
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_concepts_
 
     @property
     def _device(self) -> torch.device:
         return resolve_device(getattr(self, "device", "cpu"))
 
     def _check_fitted(self) -> None:
-        if getattr(self, "components_", None) is None:
-            raise MMConceptsError(f"this {type(self).__name__} is not fitted yet: call fit first")
+        check_is_fitted(self, "components_")
+
+    def _clear_fitted(self) -> None:
+        """Forget every fitted attribute and the online state (``fit`` starts from scratch)."""
+        for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
+            delattr(self, name)
+        for name in (*self._state_tensors, *self._state_scalars):
+            self.__dict__.pop(name, None)
 
     def _check_loaded(self) -> None:
         """Consistency of loaded attributes; subclasses extend it."""
@@ -279,71 +156,156 @@ class ConceptDictionary:
         if U.ndim != 2 or U.shape[1] != self.n_features_in_:
             raise MMConceptsError("components_ does not match n_features_in_")
 
-    def _input(self, X: Any, name: str = "Z", **kw) -> tuple[torch.Tensor, torch.device]:
-        """Checked input on the compute device, and the device the result goes back to."""
-        out = X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
-        if getattr(self, "components_", None) is not None and "n_features" not in kw:
-            kw["n_features"] = self.n_features_in_
-        return as_tensor(X, name, device=self._device, **kw), out
+    def _input(self, X: Any, name: str = "Z", *, reset: bool = False, **kw) -> tuple[torch.Tensor, Any]:
+        """Checked input on the compute device, and what the result goes back as (a torch device, or
+        ``"numpy"`` for inputs that are not torch tensors). ``reset``: the input is the training data."""
+        like = X.device if isinstance(X, torch.Tensor) else "numpy"
+        if name == "Z":
+            _check_feature_names(self, X, reset=reset)
+            if not reset and "n_features" not in kw and hasattr(self, "components_"):
+                kw["n_features"] = self.n_features_in_
+            kw.setdefault("owner", type(self).__name__)
+        return as_tensor(X, name, device=self._device, **kw), like
+
+    @staticmethod
+    def _output(V: torch.Tensor, like: Any) -> torch.Tensor | np.ndarray:
+        """``V`` as float32, back on ``like``'s device (a torch tensor) or as a NumPy array."""
+        V = V.detach().to(torch.float32)
+        if isinstance(like, str) and like == "numpy":
+            return V.cpu().numpy()
+        return V.to(like)
 
     # -- the scikit-learn shape
-    def fit(self, Z: Any) -> ConceptDictionary:
+    def fit(self, Z: Any, y: None = None) -> ConceptDictionary:
+        """Learn the concepts of ``Z`` from scratch; subclasses implement it.
+
+        Parameters
+        ----------
+        Z : (N, D) torch tensor, NumPy array or array-like
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         raise NotImplementedError
 
-    def transform(self, Z: Any) -> torch.Tensor:
+    def _encode(self, Z: torch.Tensor) -> torch.Tensor:
+        """Activations of the checked ``Z`` (float32, on the compute device); subclasses implement it."""
         raise NotImplementedError
 
-    def fit_transform(self, Z: Any) -> torch.Tensor:
-        """Fit on ``Z`` and return its activations (``N x K``)."""
-        return self.fit(Z).transform(Z)
+    def _decode(self, V: torch.Tensor) -> torch.Tensor:
+        """Features rebuilt from the checked activations ``V``: ``V @ components_``."""
+        return V @ self.components_.to(V.device)
 
-    def inverse_transform(self, V: Any) -> torch.Tensor:
-        """Features rebuilt from activations: ``V @ components_`` (``N x D``)."""
+    def transform(self, Z: Any) -> torch.Tensor | np.ndarray:
+        """Activations of ``Z`` for the fitted concepts.
+
+        Parameters
+        ----------
+        Z : (N, D) torch tensor, NumPy array or array-like
+
+        Returns
+        -------
+        (N, K) float32 torch tensor on ``Z``'s device when ``Z`` is a tensor, else a NumPy array.
+        """
         self._check_fitted()
-        V, out = self._input(V, "activations", n_features=self.n_concepts_)
-        return (V @ self.components_.to(V.device)).to(out)
+        Z, like = self._input(Z)
+        with torch.no_grad():
+            return self._output(self._encode(Z), like)
+
+    def fit_transform(self, Z: Any, y: None = None, **fit_params) -> torch.Tensor | np.ndarray:
+        """Fit on ``Z`` and return its activations.
+
+        Parameters
+        ----------
+        Z : (N, D) torch tensor, NumPy array or array-like
+        y : ignored
+        **fit_params
+            Passed to ``fit``.
+
+        Returns
+        -------
+        (N, K) float32 activations, as :meth:`transform` returns them.
+        """
+        return self.fit(Z, **fit_params).transform(Z)
+
+    def inverse_transform(self, V: Any) -> torch.Tensor | np.ndarray:
+        """Features rebuilt from activations (``V @ components_``, plus what the method adds).
+
+        Parameters
+        ----------
+        V : (N, K) torch tensor, NumPy array or array-like
+
+        Returns
+        -------
+        (N, D) float32 features, a torch tensor for a tensor, else a NumPy array.
+        """
+        self._check_fitted()
+        V, like = self._input(V, "activations", n_features=self.n_concepts_)
+        return self._output(self._decode(V), like)
 
     def reconstruction_error(self, Z: Any) -> float:
-        """Relative error ``||Z - inverse_transform(transform(Z))|| / ||Z||`` on new samples."""
+        """Relative error ``||Z - inverse_transform(transform(Z))|| / ||Z||`` on (new) samples.
+
+        Parameters
+        ----------
+        Z : (N, D) torch tensor, NumPy array or array-like
+
+        Returns
+        -------
+        float
+        """
+        self._check_fitted()
         Z, _ = self._input(Z)
-        return relative_error(Z, self.inverse_transform(self.transform(Z)).to(Z.device))
+        with torch.no_grad():
+            return relative_error(Z, self._decode(self._encode(Z)))
+
+    def score(self, Z: Any, y: None = None) -> float:
+        """Negative relative reconstruction error of ``Z``: higher is better, so that ``GridSearchCV``
+        works without a scorer.
+
+        Parameters
+        ----------
+        Z : (N, D) torch tensor, NumPy array or array-like
+        y : ignored
+
+        Returns
+        -------
+        float
+            ``-reconstruction_error(Z)``, in ``[-1, 0]`` for a useful dictionary.
+        """
+        return -self.reconstruction_error(Z)
 
     # -- persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``dictionary.safetensors`` and ``dictionary.json`` into the folder ``path`` (created if needed).
+        """Write the fitted dictionary (and its online state) into the folder ``path``.
 
-        Each file is written to a temp name and moved into place, so a crash leaves no half-written file.
+        Parameters
+        ----------
+        path : path
+            Folder, created if needed (see :func:`~mmconcepts.decompose.persistence.save_dictionary`).
+
+        Returns
+        -------
+        Path
         """
-        from safetensors.torch import save as save_safetensors
-
-        self._check_fitted()
-        path = Path(path)
-        tensors = {name: getattr(self, name).detach().to("cpu").contiguous() for name in self._fitted_tensors}
-        raw = save_safetensors(tensors)
-        from mmconcepts import __version__
-
-        info = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "method": self.method,
-            "params": self.get_params(),
-            "attributes": {name: getattr(self, name) for name in self._fitted_scalars},
-            "tensors": {name: list(t.shape) for name, t in tensors.items()},
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "mmconcepts_version": __version__,
-        }
-        text = json.dumps(info, indent=2)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            _write_bytes_atomic(path / TENSORS_NAME, raw)
-            _write_bytes_atomic(path / JSON_NAME, text.encode("utf-8"))
-        except OSError as exc:
-            raise MMConceptsError(f"cannot write the dictionary to {path}: {exc.strerror}") from None
-        return path
+        return save_dictionary(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> ConceptDictionary:
-        """Load a saved dictionary; refuses one saved by another method than ``cls``."""
+        """Load a saved dictionary; refuses one saved by another method than ``cls``.
+
+        Parameters
+        ----------
+        path : path
+        device : str
+            Compute device of the loaded dictionary.
+
+        Returns
+        -------
+        ConceptDictionary
+        """
         model = load_dictionary(path, device=device)
         if cls is not ConceptDictionary and not isinstance(model, cls):
             raise MMConceptsError(f"dictionary at {path} was learnt with {model.method!r}, not {cls.method!r}: "

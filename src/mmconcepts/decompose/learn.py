@@ -10,6 +10,7 @@ Writes into ``out`` (atomically: everything goes to a temp folder beside it, mov
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import shutil
 import tempfile
@@ -18,13 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import link_fields, write_json
+from mmconcepts.files import link_fields, replace_dir, write_json
 
 #: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
 STREAM_BYTES = 4 << 30
 
 
-def _build(method: str, n_concepts: int, l1: float | None, device: str, seed: int, kwargs: dict):
+def _l1_methods() -> list[str]:
+    from mmconcepts.decompose.base import METHODS
+
+    return [name for name, cls in METHODS.items() if "l1" in inspect.signature(cls.__init__).parameters]
+
+
+def _build(method: str, n_concepts: int, l1: float | None, relative_l1: float | None, device: str, seed: int,
+           kwargs: dict):
+    """The (unfitted) dictionary, its parameters checked; ``relative_l1`` stands in for ``l1`` until the
+    features' scale is known."""
     from mmconcepts.decompose.base import METHODS
 
     cls = METHODS.get(method)
@@ -32,10 +42,12 @@ def _build(method: str, n_concepts: int, l1: float | None, device: str, seed: in
         raise MMConceptsError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     params = dict(kwargs)
-    if l1 is not None:
-        if "l1" not in accepted:
-            raise MMConceptsError(f"--l1 does not apply to {method}; it applies to semi-nmf, nmf and reference-dl")
-        params["l1"] = l1
+    for flag, value in (("--l1", l1), ("--relative-l1", relative_l1)):
+        if value is not None:
+            if "l1" not in accepted:
+                raise MMConceptsError(f"{flag} does not apply to {method}; it applies to "
+                                      f"{', '.join(_l1_methods())}")
+            params["l1"] = value
     if "device" in accepted:
         params["device"] = device
     elif str(device) not in ("cpu", "auto"):
@@ -46,18 +58,14 @@ def _build(method: str, n_concepts: int, l1: float | None, device: str, seed: in
     if unknown:
         raise MMConceptsError(f"{method} has no parameter {', '.join(sorted(unknown))}; its parameters: "
                               f"{', '.join(sorted(accepted))}")
-    return cls(n_concepts, **params)
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out``, replacing what is there (already allowed by the caller)."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    model = cls(n_concepts, **params)
+    try:
+        model._check_params()
+    except MMConceptsError as exc:
+        if relative_l1 is not None and str(exc).startswith("l1 "):
+            raise MMConceptsError(f"relative_l1={relative_l1!r} does not suit {method}: {exc}") from None
+        raise
+    return model
 
 
 #: Default sparsity of the methods that have one, as a share of the features' mean norm (see ``learn``).
@@ -84,7 +92,7 @@ def _mean_norm(Z_or_shards) -> float:
 def learn(features: str | os.PathLike, layer: str | int | None, method: str = "semi-nmf", n_concepts: int = 20,
           out: str | os.PathLike | None = None, *, l1: float | None = None, relative_l1: float | None = None,
           device: str = "cpu", seed: int = 0, overwrite: bool = False, stream: bool | None = None,
-          **method_kwargs: Any) -> Path:
+          token: str | None = None, **method_kwargs: Any) -> Path:
     """Fit a concept dictionary on one layer of a feature store and write it to ``out``.
 
     Parameters
@@ -103,10 +111,15 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         L1 weight for methods that have one, in the features' units (None: see ``relative_l1``).
     relative_l1 : float or None
         L1 weight as a share of the features' mean norm, ``l1 = relative_l1 * mean ||z||``, so that one
-        setting means the same sparsity at every layer and model. None: :data:`DEFAULT_RELATIVE_L1` for
-        semi-nmf when ``l1`` is not given either, the method's default otherwise.
+        setting means the same sparsity at every layer and model; for every method with an ``l1``
+        parameter (semi-nmf, nmf, reference-dl; the others refuse it), and the ``l1`` used is what the
+        summary's ``params`` record. None: :data:`DEFAULT_RELATIVE_L1` for semi-nmf when ``l1`` is not
+        given either, the method's default otherwise.
     device, seed : str, int
         Compute device; seed (the same seed gives the same concepts, bit for bit on the CPU).
+    token : str or None
+        The word whose rows to learn from, in a store of several words (required there); ``None``: the
+        store's only word.
     stream : bool or None
         Read the store shard by shard (methods with ``fit_shards``); None: when the features exceed 4 GiB.
     **method_kwargs
@@ -122,13 +135,14 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     PosixPath('runs/dog/semi-nmf')
     """
     from mmconcepts.decompose.base import code_stats
-    from mmconcepts.extract.store import iter_feature_shards, load_features, read_manifest, stored_layer
+    from mmconcepts.extract.store import iter_feature_shards, load_features, read_manifest, store_token, stored_layer
 
     if out is None:
         raise MMConceptsError("no output folder given: pass --out DIR")
     features, out = Path(features), Path(out)
     manifest = read_manifest(features)
     layer_name = stored_layer(manifest, layer)
+    token = store_token(manifest, token, features)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MMConceptsError(f"seed must be an integer >= 0, got {seed!r}")
     if l1 is not None and relative_l1 is not None:
@@ -138,8 +152,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     if relative_l1 is not None:
         if isinstance(relative_l1, bool) or not isinstance(relative_l1, (int, float)) or not 0 <= relative_l1 < 1:
             raise MMConceptsError(f"relative_l1 must be a number in [0, 1), got {relative_l1!r}")
-        l1 = 0.0  # validated now, set once the features' scale is known
-    model = _build(method, n_concepts, l1, device, seed, method_kwargs)
+    model = _build(method, n_concepts, l1, relative_l1, device, seed, method_kwargs)
     if out.exists() and not out.is_dir():
         raise MMConceptsError(f"output {out} exists and is not a folder: choose another --out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -155,13 +168,16 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     from safetensors.torch import save_file
 
     start = time.perf_counter()
-    Z = None if use_stream else load_features(features, layer_name)[0]
+    Z = None if use_stream else load_features(features, layer_name, token)[0]
     if Z is not None and Z.shape[0] == 0:
         raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
-    if relative_l1 is not None:
-        model.l1 = float(relative_l1) * _mean_norm(Z if Z is not None else iter_feature_shards(features, layer_name))
+    if relative_l1 is not None:  # the same setting means the same sparsity at every layer and model
+        scale = _mean_norm(Z if Z is not None else iter_feature_shards(features, layer_name, token))
+        if math.isfinite(scale):  # else the fit refuses the non-finite features, naming them
+            model.set_params(l1=float(relative_l1) * scale)
+            model._check_params()
     if use_stream:
-        V = model.fit_transform_shards(lambda: iter_feature_shards(features, layer_name))
+        V = model.fit_transform_shards(lambda: iter_feature_shards(features, layer_name, token))
     else:
         V = model.fit_transform(Z)
         del Z
@@ -171,7 +187,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     summary = {
         "method": method,
         "layer": layer_name,
-        "token": manifest.get("token"),
+        "token": token,
         "model": manifest.get("model"),
         "n_samples": int(V.shape[0]),
         "n_concepts": int(V.shape[1]),
@@ -199,7 +215,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         model.save(tmp)
         save_file({"activations": V}, str(tmp / "activations.safetensors"))
         write_json(tmp / "summary.json", summary, indent=2)
-        _publish(tmp, out)
+        replace_dir(tmp, out)
     except OSError as exc:
         raise MMConceptsError(f"cannot write to {out}: {exc.strerror}") from None
     finally:

@@ -17,8 +17,10 @@ from mmconcepts.decompose.semi_nmf import SemiNMF
 class NMF(SemiNMF):
     """Non-negative matrix factorisation ``Z ~ V U``, ``V, U >= 0``, HALS updates, optional L1 on ``V``.
 
-    Parameters and attributes are those of :class:`~mmconcepts.decompose.semi_nmf.SemiNMF`; ``Z`` must be
-    non-negative.
+    Parameters, attributes and the ``partial_fit`` contract are those of
+    :class:`~mmconcepts.decompose.semi_nmf.SemiNMF`. ``Z`` must be non-negative: ``fit`` and ``partial_fit``
+    refuse negative entries (a ``ValueError``), and the estimator's scikit-learn tags say
+    ``positive_only``.
 
     Examples
     --------

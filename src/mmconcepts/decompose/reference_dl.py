@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmconcepts.decompose.base import (ConceptDictionary, check_choice, check_float, check_int,
-                                       check_n_concepts, relative_error)
+from mmconcepts.decompose.base import ConceptDictionary
+from mmconcepts.decompose.validation import check_choice, check_float, check_int, check_n_concepts, relative_error
 
 
 class ReferenceDL(ConceptDictionary):
@@ -46,23 +46,35 @@ class ReferenceDL(ConceptDictionary):
 
     def __init__(self, n_concepts: int = 20, *, l1: float = 1.0, max_iter: int = 5000, tol: float = 1e-8,
                  fit_algorithm: str = "cd", transform_algorithm: str = "lasso_cd", seed: int = 0):
-        self.n_concepts = check_int("n_concepts", n_concepts)
-        self.l1 = check_float("l1", l1, strict=True)
-        self.max_iter = check_int("max_iter", max_iter)
-        self.tol = check_float("tol", tol)
-        self.fit_algorithm = check_choice("fit_algorithm", fit_algorithm, ("cd", "lars"))
-        self.transform_algorithm = check_choice("transform_algorithm", transform_algorithm,
-                                                ("lasso_cd", "lasso_lars"))
-        self.seed = check_int("seed", seed, 0)
+        self.n_concepts = n_concepts
+        self.l1 = l1
+        self.max_iter = max_iter
+        self.tol = tol
+        self.fit_algorithm = fit_algorithm
+        self.transform_algorithm = transform_algorithm
+        self.seed = seed
 
-    def fit(self, Z: Any, callback=None) -> ReferenceDL:
-        """Run scikit-learn's solver on ``Z``; ``callback`` is passed to it (called every 5 iterations)."""
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_float("l1", self.l1, strict=True)
+        check_int("max_iter", self.max_iter)
+        check_float("tol", self.tol)
+        check_choice("fit_algorithm", self.fit_algorithm, ("cd", "lars"))
+        check_choice("transform_algorithm", self.transform_algorithm, ("lasso_cd", "lasso_lars"))
+        check_int("seed", self.seed, 0)
+
+    def fit(self, Z: Any, y: None = None, *, callback=None) -> ReferenceDL:
+        """Run scikit-learn's solver on ``Z`` (``N x D``); ``y`` is ignored; ``callback`` is passed to it
+        (called every 5 iterations)."""
         from sklearn.decomposition import DictionaryLearning
 
-        Z, _ = self._input(Z, n_features=None)
+        self._check_params()
+        self._clear_fitted()
+        Z, _ = self._input(Z, reset=True)
         check_n_concepts(self.n_concepts, Z.shape[0])
-        X = Z.cpu().numpy()
-        dl = DictionaryLearning(n_components=self.n_concepts, alpha=self.l1, max_iter=self.max_iter, tol=self.tol,
+        X = Z.cpu().double().numpy()  # float64: scikit-learn's float32 lasso fails when D < K (1.9)
+        dl = DictionaryLearning(n_components=int(self.n_concepts), alpha=self.l1, max_iter=self.max_iter,
+                                tol=self.tol,
                                 fit_algorithm=self.fit_algorithm, transform_algorithm=self.transform_algorithm,
                                 transform_alpha=self.l1, positive_code=True, random_state=self.seed,
                                 callback=callback)
@@ -74,12 +86,10 @@ class ReferenceDL(ConceptDictionary):
                                                   self.components_)
         return self
 
-    def transform(self, Z: Any) -> torch.Tensor:
+    def _encode(self, Z: torch.Tensor) -> torch.Tensor:
         """Positive lasso codes of ``Z`` by scikit-learn's ``sparse_encode``."""
         from sklearn.decomposition import sparse_encode
 
-        self._check_fitted()
-        Z, out = self._input(Z)
-        codes = sparse_encode(Z.cpu().numpy(), self.components_.numpy(), algorithm=self.transform_algorithm,
-                              alpha=self.l1, positive=True)
-        return torch.from_numpy(codes.astype(np.float32)).to(out)
+        codes = sparse_encode(Z.cpu().double().numpy(), self.components_.double().numpy(),
+                              algorithm=self.transform_algorithm, alpha=self.l1, positive=True)
+        return torch.from_numpy(codes.astype(np.float32))

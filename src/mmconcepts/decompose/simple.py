@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from mmconcepts.decompose.base import ConceptDictionary, check_int, check_n_concepts, resolve_device
+from mmconcepts.decompose.base import ConceptDictionary
 from mmconcepts.decompose.kmeans import DistanceDictionary
+from mmconcepts.decompose.validation import check_n_concepts, resolve_device
 from mmconcepts.errors import MMConceptsError
 
 
@@ -43,13 +44,18 @@ class Simple(DistanceDictionary):
     _fitted_tensors = ("components_", "indices_")
 
     def __init__(self, n_concepts: int = 20, *, device: str = "cpu"):
-        self.n_concepts = check_int("n_concepts", n_concepts)
+        self.n_concepts = n_concepts
         self.device = device
-        resolve_device(device)
 
-    def fit(self, Z: Any) -> Simple:
-        """Pick the ``K`` rows of ``Z`` of largest Euclidean norm."""
-        Z, _ = self._input(Z, n_features=None)
+    def _check_params(self) -> None:
+        super()._check_params()
+        resolve_device(self.device)
+
+    def fit(self, Z: Any, y: None = None) -> Simple:
+        """Pick the ``K`` rows of ``Z`` (``N x D``) of largest Euclidean norm; ``y`` is ignored."""
+        self._check_params()
+        self._clear_fitted()
+        Z, _ = self._input(Z, reset=True)
         check_n_concepts(self.n_concepts, Z.shape[0])
         norms = torch.linalg.vector_norm(Z, dim=1)
         idx = torch.argsort(norms, descending=True, stable=True)[: self.n_concepts]

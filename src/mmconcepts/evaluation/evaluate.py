@@ -107,7 +107,7 @@ def _same_run(cs, method: str, store, out: Path, adapter, seed: int, device: str
         elif params.get("l1") is not None:
             kwargs["l1"] = params["l1"]
     learn(store, summary["layer"], method=method, n_concepts=n_concepts or cs.dictionary.components_.shape[0],
-          out=out, seed=seed, device=device, **kwargs)
+          out=out, seed=seed, device=device, token=cs.token, **kwargs)
     ground(out, model=adapter, settings=GroundingSettings.from_json(cs.grounding))
     return load_concepts(out, require_grounding=True)
 

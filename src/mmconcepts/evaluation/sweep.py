@@ -47,15 +47,16 @@ def sweep_png_bytes(sweep: dict) -> bytes:
 
 
 def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_concepts: int = 20, model=None,
-          clip_model=None, bert_model=None, seed: int = 0, overwrite: bool = False) -> dict:
+          clip_model=None, bert_model=None, seed: int = 0, overwrite: bool = False, token: str | None = None) -> dict:
     """Learn + ground + evaluate ``method`` at each layer; writes per-layer folders, sweep.json and sweep.png.
 
     ``model``: a loaded adapter, :class:`~mmconcepts.models.ModelOptions` or an id; unset options follow the
-    training store's run record. Its ``device`` also runs the dictionaries.
+    training store's run record. Its ``device`` also runs the dictionaries. ``token``: the word whose rows
+    to sweep, in stores of several words.
     """
     from mmconcepts.decompose import learn
     from mmconcepts.evaluation.evaluate import evaluate
-    from mmconcepts.extract.store import read_manifest, stored_layer
+    from mmconcepts.extract.store import read_manifest, store_token, stored_layer
     from mmconcepts.grounding import ground
     from mmconcepts.models import ModelAdapter
     from mmconcepts.models.options import as_options
@@ -82,7 +83,7 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
     for name in names:
         folder = out / f"layer-{name}"
         learn(features, name, method=method, n_concepts=n_concepts, out=folder / "concepts", seed=seed,
-              device=device, overwrite=True)
+              device=device, overwrite=True, token=token)
         ground(folder / "concepts", model=adapter)
         metrics = evaluate(folder / "concepts", test_features, folder / "eval", methods=(method,),
                            baselines=("rnd-words",), clip_model=clip_model, bert_model=bert_model, model=adapter,
@@ -90,7 +91,8 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
         for key, row in ((method, metrics["methods"][method]), ("rnd-words", metrics["baselines"]["rnd-words"])):
             for metric in SWEEP_METRICS:
                 per_layer[key].setdefault(metric, []).append(row.get(metric))
-    result = {"method": method, "token": manifest["token"], "layers": names, "metrics": per_layer}
+    result = {"method": method, "token": store_token(manifest, token, features), "layers": names,
+              "metrics": per_layer}
     atomic_write_bytes(out / "sweep.png", sweep_png_bytes(result))
     write_json(out / "sweep.json", result, indent=2)
     return result

@@ -1,7 +1,6 @@
 """``evaluate`` on the tiny LLaVA pipeline: the metrics.json layout, the baselines, bad input."""
 
 import json
-import math
 
 import pytest
 import torch

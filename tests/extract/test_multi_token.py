@@ -11,7 +11,7 @@ from PIL import Image
 
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract import extract, load_captions, load_features, load_metadata, read_manifest
+from mmconcepts.extract import extract, load_captions, load_features, load_metadata
 from tests.fixtures.datasets import write_images_dataset
 
 

@@ -16,7 +16,8 @@ from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.report import build_report
 from mmconcepts.evaluation.metrics import overlap_matrix
-from mmconcepts.report.sections import fmt, word_overlap
+from mmconcepts.report.comparisons import word_overlap
+from mmconcepts.report.sections import fmt
 from mmconcepts.report.plots import thumbnail
 
 EXTERNAL = re.compile(r"""(?:\b(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?!data:|#)[a-z][a-z0-9+.-]*:"""
@@ -123,7 +124,7 @@ def test_eval_fallbacks(tmp_path):
 
 def test_sweep_reads_the_sweep_command_format(folders, monkeypatch):
     """mmconcepts sweep stores the swept method under its name and rnd-words as a baseline."""
-    from mmconcepts.report import sections as report_sections
+    from mmconcepts.report import comparisons as report_sections
     from mmconcepts.report import plots
 
     seen = {}

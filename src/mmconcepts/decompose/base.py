@@ -194,6 +194,16 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         """Activations of the checked ``Z`` (float32, on the compute device); subclasses implement it."""
         raise NotImplementedError
 
+    def _continuing(self) -> bool:
+        """The start of every ``partial_fit``: check the parameters and say whether there is a fitted state to
+        continue (whose number of concepts must be ``n_concepts``)."""
+        self._check_params()
+        fitted = hasattr(self, "components_")
+        if fitted and self.components_.shape[0] != self.n_concepts:
+            raise MMConceptsError(f"n_concepts is {self.n_concepts} but the dictionary has "
+                                  f"{self.components_.shape[0]} concepts: call fit to start again")
+        return fitted
+
     def _decode(self, V: torch.Tensor) -> torch.Tensor:
         """Features rebuilt from the checked activations ``V``: ``V @ components_``."""
         return V @ self.components_.to(V.device)

@@ -202,11 +202,7 @@ class SemiNMF(BlockCoordinateSolver, ConceptDictionary):
         -------
         self
         """
-        self._check_params()
-        fitted = hasattr(self, "components_")
-        if fitted and self.components_.shape[0] != self.n_concepts:
-            raise MMConceptsError(f"n_concepts is {self.n_concepts} but the dictionary has "
-                                  f"{self.components_.shape[0]} concepts: call fit to start again")
+        fitted = self._continuing()
         Z, _ = self._input(Z, reset=not fitted, nonnegative=self._nonnegative_input)
         if fitted:
             U = self.components_.to(self._device)

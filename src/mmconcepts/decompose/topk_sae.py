@@ -220,11 +220,7 @@ class TopKSAE(ConceptDictionary):
         -------
         self
         """
-        self._check_params()
-        fitted = hasattr(self, "components_")
-        if fitted and self.components_.shape[0] != self.n_concepts:
-            raise MMConceptsError(f"n_concepts is {self.n_concepts} but the dictionary has "
-                                  f"{self.components_.shape[0]} concepts: call fit to start again")
+        fitted = self._continuing()
         Z, _ = self._input(Z, reset=not fitted)
         params, opt, gen = self._resume() if fitted else self._start(Z)
         self._epoch(Z / self.input_scale_, params, opt, gen)

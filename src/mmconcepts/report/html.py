@@ -9,14 +9,13 @@ autoescaping. See ``docs/ARCHITECTURE.md`` for the folder layouts read here.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text
-from mmconcepts.report.sections import (EXPLAIN_PX, THUMB_PX, _concepts, _explanations, _facts, _load_activations,
-                                        _malformed, _metrics, _overlap, _read_json, _sweep, fmt)
+from mmconcepts.report.comparisons import _explanations, _metrics, _overlap, _sweep
+from mmconcepts.report.sections import (EXPLAIN_PX, THUMB_PX, _concepts, _facts, _load_activations, _malformed,
+                                        _read_json, fmt)
 
 
 # --- build ---------------------------------------------------------------------------------------------

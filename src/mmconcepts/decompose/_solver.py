@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from mmconcepts.decompose.distributed import Local
 from mmconcepts.decompose.kmeans import kmeans_plusplus, lloyd, summed_variance
 from mmconcepts.decompose.nnls import hals_sweeps, least_squares_start, objective_rows
 from mmconcepts.decompose.validation import check_n_concepts, code_stats
@@ -38,7 +39,13 @@ def changed_shards() -> MMConceptsError:
 
 class BlockCoordinateSolver:
     """Mixin of the Semi-NMF solver; the class using it provides ``n_concepts``, ``l1``, ``init``,
-    ``normalize_concepts``, ``max_inner``, ``tol``, ``_device`` and ``_batch``."""
+    ``normalize_concepts``, ``max_inner``, ``tol``, ``_device`` and ``_batch``.
+
+    ``_group`` (a :mod:`~mmconcepts.decompose.distributed` collective, :class:`Local` unless set) sums the
+    per-pass statistics over the ranks of a data-parallel fit and keeps the concepts equal on every rank.
+    """
+
+    _group = Local()
 
     def _init_components(self, Z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Seed concepts on a sample of rows: k-means++ (+ Lloyd for "kmeans") on a random projection of the
@@ -142,15 +149,17 @@ class BlockCoordinateSolver:
                 sq = row_sq.sum(dtype=torch.float64)
                 err, total = err + sq - 2.0 * (Vt * Bt).sum(dtype=torch.float64), total + sq
                 l1sum += Vt.sum(dtype=torch.float64)
-            if b < 0:
+            if b < 0 and self._group.world == 1:
                 raise MMConceptsError("no data to fit on: check the feature store and layer")
             if len(states) != b + 1:
                 raise changed_shards()
+            self._group.sum_(A, C, err, total, l1sum)  # data-parallel: the statistics of every rank's rows
             err = (err + (A * G.double()).sum()).clamp_min(0.0)
             obj = float(0.5 * err + self.l1 * l1sum)
             self.loss_curve_.append(float((err / total.clamp_min(1e-300)).sqrt()))
             self.objective_curve_.append(obj)
             U, scale = self._components_step(U, A, C, lambda: self._worst_rows(batches, U, G, states))
+            U = self._group.broadcast_(U)  # a restarted concept: rank 0's sample, the same on every rank
             if scale is not None:
                 for state in states:
                     state[0].mul_(scale[:, None])
@@ -194,11 +203,15 @@ class BlockCoordinateSolver:
             total += float(states[b][1].sum(dtype=torch.float64))
             l1sum += float(Vt.sum(dtype=torch.float64))
             codes.append(Vt.t().contiguous())
-        V = torch.cat(codes)
+        V = torch.cat(codes) if codes else torch.zeros(0, U.shape[0])
+        sums = torch.tensor([err, total, l1sum, code_stats(V)["sparsity"] * V.numel() if V.numel() else 0.0,
+                             float(V.numel())], dtype=torch.float64)
+        self._group.sum_(sums)
+        err, total, l1sum, sparse, count = sums.tolist()
         self.components_ = U.cpu()
         self.n_features_in_ = int(U.shape[1])
         self.reconstruction_err_ = (err / max(total, 1e-300)) ** 0.5
         self.objective_ = 0.5 * err + self.l1 * l1sum
-        self.sparsity_ = code_stats(V)["sparsity"]
+        self.sparsity_ = sparse / max(count, 1.0)
         return V if keep_codes else None
 

@@ -74,16 +74,19 @@ def _build(method: str, n_concepts: int, l1: float | None, relative_l1: float | 
 DEFAULT_RELATIVE_L1 = {"semi-nmf": 0.05}
 
 
-def _mean_norm(Z_or_shards) -> float:
-    """Mean L2 norm of the feature rows (a tensor, or an iterable of shards read once)."""
+def _mean_norm(Z_or_shards, group=None) -> float:
+    """Mean L2 norm of the feature rows (a tensor, or an iterable of shards read once; with a data-parallel
+    ``group``, over every rank's rows)."""
     import torch
 
     if isinstance(Z_or_shards, torch.Tensor):
         return float(Z_or_shards.float().norm(dim=1).mean())
-    total, count = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64)
     for shard in Z_or_shards:
-        total += float(shard.float().norm(dim=1).sum())
-        count += shard.shape[0]
+        sums += torch.tensor([float(shard.float().norm(dim=1).sum()), shard.shape[0]], dtype=torch.float64)
+    if group is not None:
+        group.sum_(sums)
+    total, count = sums.tolist()
     if count == 0:
         raise MMConceptsError("the feature store has no samples: extract features first")
     return total / count
@@ -163,6 +166,18 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     if stream and not streams:
         raise MMConceptsError(f"{method} cannot stream: it needs all features in memory (drop --stream)")
     use_stream = streams and (stream if stream is not None else size > STREAM_BYTES)
+    from mmconcepts.decompose.distributed import collective, my_shards
+
+    group = collective()  # under torchrun: each rank reads its own shards, the statistics are all-reduced
+    part = None
+    if group.world > 1:
+        if not streams:
+            raise MMConceptsError(f"{method} cannot learn data-parallel: under torchrun use semi-nmf or nmf")
+        use_stream, part = True, my_shards(int(manifest["n_shards"]), group)
+        model._group = group
+
+    def shards():
+        return iter_feature_shards(features, layer_name, token, shards=part)
 
     import torch
     from safetensors.torch import save_file
@@ -172,17 +187,23 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     if Z is not None and Z.shape[0] == 0:
         raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
     if relative_l1 is not None:  # the same setting means the same sparsity at every layer and model
-        scale = _mean_norm(Z if Z is not None else iter_feature_shards(features, layer_name, token))
+        scale = _mean_norm(Z if Z is not None else shards(), group if part is not None else None)
         if math.isfinite(scale):  # else the fit refuses the non-finite features, naming them
             model.set_params(l1=float(relative_l1) * scale)
             model._check_params()
     if use_stream:
-        V = model.fit_transform_shards(lambda: iter_feature_shards(features, layer_name, token))
+        V = model.fit_transform_shards(shards)
     else:
         V = model.fit_transform(Z)
         del Z
     seconds = time.perf_counter() - start
     V = V.detach().to("cpu", torch.float32).contiguous()
+    if part is not None:
+        del model._group  # the collective is not part of the fitted dictionary
+        V = group.gather_rows(V)  # every rank's activations, in store order, on rank 0
+        if group.rank != 0:
+            group.barrier()  # rank 0 writes the folder
+            return out
     stats = code_stats(V)
     summary = {
         "method": method,
@@ -200,6 +221,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         "n_iter": int(model.n_iter_),
         "seconds": round(seconds, 3),
         "streamed": bool(use_stream),
+        "ranks": group.world,
         "device": str(device),
         "seed": seed,
         "params": model.get_params(),
@@ -221,4 +243,6 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if part is not None:
+            group.barrier()
     return out

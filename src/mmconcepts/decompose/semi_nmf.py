@@ -278,8 +278,9 @@ class SemiNMF(BlockCoordinateSolver, ConceptDictionary):
         for Zb in batches():
             self.partial_fit(Zb)
         if not hasattr(self, "components_"):
-            raise MMConceptsError("no shards to fit on: check the feature store and layer")
-        U = self.components_.to(self._device)
+            raise MMConceptsError("no shards to fit on: check the feature store and layer (under torchrun, "
+                                  "use at most as many ranks as the store has shards)")
+        U = self._group.broadcast_(self.components_.to(self._device))  # data-parallel: rank 0 seeds every rank
         self._clear_online()
         U, states = self._run(batches, U, n_epochs, self.n_features_in_, start=start)
         return self._finish(batches, U, states, keep_codes)

@@ -128,9 +128,19 @@ def _rows_of(path: Path, manifest: dict, token: str | None):
     return [i for i, row in enumerate(_read_jsonl(path / "metadata.jsonl")) if row.get("token") == token]
 
 
-def iter_feature_shards(path: str | os.PathLike, layer: str | int, token: str | None = None) -> Iterator:
+def _shard_rows(file: Path) -> int:
+    """Rows of a shard file, from its header alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        return int(f.get_slice("features").get_shape()[0])
+
+
+def iter_feature_shards(path: str | os.PathLike, layer: str | int, token: str | None = None,
+                        shards: range | None = None) -> Iterator:
     """Yield the features of one layer shard by shard, as float32 tensors (for data larger than memory); of a
-    store of several words, only the rows of ``token``."""
+    store of several words, only the rows of ``token``; ``shards``: only these shard indices (a rank's part
+    of a data-parallel fit)."""
     import torch
     from safetensors.torch import load_file
 
@@ -141,8 +151,11 @@ def iter_feature_shards(path: str | os.PathLike, layer: str | int, token: str | 
     name = stored_layer(manifest, layer)
     rows = _rows_of(path, manifest, token)
     wanted = None if rows is None else set(rows)
+    indices = range(manifest["n_shards"]) if shards is None else shards
     start = 0
-    for i in range(manifest["n_shards"]):
+    if wanted is not None and len(indices):  # the row offset of the first shard read
+        start = sum(_shard_rows(path / "shards" / name / _shard_name(i)) for i in range(indices[0]))
+    for i in indices:
         file = path / "shards" / name / _shard_name(i)
         try:
             shard = load_file(file)["features"].float()

@@ -74,6 +74,10 @@ def run(args) -> int:
                 l1=args.l1, relative_l1=args.relative_l1, device=options.device, seed=args.seed,
                 overwrite=args.overwrite, stream=args.stream, token=args.token, **extra)
     import json
+    import os
+
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # under torchrun, rank 0 writes, reports and grounds
 
     s = json.loads((out / "summary.json").read_text())
     print(f"learnt {s['n_concepts']} {s['method']} concepts from {s['n_samples']} samples of layer {s['layer']} "

@@ -398,7 +398,7 @@ def main(argv=None) -> list[dict]:
             Z, _, U = synthetic(n, args.d, args.k, noise=args.noise)
             rows.append(bench_input(f"synthetic-n{n}", Z, U, args, solvers, tmp))
         if args.features:
-            from mmconcepts.extract.store import load_features
+            from mmconcepts.extract.features import load_features
 
             Z, _ = load_features(args.features, args.layer)
             rows.append(bench_input(f"store-{Path(args.features).name}-{args.layer}", Z, None, args, solvers, tmp))

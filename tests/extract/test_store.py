@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract.store import FeatureStoreWriter, iter_feature_shards, load_features, read_manifest
+from mmconcepts.extract.store import FeatureStoreWriter, read_manifest
+from mmconcepts.extract.features import iter_feature_shards, load_features
 
 MANIFEST = {"model": "m", "token": "dog", "mode": "generate", "layers": ["3", "norm"], "dtype": "float32",
             "hidden_size": 4, "num_layers": 4, "data": "d"}

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmconcepts.extract import store as store_module
-from mmconcepts.extract.store import FeatureStoreWriter, load_captions, load_features, read_manifest
+from mmconcepts.extract.store import FeatureStoreWriter, read_manifest
+from mmconcepts.extract.features import load_captions, load_features
 
 MANIFEST = {"model": "m", "token": "dog", "mode": "generate", "layers": ["3", "norm"], "dtype": "float16",
             "hidden_size": 3, "num_layers": 4, "data": {"kind": "jsonl", "fingerprint": "sha256:x"}}

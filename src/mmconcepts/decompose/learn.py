@@ -138,7 +138,8 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     PosixPath('runs/dog/semi-nmf')
     """
     from mmconcepts.decompose.base import code_stats
-    from mmconcepts.extract.store import iter_feature_shards, load_features, read_manifest, store_token, stored_layer
+    from mmconcepts.extract.store import read_manifest, store_token, stored_layer
+    from mmconcepts.extract.features import iter_feature_shards, load_features
 
     if out is None:
         raise MMConceptsError("no output folder given: pass --out DIR")

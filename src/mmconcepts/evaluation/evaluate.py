@@ -130,7 +130,8 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     -------
     dict : the content of ``metrics.json`` (:class:`~mmconcepts.evaluation.results.EvaluationResult`).
     """
-    from mmconcepts.extract.store import load_features, read_manifest, store_tokens
+    from mmconcepts.extract.store import read_manifest, store_tokens
+    from mmconcepts.extract.features import load_features
     from mmconcepts.grounding.concepts import load_concepts, model_for
     from mmconcepts.models import ModelAdapter
     from mmconcepts.models.options import as_options

@@ -132,7 +132,8 @@ def merge(parts: list[Path], out: Path, manifest: dict) -> dict:
     from safetensors.torch import load_file
 
     from mmconcepts.extract.settings import RUN_COUNTS, WORD_COUNTS, store_counts
-    from mmconcepts.extract.store import FeatureStoreWriter, load_captions, read_manifest, store_tokens
+    from mmconcepts.extract.store import FeatureStoreWriter, read_manifest, store_tokens
+    from mmconcepts.extract.features import load_captions
 
     layers = list(manifest["layers"])
     writer = FeatureStoreWriter(out, manifest, shard_size=manifest["shard_size"], overwrite=True,

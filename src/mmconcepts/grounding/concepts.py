@@ -123,7 +123,7 @@ class ConceptSet:
 
     def train_meta(self) -> list[dict]:
         """The metadata rows of the training samples (of the dictionary's word)."""
-        from mmconcepts.extract.store import load_metadata
+        from mmconcepts.extract.features import load_metadata
 
         return load_metadata(self.features, self.token)
 
@@ -196,7 +196,7 @@ def model_for(concepts: ConceptSet, model=None, head: bool = False):
 
 def mean_feature(store, layer, token: str | None = None):
     """The mean feature of one layer of a store (of one word's rows), read shard by shard (float64 sums)."""
-    from mmconcepts.extract.store import iter_feature_shards
+    from mmconcepts.extract.features import iter_feature_shards
 
     total, count = 0.0, 0
     for shard in iter_feature_shards(store, layer, token):

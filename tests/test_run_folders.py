@@ -103,6 +103,7 @@ def test_a_moved_run_folder_still_explains_evaluates_and_reports(tiny_pipeline, 
                      "--out", str(moved / f"{eval_dir}.html")]) == 0
         html = (moved / f"{eval_dir}.html").read_text()
         assert html.count("data:image/png;base64,") >= 8  # the concepts' and explanations' images were found
+        assert f"<dd>{moved / 'train' / 'captions.jsonl'}</dd>" in html  # the data, found from the moved store
         assert str(first) not in html
     for file in list(moved.rglob("*.json")) + list(moved.rglob("*.jsonl")):
         text = file.read_text()

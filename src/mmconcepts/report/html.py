@@ -91,7 +91,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
                                      eval_dir / "explanations.json", concepts, n_explanations, eval_dir)
         sweep = _sweep(eval_dir, main)
     overlap_view = _overlap(concepts, overlap, (eval_dir or concepts_dir) / "overlap.json", main)
-    ident, numbers = _facts(summary, metrics_raw)
+    ident, numbers = _facts(summary, metrics_raw, concepts_dir)
 
     title_bits = [main] if main else []
     if summary.get("layer") is not None:

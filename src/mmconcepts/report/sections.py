@@ -229,15 +229,22 @@ def _concepts(concepts_dir: Path, grounding, activations, n_images: int = 5) -> 
 
 # --- summary -------------------------------------------------------------------------------------------
 
-def _facts(summary: dict, metrics) -> tuple[list[dict], list[dict]]:
-    """The identity of the run (model, data, token, layer, method) and the fit's numbers."""
+def _facts(summary: dict, metrics, concepts_dir: Path | None = None) -> tuple[list[dict], list[dict]]:
+    """The identity of the run (model, data, token, layer, method) and the fit's numbers; the feature store and
+    its data are found through the folders' links (relative to ``concepts_dir``)."""
+    from mmconcepts.files import resolve_field
+
     data = summary.get("data")
     features = summary.get("features")
+    if isinstance(features, str) and concepts_dir is not None:
+        features = str(resolve_field(summary, "features", concepts_dir))
     if data is None and isinstance(features, str):
         manifest = Path(features) / "manifest.json"
         try:
             data = json.loads(manifest.read_text(encoding="utf-8")).get("data") if manifest.is_file() else None
-        except (OSError, ValueError, AttributeError):
+            if isinstance(data, dict):  # a run record: the dataset file, found from the store
+                data = str(resolve_field(data, "source", features)) if data.get("source") else None
+        except (OSError, ValueError, AttributeError, MMConceptsError):
             data = None
     m = metrics if isinstance(metrics, dict) else {}
     ident = [

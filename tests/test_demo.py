@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from mmconcepts.cli import main
 
 
+@pytest.mark.slow
 def test_demo_writes_report_metrics_and_dictionary(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--n-train", "600", "--n-test", "150", "--quiet"])

@@ -155,6 +155,7 @@ def test_resume_refuses_a_changed_dataset(tiny_model_dirs, tmp_path, capsys):
     assert "it was made with data.fingerprint='sha256:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tiny_model_dirs, tmp_path, capsys):
     data = write_images_dataset(tmp_path / "data", n=2)
     cases = [

@@ -76,6 +76,7 @@ def test_module_help():
     assert result.returncode == 0 and "--model" in result.stdout and "--json" in result.stdout
 
 
+@pytest.mark.slow
 def test_module_info(tiny_qwen2_vl_dir):
     result = run_module("info", "--model", str(tiny_qwen2_vl_dir), "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr

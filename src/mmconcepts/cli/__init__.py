@@ -24,6 +24,7 @@ COMMANDS = (
     "extract",
     "learn",
     "explain",
+    "steer",
     "evaluate",
     "sweep",
     "report",

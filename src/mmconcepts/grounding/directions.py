@@ -1,0 +1,175 @@
+"""The directions a concept is steered with, and its strength: the concept's own unit direction, a random
+direction of the same norm (the control), the mean difference between the states of the concept's most
+activating samples and the rest (the strong baseline of AxBench), and the default strength (the concept's
+typical contribution times :data:`STRENGTH_FACTOR`). See :mod:`mmconcepts.grounding.steering`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+from mmconcepts.errors import MMConceptsError
+
+#: The directions :func:`~mmconcepts.grounding.steer.steer` adds.
+DIRECTIONS = ("concept", "random", "diffmean")
+#: The default strength of :func:`~mmconcepts.grounding.steer.steer`, in multiples of the concept's typical
+#: contribution (:func:`default_strength`). Provisional: it is to be calibrated by the causal evaluation.
+STRENGTH_FACTOR = 4.0
+
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise MMConceptsError(f"unknown {name} {value!r}: choose {', '.join(choices)}")
+    return value
+
+
+def _finite(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise MMConceptsError(f"the {name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise MMConceptsError(f"the {name} must be a finite number, got {value}; give e.g. --strength 8")
+    return number
+
+
+def check_concept(concepts, k) -> int:
+    """``k`` as a concept index of ``concepts``, or a one-line error naming the valid range."""
+    n = int(concepts.directions.shape[0])
+    try:
+        if isinstance(k, bool):
+            raise TypeError
+        k = operator.index(k)
+    except TypeError:
+        raise MMConceptsError(f"the concept must be an index 0..{n - 1}, got {k!r}") from None
+    if not 0 <= k < n:
+        raise MMConceptsError(f"unknown concept {k}: {_where(concepts)} has concepts 0..{n - 1}")
+    return k
+
+
+def _where(concepts) -> str:
+    path = getattr(concepts, "path", None)
+    return f"the concepts folder {path}" if path is not None else "the dictionary"
+
+
+def _points(concepts) -> bool:
+    return bool(getattr(getattr(concepts, "dictionary", None), "concepts_are_points", False))
+
+
+# ---- directions -------------------------------------------------------------------------------------------
+def concept_direction(concepts, k: int):
+    """The unit direction of concept ``k``.
+
+    Parameters
+    ----------
+    concepts : ConceptSet
+        A concepts folder read back (:func:`~mmconcepts.grounding.concepts.load_concepts`).
+    k : int
+        The concept index (for a signed dictionary, PCA, concept ``K + k`` is the negative side ``-u_k``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``D`` float32: ``directions[k] / ||directions[k]||``. For a dictionary whose concepts are points
+        (K-Means, Simple) it is the point's direction from the origin.
+    """
+    k = check_concept(concepts, k)
+    u = concepts.directions[k].float()
+    norm = float(u.norm())
+    if not math.isfinite(norm) or norm == 0:
+        raise MMConceptsError(f"concept {k} of {_where(concepts)} has no direction (norm {norm}); learn it again")
+    return u / norm
+
+
+def random_direction(like, seed: int = 0):
+    """A random direction with the norm of ``like``: the control of a steering experiment.
+
+    Parameters
+    ----------
+    like : tensor or array-like
+        The direction to match (its shape and norm).
+    seed : int
+        Seed of the normal draw (the same seed gives the same direction, on every machine: drawn on the CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        float32, the shape of ``like``, ``||result|| == ||like||`` (up to rounding).
+    """
+    import torch
+
+    like = torch.as_tensor(like).detach().float().cpu()
+    generator = torch.Generator().manual_seed(int(seed))
+    draw = torch.randn(like.shape, generator=generator)
+    return draw * (like.norm() / draw.norm())
+
+
+def diffmean_direction(concepts, k: int, Z, n_top: int | None = None):
+    """The difference-of-means direction of concept ``k``: the AxBench-style baseline.
+
+    Parameters
+    ----------
+    concepts : ConceptSet
+        The concepts; ``concepts.activations`` (``N x n_concepts``) ranks the training samples.
+    k : int
+        The concept index.
+    Z : ``N x D`` tensor or array
+        The states of the same ``N`` training samples (in the order of the activations), at the layer to
+        steer (usually the dictionary's: ``load_features(concepts.features, layer, concepts.token)``).
+    n_top : int or None
+        How many of the most activating samples are the concept's; ``None``: ``N // n_concepts`` (at least
+        one), the share of the samples one concept would cover if each covered as many. Ties are broken by
+        sample order.
+
+    Returns
+    -------
+    torch.Tensor
+        ``D`` float32: ``mean(Z[top]) - mean(Z[rest])``, not normalised.
+    """
+    import torch
+
+    k = check_concept(concepts, k)
+    A = torch.as_tensor(concepts.activations).float()[:, k]
+    Z = torch.as_tensor(Z).detach().float().cpu()
+    N = A.shape[0]
+    if Z.ndim != 2 or Z.shape[0] != N:
+        raise MMConceptsError(f"diffmean needs the states of the {N} training samples ({N} x D), got "
+                              f"{tuple(Z.shape)}; read them from the concepts' feature store")
+    if N < 2:
+        raise MMConceptsError("diffmean needs at least two training samples")
+    if n_top is None:
+        n_top = max(1, N // int(concepts.directions.shape[0]))
+    if isinstance(n_top, bool) or not isinstance(n_top, int) or not 1 <= n_top < N:
+        raise MMConceptsError(f"n_top must be an integer 1..{N - 1} (the concept's samples among {N}), got {n_top!r}")
+    top = torch.argsort(A, descending=True, stable=True)[:n_top]
+    mask = torch.zeros(N, dtype=torch.bool)
+    mask[top] = True
+    return Z[mask].mean(dim=0) - Z[~mask].mean(dim=0)
+
+
+def default_strength(concepts, k: int, factor: float = STRENGTH_FACTOR) -> float:
+    """The default steering strength of concept ``k``: ``factor`` times its typical contribution.
+
+    The typical contribution is the norm of ``s_k u_k``, with ``s_k`` the concept's typical activation
+    (:func:`~mmconcepts.grounding.text.typical_strengths`: the mean of its positive training activations,
+    the strength the "effect" decoding reads the concept at); for dictionaries of unit concepts (Semi-NMF,
+    PCA) that is ``s_k`` itself. The default ``factor``, :data:`STRENGTH_FACTOR`, is provisional.
+
+    Returns
+    -------
+    float
+        A strength for a *unit* direction (:func:`concept_direction`).
+    """
+    from mmconcepts.grounding.text import typical_strengths
+
+    k = check_concept(concepts, k)
+    factor = _finite("strength factor", factor)
+    s = float(typical_strengths(concepts.activations)[k]) * float(concepts.directions[k].float().norm())
+    if s <= 0 or not math.isfinite(s):
+        raise MMConceptsError(f"concept {k} is never active on the training samples, so it has no typical "
+                              "strength; give the strength (--strength)")
+    return s * factor
+
+
+# ---- the intervention ---------------------------------------------------------------------------------------

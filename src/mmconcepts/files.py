@@ -65,6 +65,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def temp_dir_beside(out: str | os.PathLike) -> Path:
+    """A new, empty temp folder next to ``out`` (on its filesystem, so that :func:`replace_dir` can move it
+    into place atomically); its parents are made as needed. A one-line error when that is not possible."""
+    import tempfile
+
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise MMConceptsError(f"cannot write to {out.parent}: {exc.strerror or exc}; choose a writable folder") \
+            from None
+
+
 def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Move the finished folder ``tmp`` to ``out``, replacing a folder there (the caller allowed it): a reader
     sees the old folder or the new one, never a mix."""

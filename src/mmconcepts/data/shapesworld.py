@@ -25,14 +25,13 @@ import math
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import replace_dir
+from mmconcepts.files import replace_dir, temp_dir_beside
 
 IMAGE_SIZE = 64
 
@@ -262,11 +261,7 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, split: str = "train
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or empty it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as exc:
-        raise MMConceptsError(f"cannot write to {out}: {exc.strerror}; choose a writable folder") from None
+    tmp = temp_dir_beside(out)
     try:
         (tmp / "images").mkdir()
         rng = random.Random(f"shapesworld-{seed}-{split}")

@@ -13,13 +13,12 @@ import inspect
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import link_fields, replace_dir, write_json
+from mmconcepts.files import link_fields, replace_dir, temp_dir_beside, write_json
 
 #: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
 STREAM_BYTES = 4 << 30
@@ -229,11 +228,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         "relative_l1": relative_l1,
         **link_fields("features", features, out),
     }
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise MMConceptsError(f"cannot write to {out.parent}: {exc.strerror}") from None
+    tmp = temp_dir_beside(out)
     try:
         model.save(tmp)
         save_file({"activations": V}, str(tmp / "activations.safetensors"))

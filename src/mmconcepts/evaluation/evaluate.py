@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.results import EvaluationResult
-from mmconcepts.files import link, replace_dir, write_json
+from mmconcepts.files import link, replace_dir, temp_dir_beside, write_json
 
 DEFAULT_METHODS = ("semi-nmf", "pca", "kmeans", "simple")
 BASELINES = ("rnd-words", "noise-imgs", "gt-captions")
@@ -163,8 +162,7 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     needs_model = any(m != main for m in settings.methods) or {"noise-imgs", "rnd-words"} & set(settings.baselines)
     adapter = model_for(cs, model, head="noise-imgs" not in settings.baselines) if needs_model else None
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         result, folders = _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp)
         result.concepts, result.concepts_absolute = link(cs.path, out), str(cs.path.resolve())

@@ -257,8 +257,8 @@ def main(argv=None) -> int:
         import torch  # only now, after the children
 
         for folder, results in measured:
-            full = torch.load(f"{workdir / folder.name}-result-full.json.scores.pt")
-            head = torch.load(f"{workdir / folder.name}-result-head.json.scores.pt")
+            full = torch.load(f"{workdir / folder.name}-result-full.json.scores.pt", weights_only=True)
+            head = torch.load(f"{workdir / folder.name}-result-head.json.scores.pt", weights_only=True)
             torch.testing.assert_close(head, full, rtol=1e-4, atol=1e-7)
             assert results["head"]["head_only"], "load_head fell back to the full model"
             report(folder, results, args.n_concepts)

@@ -19,8 +19,8 @@ from mmconcepts.extract import load_features
 from mmconcepts.files import read_json, write_json
 from mmconcepts.grounding import load_concepts
 from mmconcepts.grounding.concepts import ConceptSet
-from mmconcepts.grounding.directions import (STRENGTH_FACTOR, concept_direction, default_strength, diffmean_direction,
-                                             random_direction)
+from mmconcepts.grounding.directions import (DEFAULT_POSITIONS, STRENGTH_FACTOR, concept_direction, default_strength,
+                                             diffmean_direction, random_direction)
 from mmconcepts.grounding.steer import steer
 from mmconcepts.grounding.steering import Steering
 from mmconcepts.grounding.text import typical_strengths
@@ -246,7 +246,7 @@ def test_steer_on_images(setup):
     plain = adapter.caption(images, max_new_tokens=6)
     assert [set(r) for r in results] == [KEYS, KEYS]
     assert [r["caption"] for r in results] == plain  # the unsteered caption is the model's own
-    assert all(r["mode"] == "add" and r["direction"] == "concept" and r["positions"] == "after" for r in results)
+    assert all(r["mode"] == "add" and r["direction"] == "concept" and r["positions"] == DEFAULT_POSITIONS for r in results)
     assert results[0]["strength"] == pytest.approx(default_strength(setup["concepts"], 1))
     assert all(r["token_step"] is None for r in results)  # a random tiny model never says "dog"
     assert any(r["steered"] != r["caption"] for r in results)

@@ -20,6 +20,10 @@ def register(sub) -> None:
     p.add_argument("--bert-model", default=None, help="BERTScore model hub id or folder")
     p.add_argument("--bert-layers", type=int, default=None, help="BERTScore layer (default: the last)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the comparison methods (default 0)")
+    p.add_argument("--causal", action="store_true",
+                   help="also steer and ablate with each concept and parse the captions: steering/ablation "
+                        "success, specificity, fluency, and the random-direction and diffmean baselines "
+                        "(needs the whole model; slower)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_model_args(p, follows_store=True)
     p.set_defaults(func=run)
@@ -33,7 +37,12 @@ def run(args) -> int:
     metrics = evaluate(args.concepts, args.test_features, args.out, methods=tuple(args.methods),
                        baselines=tuple(args.baselines), clip_model=args.clip_model, bert_model=args.bert_model,
                        bert_layers=args.bert_layers, model=model_options(args), seed=args.seed,
-                       overwrite=args.overwrite)
+                       causal=args.causal, overwrite=args.overwrite)
     print((Path(args.out) / "metrics.md").read_text())
+    if args.causal:
+        from mmconcepts.evaluation.causal import METRICS, format_table
+
+        rows = {**metrics["methods"], **metrics["baselines"]}
+        print(format_table({name: row for name, row in rows.items() if any(m in row for m in METRICS)}))
     print(f"wrote {args.out}/metrics.json ({metrics['n_test']} test samples)")
     return 0

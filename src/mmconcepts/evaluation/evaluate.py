@@ -44,6 +44,10 @@ class EvaluationSettings:
     seed : seed of the comparison methods, the random words and the noise.
     n_noise : noise images (``None``: as many as training samples, at most 512).
     n_explanations : test samples whose local explanation is kept.
+    causal : also run the causal evaluation (:mod:`mmconcepts.evaluation.causal`: steer and ablate with each
+        concept, read the captions): ``steering_success``, ``ablation_success``, ``specificity`` and
+        ``fluency`` in each method's row, and the ``random-direction`` and ``diffmean`` baselines. Needs the
+        whole model.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -54,6 +58,7 @@ class EvaluationSettings:
     seed: int = 0
     n_noise: int | None = None
     n_explanations: int = 8
+    causal: bool = False
 
     def __post_init__(self):
         from mmconcepts.decompose import METHODS
@@ -159,8 +164,10 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     test = TestSet(test_meta)
     device = str(model.device) if isinstance(model, ModelAdapter) else as_options(model).device
     scorers = _scorers(settings, device)
-    needs_model = any(m != main for m in settings.methods) or {"noise-imgs", "rnd-words"} & set(settings.baselines)
-    adapter = model_for(cs, model, head="noise-imgs" not in settings.baselines) if needs_model else None
+    needs_model = any(m != main for m in settings.methods) or {"noise-imgs", "rnd-words"} & set(settings.baselines) \
+        or settings.causal
+    whole = "noise-imgs" in settings.baselines or settings.causal
+    adapter = model_for(cs, model, head=not whole) if needs_model else None
 
     tmp = temp_dir_beside(out)
     try:
@@ -204,11 +211,29 @@ def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
                                               tmp / "baselines" / "noise-imgs")
     if "gt-captions" in settings.baselines:
         baselines["gt-captions"] = gt_captions_scores(test, scorers)
+    if settings.causal:
+        _causal(folders, main, test, settings, adapter, methods, baselines)
     manifest = cs.manifest
     result = EvaluationResult(token=summary["token"], layer=str(summary["layer"]), n_test=len(test.meta),
                               n_train=len(train_meta), n_concepts=cs.n_concepts, model=manifest.get("model"),
                               main_method=main, settings=asdict(settings), methods=methods, baselines=baselines)
     return result, {m: folders[m] for m in settings.methods}
+
+
+def _causal(folders, main, test, settings, adapter, methods, baselines) -> None:
+    """The causal metrics into the rows: every method's own directions, and for the main method the
+    random-direction and diffmean controls (:mod:`mmconcepts.evaluation.causal`)."""
+    from mmconcepts.evaluation.causal import causal_evaluation, metrics_row
+
+    for method in dict.fromkeys([main, *settings.methods]):
+        own = method in settings.methods
+        directions = (("concept",) if own else ()) + (("random", "diffmean") if method == main else ())
+        scores = causal_evaluation(folders[method], test.meta, adapter, directions=directions, seed=settings.seed)
+        if own:
+            methods[method] = {**methods[method], **metrics_row(scores["concept"])}
+        if method == main:
+            baselines["random-direction"] = metrics_row(scores["random"])
+            baselines["diffmean"] = metrics_row(scores["diffmean"])
 
 
 def _noise_imgs(cs, train_meta, Z_test, test, settings, scorers, adapter, device, folder: Path) -> dict:

@@ -20,7 +20,8 @@ from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import read_json
 
 METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1", "bertscore_top3",
-                "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity")
+                "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity",
+                "steering_success", "ablation_success", "specificity", "fluency")
 
 
 @dataclass

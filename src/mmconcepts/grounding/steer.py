@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.grounding.directions import (DIRECTIONS, _choice, _finite, check_concept, concept_direction,
+from mmconcepts.grounding.directions import (DEFAULT_POSITIONS, DIRECTIONS, _choice, _finite, check_concept, concept_direction,
                                              default_strength, diffmean_direction, random_direction)
 from mmconcepts.grounding.steering import POSITIONS, Steering
 
@@ -22,6 +22,34 @@ def _generate(adapter, pil, prompt: str, reading: dict) -> list[int]:
         out = adapter.model.generate(**inputs, max_new_tokens=reading["max_new_tokens"],
                                      min_new_tokens=reading["min_new_tokens"], do_sample=False)
     return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_size: int = 32,
+                   steering: dict | None = None, steps=None) -> list[list[int]]:
+    """The new token ids of greedy generations of ``pils`` (one prompt), ``batch_size`` images per
+    ``generate`` call; with ``steering`` (the keywords of :class:`Steering`: ``layer``, ``positions`` and the
+    intervention) every call runs inside one :class:`Steering` whose ``step`` is the rows' own ``steps``
+    (one per image; ``None``: 0). Padding after a row's end of text is kept (decoding skips it)."""
+    import torch
+
+    if batch_size < 1:
+        raise MMConceptsError(f"batch_size must be >= 1, got {batch_size}")
+    result: list[list[int]] = []
+    for start in range(0, len(pils), batch_size):
+        chunk = pils[start:start + batch_size]
+        inputs = adapter.encode(chunk, [prompt] * len(chunk))
+        kwargs = dict(max_new_tokens=reading["max_new_tokens"], min_new_tokens=reading["min_new_tokens"],
+                      do_sample=False)
+        with torch.inference_mode():
+            if steering is None:
+                out = adapter.model.generate(**inputs, **kwargs)
+            else:
+                rows = [0] * len(chunk) if steps is None else [int(s or 0) for s in steps[start:start + len(chunk)]]
+                with Steering(adapter, step=rows, **steering):
+                    out = adapter.model.generate(**inputs, **kwargs)
+        width = inputs["input_ids"].shape[1]
+        result.extend(out[i, width:].tolist() for i in range(len(chunk)))
+    return result
 
 
 def _text(adapter, ids: list[int]) -> str:
@@ -46,8 +74,8 @@ def _direction(concepts, k: int, direction: str, layer: str, seed: int):
 
 
 def steer(concepts, images, concept: int, *, strength: float | None = None, ablate: bool = False,
-          direction: str = "concept", positions: str = "after", layer=None, model=None, seed: int = 0,
-          max_new_tokens: int | None = None) -> list[dict]:
+          direction: str = "concept", positions: str = DEFAULT_POSITIONS, layer=None, model=None, seed: int = 0,
+          max_new_tokens: int | None = None, batch_size: int = 16) -> list[dict]:
     """Caption images without and with an intervention on one concept.
 
     For each image the model captions it as the concepts' feature store read its images (the store's
@@ -83,6 +111,8 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
         The seed of ``direction="random"``.
     max_new_tokens : int or None
         Caption length; ``None``: the store's.
+    batch_size : int
+        Images per ``generate`` call (:func:`generate_batch`; each row is steered from its own step).
 
     Returns
     -------
@@ -137,13 +167,15 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
     token = reading["token"]
     matcher = WordMatcher(token, reading["also"]) if token else None
     prompt = adapter.prompt(reading["instruction"])
-    results = []
-    for image, pil in zip(images, pils):
-        ids = _generate(adapter, pil, prompt, reading)
+    before = generate_batch(adapter, pils, prompt, reading, batch_size=batch_size)
+    steps = []
+    for ids in before:
         found = matcher.first_piece(adapter.tokenizer, ids) if matcher is not None else None
-        token_step = found[0] if found is not None else None
-        with Steering(adapter, name, positions=positions, step=token_step or 0, **intervention):
-            steered = _generate(adapter, pil, prompt, reading)
+        steps.append(found[0] if found is not None else None)
+    after = generate_batch(adapter, pils, prompt, reading, batch_size=batch_size, steps=steps,
+                           steering=dict(layer=name, positions=positions, **intervention))
+    results = []
+    for image, ids, steered, token_step in zip(images, before, after, steps):
         results.append({"image": str(Path(image)),
                         "caption": _text(adapter, ids), "steered": _text(adapter, steered), "concept": k,
                         "strength": None if ablate else float(strength), "mode": "ablate" if ablate else "add",

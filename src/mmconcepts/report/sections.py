@@ -25,9 +25,13 @@ METRICS = {
     "clipscore_top3": "CLIPScore@3",
     "bertscore_top1": "BERTScore@1",
     "bertscore_top3": "BERTScore@3",
+    "steering_success": "Steering success",
+    "ablation_success": "Ablation success",
+    "specificity": "Specificity",
+    "fluency": "Fluency",
 }
 #: Rows of metrics.json / sweep.json that are baselines, not methods.
-BASELINES = frozenset({"rnd-words", "noise-imgs", "gt-captions"})
+BASELINES = frozenset({"rnd-words", "noise-imgs", "gt-captions", "random-direction", "diffmean"})
 #: Metrics where a smaller value is better (everything else: larger is better).
 LOWER_IS_BETTER = frozenset({"overlap"})
 #: The headline cards, in order, where the main method has them.

@@ -10,6 +10,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,20 @@ from mmconcepts.extract.store import (_read_jsonl, _shard_name, data_root, read_
 from mmconcepts.files import resolve
 
 
-def _rows_of(path: Path, manifest: dict, token: str | None):
+def _rows_of(path: Path, manifest: dict, token: str | None) -> frozenset | None:
     """``None`` when every row is read, else the indices of the rows of ``token`` (a store of several words)."""
     token = store_token(manifest, token, path)
     if len(store_tokens(manifest)) == 1:
         return None
-    return [i for i, row in enumerate(_read_jsonl(path / "metadata.jsonl")) if row.get("token") == token]
+    file = path / "metadata.jsonl"
+    return _token_rows(str(file.resolve()), file.stat().st_mtime_ns, token)
+
+
+@functools.lru_cache(maxsize=16)
+def _token_rows(file: str, mtime_ns: int, token: str) -> frozenset:
+    """The rows of one word, read once per metadata file version (a streaming fit reads the shards once a
+    pass; the metadata need not be read again each time)."""
+    return frozenset(i for i, row in enumerate(_read_jsonl(Path(file))) if row.get("token") == token)
 
 
 def _shard_rows(file: Path) -> int:
@@ -49,8 +58,7 @@ def iter_feature_shards(path: str | os.PathLike, layer: str | int, token: str | 
     if not manifest.get("complete", False):
         raise MMConceptsError(f"the extraction into {path} did not finish; rerun it with --resume")
     name = stored_layer(manifest, layer)
-    rows = _rows_of(path, manifest, token)
-    wanted = None if rows is None else set(rows)
+    wanted = _rows_of(path, manifest, token)
     indices = range(manifest["n_shards"]) if shards is None else shards
     start = 0
     if wanted is not None and len(indices):  # the row offset of the first shard read

@@ -3,10 +3,8 @@ the launch resumed gives the same store."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -36,10 +34,28 @@ def _extract(model_dir, data, out, *extra):
             "float32", "--num-workers", "0", "--out", str(out), "--quiet", *extra]
 
 
-def _torchrun(args, **popen):
+#: ``mmconcepts`` under torchrun; with ``KILL_RANK`` set, that rank SIGKILLs itself as it starts its
+#: ``KILL_AT``-th batch (counting from 0), after it has committed progress: a rank dying mid-run.
+DRIVER = """
+import os, signal, sys
+from mmconcepts.extract import extraction
+teacher, seen = extraction.teacher_rows, []
+def dying(*args, **kwargs):
+    seen.append(1)
+    if os.environ.get("RANK") == os.environ.get("KILL_RANK") and len(seen) == int(os.environ["KILL_AT"]) + 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return teacher(*args, **kwargs)
+extraction.teacher_rows = dying
+from mmconcepts.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _torchrun(args, driver=None, **env):
+    target = [str(driver)] if driver else ["-m", "mmconcepts"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29500 + os.getpid() % 1000), "-m", "mmconcepts", *args]
-    return subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+               str(29500 + os.getpid() % 1000), *target, *args]
+    return subprocess.Popen(command, env=_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _same_store(a, b):
@@ -64,17 +80,14 @@ def test_two_ranks_give_the_single_process_store_and_resume_after_a_rank_dies(ti
     _same_store(tmp_path / "two", tmp_path / "one")
     assert not (tmp_path / "two.parts").exists()  # merged, parts removed
 
-    # a launch whose ranks are killed once rank 1 has committed progress, then resumed
-    proc = _torchrun(_extract(tiny_llava_dir, data, tmp_path / "killed"), start_new_session=True)
+    # a launch whose rank 1 dies as it starts its third batch (two committed), then resumed
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = _torchrun(_extract(tiny_llava_dir, data, tmp_path / "killed"), driver, KILL_RANK="1", KILL_AT="2")
+    assert proc.wait(timeout=240) != 0, "the launch ended although a rank was killed"
     progress = tmp_path / "killed.parts" / "rank-00001-of-00002" / "progress.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if progress.exists() and json.loads(progress.read_text())["position"] >= 10:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode != 0, "the launch ended before it could be killed"
+    start, _ = share(14, 2, Rank(1, 2))  # rank 1's share starts at image 6
+    assert json.loads(progress.read_text())["position"] == start + 2 * 2  # it had committed 2 batches
     assert not (tmp_path / "killed" / "manifest.json").exists() or \
         not read_manifest(tmp_path / "killed").get("complete")
     resumed = _torchrun(_extract(tiny_llava_dir, data, tmp_path / "killed", "--resume"))

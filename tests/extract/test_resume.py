@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,15 +16,23 @@ from mmconcepts.extract import load_captions, load_features, read_manifest
 from tests.fixtures.datasets import write_images_dataset
 
 BATCH, COMMIT_EVERY, SHARD = 2, 4, 3  # shards close mid-commit, so resumes reload a half-full open shard
-#: Runs ``mmconcepts extract`` and logs the dataset position of every batch it starts (flushed at once), so the
-#: test knows how far the killed process had scanned.
+#: Runs ``mmconcepts extract``, logs the dataset position of every batch it starts (flushed at once), so the
+#: test knows how far it had scanned, and with ``KILL_AFTER`` set SIGKILLs itself ``KILL_DELAY_MS`` after it
+#: starts batch number ``KILL_AFTER`` (counting from 0): somewhere in that batch or its commit, never after
+#: the run has ended.
 DRIVER = """
-import sys
+import os, signal, sys, threading
 from mmconcepts.extract import extraction
 log = open(sys.argv[1], "a", buffering=1)
 generate = extraction.generate_rows
+kill_after = int(os.environ.get("KILL_AFTER", "-1"))
+started = []
 def logged(adapter, batch, *args, **kwargs):
     log.write(f"{batch.indices[0]}\\n")
+    started.append(batch.indices[0])
+    if len(started) == kill_after + 1:
+        delay = int(os.environ.get("KILL_DELAY_MS", "0")) / 1000
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
     return generate(adapter, batch, *args, **kwargs)
 extraction.generate_rows = logged
 from mmconcepts.cli import main
@@ -51,23 +58,16 @@ def _frequent_word(adapter, data) -> str:
     return Counter(w for c in captions for w in re.findall(r"(?<!\w)[A-Za-z]+(?!\w)", c)).most_common(1)[0][0]
 
 
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def _env(**extra):
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **extra}
 
 
-def _run_until_killed(command, log, kill_after: int) -> None:
-    """Start the driver, SIGKILL it once it starts the batch after ``kill_after`` more batches."""
+def _run_until_killed(command, log, kill_after: int, delay_ms: int) -> None:
+    """Run the driver; it SIGKILLs itself ``delay_ms`` after starting batch ``kill_after``."""
     log.write_text("")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(log), *command], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(log.read_text().split()) > kill_after:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.stderr.read()}"
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(log), *command], timeout=120, capture_output=True,
+                          text=True, env=_env(KILL_AFTER=str(kill_after), KILL_DELAY_MS=str(delay_ms)))
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed: {proc.stderr}"
 
 
 @pytest.mark.slow
@@ -81,7 +81,8 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tiny_model_di
     rescanned = []
     for attempt in range(3):  # three crashes at random points, each resumed
         extra = ("--resume",) if attempt else ()
-        _run_until_killed(_command(model_dir, data, word, killed, *extra), log, kill_after=rng.randint(1, 4))
+        _run_until_killed(_command(model_dir, data, word, killed, *extra), log, kill_after=rng.randint(1, 4),
+                          delay_ms=rng.randint(0, 40))
         started = [int(x) for x in log.read_text().split()]
         position = json.loads((killed / "progress.json").read_text())["position"] if \
             (killed / "progress.json").exists() else 0

@@ -6,7 +6,7 @@ Reads (or makes, with ``mmconcepts demo --seed N``) a demo folder: the Semi-NMF 
 and ablates with each attribute concept on the same test images and prints one row per (method, control):
 
 - ``concept``: the concept's own direction (steering and ablation);
-- ``centred``: the concept's direction less its component along the mean training state (``centre=True``);
+- ``centred``: the concept's direction less its component along the mean training state;
 - ``random``: a random direction of the same norm (the control: should almost never say the value);
 - ``diffmean``: the difference of means of the concept's most activating training states and the rest.
 
@@ -73,13 +73,9 @@ def main(argv=None) -> int:
         folder = demo / "concepts" if method == "semi-nmf" else demo / "eval" / "concepts" / method
         cs = load_concepts(folder)
         t = time.perf_counter()
-        directions = [c for c in controls if c in ("concept", "random", "diffmean")]
+        directions = [c for c in controls if c in C.DIRECTIONS]
         results = C.causal_evaluation(cs, meta, adapter, directions=tuple(directions), n_images=n_images,
                                       seed=args.seed, **settings) if directions else {}
-        if "centred" in controls:
-            results["centred"] = C.causal_evaluation(cs, meta, adapter, directions=("concept",), n_images=n_images,
-                                                     seed=args.seed, centre=True, ablate=False,
-                                                     **settings)["concept"]
         for control in controls:
             if control in results:
                 table[f"{method} / {control}"] = results[control]

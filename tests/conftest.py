@@ -94,3 +94,16 @@ def tiny_pipeline(tmp_path_factory, tiny_adapters):
     ground(root / "concepts", model=adapter)
     return {"root": root, "adapter": adapter, "concepts": root / "concepts", "train": root / "features-train",
             "test": root / "features-test"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_leaked_methods():
+    """A user method a test module registers (``"package.module:Class"``, imported by name) is dropped after
+    the module, so the registry every other module sees is the built-in one."""
+    base = sys.modules.get("mmconcepts.decompose.base")
+    before = set(base.METHODS) if base is not None else set()
+    yield
+    base = sys.modules.get("mmconcepts.decompose.base")
+    if base is not None:
+        for name in [n for n in base.METHODS if ":" in n and n not in before]:
+            del base.METHODS[name]

@@ -45,8 +45,8 @@ def test_flags_mean_one_thing_everywhere():
         options = _options(parser)
         if "--concepts" in options:  # always a folder
             assert options["--concepts"].metavar == "DIR" and options["--concepts"].type is None, name
-        if "--n-concepts" in options:  # always K
-            assert options["--n-concepts"].type is int and "-k" in options, name
+        if "--n-concepts" in options:  # always K (the benchmark's: one K or several, comma-separated)
+            assert "-k" in options and options["--n-concepts"].type("7") in (7, (7,)), name
         if "--features" in options:  # always the store a command learns from
             assert "learn" in options["--features"].help, name
     assert "--test-features" in _options(commands["evaluate"]) and "--features" not in _options(commands["evaluate"])

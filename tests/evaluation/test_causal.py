@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation import causal as C
 
 RED = ("colour", "red")
@@ -112,7 +114,7 @@ def test_causal_evaluation_end_to_end(shapes_concepts):
     cs, meta, adapter = shapes_concepts["concepts"], shapes_concepts["meta"], shapes_concepts["adapter"]
     assert meta and all("attributes" in m for m in meta)
     results = C.causal_evaluation(cs, meta, adapter, n_images=6, seed=0, concept_indices=[0, 2, 3])
-    assert set(results) == {"concept", "random", "diffmean"}
+    assert set(results) == {"concept", "centred", "random", "diffmean"}
     for direction, scores in results.items():
         assert scores["n_concepts"] == 2 and scores["ground_truth"] and scores["n_images"] <= 6
         assert [c["target"] for c in scores["concepts"]] == [["colour", "red"], ["size", "large"]]
@@ -140,17 +142,48 @@ def test_causal_scores_without_ground_truth_reads_the_words(shapes_concepts):
 def test_evaluate_causal_adds_the_rows(shapes_concepts, tmp_path, monkeypatch):
     from mmconcepts.evaluation.evaluate import evaluate
 
+    from mmconcepts.files import read_json
+
     run = C.causal_evaluation
-    monkeypatch.setattr(C, "causal_evaluation", lambda *a, **kw: run(*a, **kw, n_images=4, concept_indices=[0]))
+    monkeypatch.setattr(C, "causal_evaluation", lambda *a, **kw: run(*a, **kw, concept_indices=[0]))
 
     root = shapes_concepts["root"]
-    metrics = evaluate(root / "concepts", root / "features-test", tmp_path / "eval", methods=("semi-nmf",),
-                       baselines=(), model=shapes_concepts["adapter"], causal=True)
+    out = tmp_path / "eval"
+    metrics = evaluate(root / "concepts", root / "features-test", out, methods=("semi-nmf",),
+                       baselines=(), model=shapes_concepts["adapter"], causal=True, causal_images=4)
     row = metrics["methods"]["semi-nmf"]
     assert "fluency" in row and "overlap" in row
-    assert {"random-direction", "diffmean"} <= set(metrics["baselines"])
+    assert {"centred-direction", "random-direction", "diffmean"} <= set(metrics["baselines"])
     assert "ablation_success" not in metrics["baselines"]["random-direction"]
-    assert metrics["settings"]["causal"] is True
+    assert metrics["settings"]["causal"] is True and metrics["settings"]["causal_images"] == 4
+    # causal.json keeps the per-concept rows and the caption pairs, images linked relative to the folder
+    causal = read_json(out / "causal.json", "")["methods"]["semi-nmf"]
+    assert set(causal) == {"concept", "centred", "random", "diffmean"} and causal["concept"]["n_images"] == 4
+    assert causal["concept"]["steering_success"] == row.get("steering_success")
+    examples = causal["concept"]["examples"]
+    assert examples and {e["mode"] for e in examples} <= {"add", "ablate"}
+    for e in examples:
+        assert not Path(e["image"]).is_absolute() and (out / e["image"]).is_file()
+        assert e["concept"] == 0 and isinstance(e["success"], bool)
+    with pytest.raises(MMConceptsError, match="causal_images"):
+        evaluate(root / "concepts", root / "features-test", tmp_path / "e2", causal=True, causal_images=0)
+    with pytest.raises(MMConceptsError, match="causal method 'kmeans' is not among the compared methods"):
+        evaluate(root / "concepts", root / "features-test", tmp_path / "e2", methods=("semi-nmf",), causal=True,
+                 causal_methods=("kmeans",))
+    assert not (tmp_path / "e2").exists()
+
+
+def test_concepts_sharing_batches_score_as_each_alone(shapes_concepts):
+    """The causal evaluation runs every concept's interventions in shared batches (one row per concept and
+    image); each concept's captions and scores are those of a run of that concept alone."""
+    cs, meta, adapter = shapes_concepts["concepts"], shapes_concepts["meta"], shapes_concepts["adapter"]
+    kw = dict(n_images=5, seed=1, directions=("concept", "random"), batch_size=4)
+    together = C.causal_evaluation(cs, meta, adapter, concept_indices=[0, 1, 2], **kw)
+    for k in (0, 1, 2):
+        alone = C.causal_evaluation(cs, meta, adapter, concept_indices=[k], **kw)
+        for direction in ("concept", "random"):
+            assert [r for r in together[direction]["concepts"] if r["concept"] == k] == alone[direction]["concepts"]
+            assert [e for e in together[direction]["examples"] if e["concept"] == k] == alone[direction]["examples"]
 
 
 def test_batched_steering_matches_one_image_at_a_time(shapes_concepts):

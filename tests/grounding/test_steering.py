@@ -165,6 +165,37 @@ def test_one_step_per_row(setup):
                 assert torch.equal(a[row], b[row])
 
 
+def test_one_intervention_per_row_matches_each_run_alone(setup):
+    """Per-row directions, strengths and ablated concepts (many interventions in one batch, as the causal
+    evaluation runs them) edit each row exactly as that intervention alone would."""
+    adapter, concepts = setup["adapter"], setup["concepts"]
+    images = setup["images"][:3]
+    inputs = adapter.encode(images, [adapter.prompt()] * 3)
+    U, strengths, steps = torch.stack([_planted(5), _planted(6), _planted(7)]), [1.0, 3.0, 5.0], [0, 2, 1]
+    ks = [0, 1, concepts.n_concepts - 1]
+    gen = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    for positions in ("token", "all"):
+        for kind in ("add", "ablate"):
+            kw = dict(direction=U, strength=strengths) if kind == "add" else \
+                dict(mode="ablate", dictionary=concepts, concept=ks)
+            steering = Steering(adapter, "norm", positions=positions, step=steps, **kw)
+            _, together = _recorded(adapter, "norm", steering, lambda: adapter.model.generate(**inputs, **gen))
+            for row in range(3):
+                one = adapter.encode([images[row]], [adapter.prompt()])
+                kw1 = dict(direction=U[row], strength=strengths[row]) if kind == "add" else \
+                    dict(mode="ablate", dictionary=concepts, concept=ks[row])
+                alone = Steering(adapter, "norm", positions=positions, step=steps[row], **kw1)
+                _, single = _recorded(adapter, "norm", alone, lambda: adapter.model.generate(**one, **gen))
+                assert len(single) == len(together)
+                for a, b in zip(together, single):  # same prompt length: the rows line up with the batch of one
+                    torch.testing.assert_close(a[row], b[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(MMConceptsError, match="2 strengths for 3 directions"):
+        Steering(adapter, "norm", U, [1.0, 2.0])
+    steering = Steering(adapter, "norm", U, strengths, positions="all")
+    with pytest.raises(MMConceptsError, match="3 per-row interventions for a batch of 1 rows"):
+        _recorded(adapter, "norm", steering, lambda: adapter.model(**_inputs(adapter, images[0])))
+
+
 def test_ablating_an_active_concept_removes_its_term(setup):
     adapter, concepts = setup["adapter"], setup["concepts"]
     inputs = _inputs(adapter, setup["images"][3], TEACHER)
@@ -208,6 +239,27 @@ def test_concept_and_random_directions(setup):
     assert r.shape == u.shape and float(r.norm()) == pytest.approx(3.0, rel=1e-6)
     assert torch.equal(r, random_direction(3 * u, seed=5)) and not torch.equal(r, random_direction(3 * u, seed=6))
     assert abs(float(r @ u)) < 3.0  # not the concept itself
+
+
+def test_centred_direction_is_the_concept_less_its_mean_component(setup):
+    from mmconcepts.grounding.directions import centred_direction, unit_direction
+
+    concepts = setup["concepts"]
+    mean = torch.randn(64, generator=torch.Generator().manual_seed(3))
+    u = concepts.directions[2] / concepts.directions[2].norm()
+    m = mean / mean.norm()
+    expected = (u - (u @ m) * m) / (u - (u @ m) * m).norm()
+    got = centred_direction(concepts, 2, mean)
+    torch.testing.assert_close(got, expected)
+    assert abs(float(got @ mean)) < 1e-4 and abs(float(got.norm()) - 1) < 1e-5
+    calls = []
+    assert torch.equal(unit_direction(concepts, 2, "centred", mean=lambda: calls.append(1) or mean), got)
+    assert torch.equal(unit_direction(concepts, 2, "concept", mean=lambda: calls.append(1) or mean), u / u.norm())
+    assert calls == [1]  # the mean is read only by the direction that needs it
+    with pytest.raises(MMConceptsError, match="lies along the mean state"):
+        centred_direction(concepts, 2, concepts.directions[2] * 3)
+    with pytest.raises(MMConceptsError, match="unknown direction"):
+        unit_direction(concepts, 2, "sideways")
 
 
 def test_diffmean_direction_is_the_hand_computation(setup):
@@ -302,6 +354,12 @@ def test_cli_json_lines_and_ablate(setup, capsys):
                  "--positions", "token", "--layer", "-1", "--image", images[0], "--json", "--max-new-tokens", "5"])
     row = json.loads(capsys.readouterr().out)
     assert code == 0 and row["direction"] == "random" and row["strength"] == 8.0 and row["layer"] == "2"
+    code = main(["steer", "--concepts", concepts, "--concept", "0", "--direction", "centred", "--strength", "30",
+                 "--image", images[0], "--json", "--max-new-tokens", "5"])
+    row = json.loads(capsys.readouterr().out)
+    alone = steer(setup["concepts"], [images[0]], 0, direction="centred", strength=30.0, model=setup["adapter"],
+                  max_new_tokens=5)[0]
+    assert code == 0 and row["direction"] == "centred" and row["steered"] == alone["steered"]
 
 
 def _one_line_error(capsys, argv, message):

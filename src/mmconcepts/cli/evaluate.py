@@ -22,8 +22,24 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the comparison methods (default 0)")
     p.add_argument("--causal", action="store_true",
                    help="also steer and ablate with each concept and parse the captions: steering/ablation "
-                        "success, specificity, fluency, and the random-direction and diffmean baselines "
+                        "success, specificity, fluency, and the centred-direction, random-direction and diffmean "
+                        "baselines "
                         "(needs the whole model; slower)")
+    p.add_argument("--causal-images", type=int, default=60, metavar="N",
+                   help="test images the causal evaluation steers and ablates on (a seeded sample; default 60)")
+    p.add_argument("--causal-methods", default=None, type=words, metavar="METHODS",
+                   help="comma-separated methods whose concepts --causal steers with (default: every method of "
+                        "--methods; the main method's controls are always measured)")
+    p.add_argument("--extended", action="store_true",
+                   help="also compute the extended metrics of every method: words per concept, empty concepts, "
+                        "strict and fixed-word (3, 10) precision and overlap, coverage per attribute kind, "
+                        "k-sparse probing and stability (refits each method; slower)")
+    p.add_argument("--heatmaps", nargs="?", const=["attribution", "occlusion", "projection"], default="", type=words,
+                   metavar="METHODS",
+                   help="also map each test image's top-1 concept and score the maps against ShapesWorld's objects "
+                        "(pointing game, energy inside, next to the centre and random-patch baselines); "
+                        "comma-separated methods, default attribution,occlusion,projection; the first one's maps "
+                        "go to maps.json for the report (needs the whole model)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_model_args(p, follows_store=True)
     p.set_defaults(func=run)
@@ -37,7 +53,9 @@ def run(args) -> int:
     metrics = evaluate(args.concepts, args.test_features, args.out, methods=tuple(args.methods),
                        baselines=tuple(args.baselines), clip_model=args.clip_model, bert_model=args.bert_model,
                        bert_layers=args.bert_layers, model=model_options(args), seed=args.seed,
-                       causal=args.causal, overwrite=args.overwrite)
+                       causal=args.causal, causal_images=args.causal_images,
+                       causal_methods=None if args.causal_methods is None else tuple(args.causal_methods), extended=args.extended,
+                       heatmaps=tuple(args.heatmaps), overwrite=args.overwrite)
     print((Path(args.out) / "metrics.md").read_text())
     if args.causal:
         from mmconcepts.evaluation.causal import METRICS, format_table

@@ -11,6 +11,16 @@ from mmconcepts.grounding.settings import DECODINGS, MIN_RATIO
 METHOD_NAMES = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
 
 
+def _method(value: str) -> str:
+    """A registry name or a ``package.module:Class`` spec (imported by ``learn``)."""
+    from mmconcepts.decompose.custom import is_method_spec
+
+    if value in METHOD_NAMES or is_method_spec(value):
+        return value
+    raise argparse.ArgumentTypeError(f"unknown method {value!r}: choose {', '.join(METHOD_NAMES)} or give "
+                                     "package.module:Class")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "learn", help="learn a concept dictionary from extracted features",
@@ -22,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--layer", default=None, help="stored layer (e.g. 31, -1, norm); optional if the store has one")
     p.add_argument("--token", default=None,
                    help="the word whose rows to learn from (required when the store holds several words)")
-    p.add_argument("--method", default="semi-nmf", choices=METHOD_NAMES, help="decomposition (default semi-nmf)")
+    p.add_argument("--method", default="semi-nmf", type=_method, metavar="METHOD",
+                   help=f"decomposition: {', '.join(METHOD_NAMES)}, or your own class as package.module:Class "
+                        "(see the README; default semi-nmf)")
     p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     p.add_argument("--l1", type=float, default=None,

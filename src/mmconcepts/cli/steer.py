@@ -20,9 +20,11 @@ def register(sub) -> None:
                         "contribution times 16, calibrated on ShapesWorld (see mmconcepts.evaluation.causal)")
     p.add_argument("--ablate", action="store_true",
                    help="remove the concept's contribution v_k u_k (where it is active) instead of adding it")
-    p.add_argument("--direction", choices=("concept", "random", "diffmean"), default="concept",
-                   help="concept: the concept's direction (default); random: a random direction, the control; "
-                        "diffmean: mean of the concept's top training states minus the rest's, the baseline")
+    p.add_argument("--direction", choices=("concept", "centred", "random", "diffmean"), default="concept",
+                   help="concept: the concept's direction (default); centred: it less its component along the "
+                        "mean training state (steers better: 0.86 vs 0.58 on the demo); random: a random "
+                        "direction, the control; diffmean: mean of the concept's top training states minus the "
+                        "rest's, the baseline")
     p.add_argument("--positions", choices=("token", "after", "all"), default="token",
                    help="token: only the position predicting the token of interest (default: steers best while "
                         "captions stay fluent); after: it and every later generated position; all: every "

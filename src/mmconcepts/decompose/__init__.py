@@ -16,7 +16,8 @@ One module per method, each a scikit-learn estimator (``BaseEstimator`` + ``Tran
 ``reference-dl`` :class:`ReferenceDL`: scikit-learn DictionaryLearning, as the reference code
 =============== ============================================================================
 
-:func:`learn` runs a method on a feature store and writes the dictionary, the training activations and a
+A class of your own joins as ``"package.module:ClassName"`` (:mod:`~mmconcepts.decompose.custom`,
+:func:`load_method`). :func:`learn` runs a method on a feature store and writes the dictionary, the training activations and a
 summary; :func:`mmconcepts.decompose.nnls.nnls` encodes new samples on a fixed dictionary (batched
 non-negative lasso with exact zeros).
 """
@@ -30,9 +31,10 @@ from mmconcepts.decompose.simple import Simple
 from mmconcepts.decompose.topk_sae import TopKSAE
 from mmconcepts.decompose.reference_dl import ReferenceDL
 from mmconcepts.decompose.learn import learn
+from mmconcepts.decompose.custom import load_method
 
 _ORDER = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
 METHODS.update({name: METHODS.pop(name) for name in _ORDER})  # registry in the documented order
 
 __all__ = ["METHODS", "ConceptDictionary", "load_dictionary", "SemiNMF", "NMF", "PCA", "KMeans", "Simple",
-           "TopKSAE", "ReferenceDL", "learn", "two_sided"]
+           "TopKSAE", "ReferenceDL", "learn", "load_method", "two_sided"]

@@ -112,8 +112,13 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("method"):
-            METHODS[cls.method] = cls
+        name = cls.__dict__.get("method")
+        if name:
+            taken = METHODS.get(name)
+            if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise MMConceptsError(f"the method name {name!r} is taken by {taken.__module__}."
+                                      f"{taken.__qualname__}: give {cls.__qualname__} another method name")
+            METHODS[name] = cls  # the same class defined again (a module reloaded) replaces itself
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -149,6 +154,16 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
             delattr(self, name)
         for name in (*self._state_tensors, *self._state_scalars):
             self.__dict__.pop(name, None)
+
+    def _extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Fitted state beyond ``_fitted_tensors`` / ``_fitted_scalars`` whose names only the fitted
+        dictionary knows (a wrapped estimator's attributes, :mod:`~mmconcepts.decompose.custom`): tensors and
+        JSON values that ``save`` writes and :meth:`_load_extra_state` restores. None by default."""
+        return {}, {}
+
+    def _load_extra_state(self, tensors: dict[str, torch.Tensor], values: dict) -> None:
+        """Restore what :meth:`_extra_state` saved (called by :func:`load_dictionary` before
+        ``_check_loaded``)."""
 
     def _check_loaded(self) -> None:
         """Consistency of loaded attributes; subclasses extend it."""

@@ -34,11 +34,9 @@ def _build(method: str, n_concepts: int, l1: float | None, relative_l1: float | 
            kwargs: dict):
     """The (unfitted) dictionary, its parameters checked; ``relative_l1`` stands in for ``l1`` until the
     features' scale is known."""
-    from mmconcepts.decompose.base import METHODS
+    from mmconcepts.decompose.custom import resolve_method
 
-    cls = METHODS.get(method)
-    if cls is None:
-        raise MMConceptsError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    cls = resolve_method(method)  # a registry name, or a user's class as "package.module:ClassName"
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     params = dict(kwargs)
     for flag, value in (("--l1", l1), ("--relative-l1", relative_l1)):
@@ -104,7 +102,8 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     layer : str, int or None
         Stored layer name (``"31"``, ``"norm"``) or a negative index; None if the store holds one layer.
     method : str
-        A key of :data:`~mmconcepts.decompose.METHODS` (``"semi-nmf"``, ``"nmf"``, ``"pca"``, ...).
+        A key of :data:`~mmconcepts.decompose.METHODS` (``"semi-nmf"``, ``"nmf"``, ``"pca"``, ...), or a class
+        of your own as ``"package.module:ClassName"`` (:mod:`~mmconcepts.decompose.custom`).
     n_concepts : int
         Number of concepts ``K``.
     out : path

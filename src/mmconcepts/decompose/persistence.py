@@ -9,9 +9,11 @@ A fitted dictionary is saved as a folder with two files, each written atomically
 - ``dictionary.json``: ``{"format", "format_version", "method", "params", "attributes", "state", "tensors",
   "sha256"}``, where ``attributes`` are the fitted scalars (``n_iter_``, ``reconstruction_err_``, ...),
   ``state`` the online state's scalars and ``sha256`` the digest of the tensor file, so a truncated or
-  edited file is refused on load.
+  edited file is refused on load. A dictionary whose state has names only the fitted object knows (a
+  user's estimator wrapped by :mod:`~mmconcepts.decompose.custom`) adds ``"extra": {"tensors": [names],
+  "values": {...}}``, its tensors stored as ``extra.<name>``.
 
-Files written before the online state was saved load too (``state`` absent: ``partial_fit`` then starts
+A custom method (``"method": "package.module:Class"``) is imported on load. Files written before the online state was saved load too (``state`` absent: ``partial_fit`` then starts
 fresh statistics from the saved concepts).
 """
 
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from mmconcepts.decompose.base import ConceptDictionary
 
 FORMAT = "mmconcepts.dictionary"
+#: Prefix of the extra tensors (:meth:`ConceptDictionary._extra_state`) in the tensor file, so that a wrapped
+#: estimator's ``components_`` never meets the dictionary's own.
+EXTRA_PREFIX = "extra."
 FORMAT_VERSION = 1
 JSON_NAME = "dictionary.json"
 TENSORS_NAME = "dictionary.safetensors"
@@ -67,6 +72,8 @@ def save_dictionary(model: ConceptDictionary, path: str | os.PathLike) -> Path:
     path = Path(path)
     names = list(model._fitted_tensors) + [n for n in model._state_tensors if hasattr(model, n)]
     tensors = {name: getattr(model, name).detach().to("cpu").contiguous() for name in names}
+    extra_tensors, extra_values = model._extra_state()
+    tensors.update({f"{EXTRA_PREFIX}{name}": t.detach().to("cpu").contiguous() for name, t in extra_tensors.items()})
     raw = save_safetensors(tensors)
     info = {
         "format": FORMAT,
@@ -79,6 +86,8 @@ def save_dictionary(model: ConceptDictionary, path: str | os.PathLike) -> Path:
         "sha256": hashlib.sha256(raw).hexdigest(),
         "mmconcepts_version": __version__,
     }
+    if extra_tensors or extra_values:  # only dictionaries that have such state (custom methods) write it
+        info["extra"] = {"tensors": sorted(extra_tensors), "values": extra_values}
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -151,11 +160,14 @@ def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDict
     """
     importlib.import_module("mmconcepts.decompose")  # registers every method
     from mmconcepts.decompose.base import METHODS
+    from mmconcepts.decompose.custom import is_method_spec, load_method
 
     resolve_device(device)
     path = Path(path)
     info, tensors = _read(path)
     cls = METHODS.get(info.get("method"))
+    if cls is None and is_method_spec(info.get("method")):  # a user's class, "module:Class": import it
+        cls = load_method(info["method"])
     if cls is None:
         raise _corrupt(path, f"unknown method {info.get('method')!r}")
     params = info.get("params")
@@ -177,6 +189,15 @@ def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDict
     state = info.get("state", {})
     if not isinstance(state, dict) or not set(state) <= set(cls._state_scalars):
         raise _corrupt(path, "unknown online state")
+    extra = info.get("extra", {"tensors": [], "values": {}})
+    if not isinstance(extra, dict) or not isinstance(extra.get("tensors"), list) or \
+            not isinstance(extra.get("values"), dict):
+        raise _corrupt(path, "malformed extra state")
+    extra_tensors = {}
+    for name in extra["tensors"]:
+        if f"{EXTRA_PREFIX}{name}" not in tensors:
+            raise _corrupt(path, f"extra tensor {name!r} missing")
+        extra_tensors[name] = tensors.pop(f"{EXTRA_PREFIX}{name}")
     if set(tensors) - set(cls._state_tensors) != set(cls._fitted_tensors):
         raise _corrupt(path, "the tensors do not match the method")
     for name, value in {**attributes, **state}.items():
@@ -184,6 +205,7 @@ def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDict
     for name, t in tensors.items():
         setattr(model, name, t)
     try:
+        model._load_extra_state(extra_tensors, extra["values"])
         model._check_loaded()
     except MMConceptsError as exc:
         raise _corrupt(path, str(exc)) from None

@@ -67,7 +67,7 @@ What limits the scores (same setting)
   the mean state, which predicts the token itself: through the unembedding ``W u_k`` raises "circle" about as
   much as the concept's word for every concept (0.22-0.34 vs 0.26-0.69), and for 5 of the 20 (one of each of
   "right", "large", "orange", "purple" and "red") "circle" is as high as the word or within 0.01 of it, so
-  no strength makes the model say the word instead of "circle". ``centre=True`` (the direction less its
+  no strength makes the model say the word instead of "circle". ``direction="centred"`` (the direction less its
   component along the mean training state) lifts Semi-NMF to 0.67 / 0.80 / 0.86 at factors 4 / 8 / 16,
   close to diffmean (0.88; it subtracts the mean by construction). K-Means and Simple concepts are points,
   mostly the mean: their own directions steer nothing (0.00), centred ones 0.51 / 0.47.
@@ -81,9 +81,13 @@ What limits the scores (same setting)
   shared "circle" component too, so another attribute word wins that step ("one circle on the left of
   little size in red" -> "one red circle of little size on the left"), and the ablated attribute is said
   later anyway: the later steps read it from the image through attention, from states the dictionary was
-  not learnt on (ablating at every step, "after", gives 0.02). Ablating a concept learnt at the final norm
-  cannot remove what the earlier layers carry forward: a dictionary learnt at a decoder layer (or on the
-  states that predict the attribute words) is needed for ablation to bite.
+  not learnt on (ablating at every step, "after", gives 0.02). A dictionary learnt at a decoder layer does not
+  bite either: Semi-NMF K=20 learnt on the same samples' states at layer 1 / 2 and ablated there (30 images;
+  5 / 11 concepts name an attribute value) gives ablation success 0.00 / 0.006 at "token", 0.00 / 0.023 at
+  "after", 0.00 / 0.034 at "all" (the prompt's image tokens included). The token-step concept is not where
+  the model keeps the attribute: each later step reads it again from the image tokens, whose states the
+  concept (learnt on the token's own state) does not describe. Steering at layer 1 "token" works on the
+  size concepts (0.76, specificity 0.94, fluency 1.00); at layer 2 it does not (0.09; centred 0.20).
 """
 
 from __future__ import annotations
@@ -92,8 +96,8 @@ import random
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.causal_metrics import (METRICS, _mean, concept_scores, concept_target, format_table,
-                                                  is_fluent, metrics_row, specificity, steered_has, token_object,
-                                                  word_scores)
+                                                  has_words, is_fluent, metrics_row, specificity, steered_has,
+                                                  token_object, word_scores)
 from mmconcepts.grounding import directions as _directions
 
 #: Layer the interventions act at; ``None``: the dictionary's own layer.
@@ -106,6 +110,8 @@ DEFAULT_STRENGTH_FACTOR = _directions.STRENGTH_FACTOR
 DEFAULT_N_IMAGES = 60
 #: Top words of a concept read in captions without ground truth.
 N_WORDS = 3
+#: Caption pairs kept per concept and mode (``add`` / ``ablate``) for the report.
+N_EXAMPLES = 2
 DIRECTIONS = _directions.DIRECTIONS
 __all__ = ["DIRECTIONS", "METRICS", "causal_evaluation", "causal_scores", "concept_scores", "concept_target",
            "format_table", "is_fluent", "metrics_row", "specificity", "steered_has", "token_object", "word_scores"]
@@ -171,49 +177,57 @@ class _Runner:
             self._Z[key] = mean_feature(self.concepts.features, layer, self.concepts.token)
         return self._Z[key]
 
-    def run(self, indices, steering: dict) -> list[str]:
+    def run(self, indices, steering: dict, per_row: dict | None = None) -> list[str]:
+        """The captions of images ``indices`` under ``steering`` (``per_row``: keywords, one per index)."""
+        if not indices:
+            return []
         pils = [self.pils[i] for i in indices]
         steps = [self.steps[i] for i in indices]
         ids = self._generate(self.adapter, pils, self.prompt, self.reading, batch_size=self.batch_size,
-                             steering=steering, steps=steps)
+                             steering=steering, steps=steps, per_row=per_row)
         return [self._text(self.adapter, row) for row in ids]
 
 
-def _direction(runner, k: int, direction: str, layer: str, seed: int, centre: bool = False):
-    from mmconcepts.grounding.directions import concept_direction, diffmean_direction, random_direction
+def _direction(runner, k: int, direction: str, layer: str, seed: int):
+    from mmconcepts.grounding.directions import unit_direction
 
-    u = concept_direction(runner.concepts, k)
-    if direction == "random":
-        return random_direction(u, seed * 1000 + k)
-    if direction == "concept" and centre:
-        m = runner.mean(layer)
-        m = m / m.norm()
-        u = u - (u @ m) * m
-        return u / u.norm()
-    if direction == "diffmean":
+    def states():
         try:
-            Z = runner.states(layer)
+            return runner.states(layer)
         except Exception:
-            raise MMConceptsError(f"the diffmean direction needs the training states at layer {layer}, which "
+            raise MMConceptsError(f"the {direction} direction needs the training states at layer {layer}, which "
                                   "the concepts' feature store does not hold; steer at the dictionary's layer") \
                 from None
-        d = diffmean_direction(runner.concepts, k, Z)
-        norm = float(d.norm())
-        if norm == 0:
-            raise MMConceptsError(f"the diffmean direction of concept {k} is zero")
-        return d / norm
-    return u
+
+    return unit_direction(runner.concepts, k, direction, seed=seed * 1000 + k, states=states,
+                          mean=lambda: runner.mean(layer))
+
+
+def _examples(runner, k: int, words, target, mode: str, pairs) -> list[dict]:
+    """Up to :data:`N_EXAMPLES` caption pairs of one concept and mode: successes first, then changed captions,
+    then the rest, each flagged ``success``."""
+    def success(i, after):
+        if target is not None:
+            return steered_has(after, runner.token, target) == (mode == "add")
+        return has_words(after, words) == (mode == "add")
+
+    rows = [(i, a, success(i, a), a != runner.before[i]) for i, a in pairs]
+    rows.sort(key=lambda r: (not r[2], not r[3]))  # stable: image order within each group
+    return [{"concept": k, "words": list(words), "target": list(target) if target else None, "mode": mode,
+             "image": str(runner.meta[i]["image"]), "before": runner.before[i], "after": a, "success": ok}
+            for i, a, ok, _ in rows[:N_EXAMPLES]]
 
 
 def causal_evaluation(concepts, test_meta, model=None, *, directions=DIRECTIONS,
                       strength_factor: float = DEFAULT_STRENGTH_FACTOR, positions: str = DEFAULT_POSITIONS,
                       layer=DEFAULT_LAYER, n_images: int | None = DEFAULT_N_IMAGES, seed: int = 0,
-                      concept_indices=None, batch_size: int = 32, ablate: bool = True,
-                      centre: bool = False) -> dict:
+                      concept_indices=None, batch_size: int = 32, ablate: bool = True) -> dict:
     """:func:`causal_scores` for several directions sharing the same images and captions before.
 
     Returns ``{direction: scores}`` (see :func:`causal_scores`).
     """
+    import torch
+
     from mmconcepts.grounding.concepts import ConceptSet, load_concepts
     from mmconcepts.grounding.directions import _choice, default_strength
     from mmconcepts.grounding.steering import POSITIONS
@@ -237,24 +251,39 @@ def causal_evaluation(concepts, test_meta, model=None, *, directions=DIRECTIONS,
             chosen.append((k, target, words[:N_WORDS]))
     results = {}
     all_rows = list(range(len(runner.pils)))
+    rows_of = {}
+    for k, target, _ in chosen:
+        if shapes:
+            known = [i for i in all_rows if runner.truth[i] is not None]  # the image has a token object
+            rows_of[k] = ([i for i in known if runner.truth[i].get(target[0]) != target[1]],
+                          [i for i in known if runner.truth[i].get(target[0]) == target[1]])
+        else:
+            rows_of[k] = (all_rows, all_rows)
+    strengths = {k: default_strength(concepts, k, strength_factor) for k, _, _ in chosen}
     for direction in directions:
         per_concept, examples = [], []
+        # every concept's interventions share the batches: one row per (concept, image)
+        jobs = [(k, i) for k, _, _ in chosen for i in rows_of[k][0]]
+        vectors = {k: _direction(runner, k, direction, name, seed) for k, _, _ in chosen}
+        steered = runner.run([i for _, i in jobs], dict(layer=name, positions=positions), per_row=dict(
+            direction=torch.stack([vectors[k] for k, _ in jobs]) if jobs else None,
+            strength=[strengths[k] for k, _ in jobs]))
+        do_ablate = ablate and direction == "concept" and own_layer and not points
+        ablate_jobs = [(k, i) for k, _, _ in chosen for i in rows_of[k][1]] if do_ablate else []
+        ablations = runner.run([i for _, i in ablate_jobs], dict(layer=name, positions=positions, mode="ablate",
+                                                                 dictionary=concepts),
+                               per_row=dict(concept=[k for k, _ in ablate_jobs]))
+        steered_of, ablated_of = {}, {}
+        for (k, _), caption in zip(jobs, steered):
+            steered_of.setdefault(k, []).append(caption)
+        for (k, _), caption in zip(ablate_jobs, ablations):
+            ablated_of.setdefault(k, []).append(caption)
         for k, target, words in chosen:
-            if shapes:
-                known = [i for i in all_rows if runner.truth[i] is not None]  # the image has a token object
-                steer_rows = [i for i in known if runner.truth[i].get(target[0]) != target[1]]
-                ablate_rows = [i for i in known if runner.truth[i].get(target[0]) == target[1]]
-            else:
-                steer_rows = ablate_rows = all_rows
-            strength = default_strength(concepts, k, strength_factor)
-            steering = dict(layer=name, positions=positions, strength=strength,
-                            direction=_direction(runner, k, direction, name, seed, centre))
-            after = runner.run(steer_rows, steering) if steer_rows else []
-            ablated = []
-            do_ablate = ablate and direction == "concept" and own_layer and not points and ablate_rows
-            if do_ablate:
-                ablated = runner.run(ablate_rows, dict(layer=name, positions=positions, mode="ablate",
-                                                       dictionary=concepts, concept=k))
+            steer_rows, ablate_rows = rows_of[k]
+            strength = strengths[k]
+            after, ablated = steered_of.get(k, []), ablated_of.get(k, [])
+            if not ablated:
+                ablate_rows = []
             if shapes:
                 row = concept_scores([(runner.truth[i], runner.before[i], a) for i, a in zip(steer_rows, after)],
                                      [(runner.truth[i], runner.before[i], a) for i, a in zip(ablate_rows, ablated)],
@@ -266,15 +295,11 @@ def causal_evaluation(concepts, test_meta, model=None, *, directions=DIRECTIONS,
                        strength=round(strength, 4))
             per_concept.append(row)
             for mode, pairs in (("add", list(zip(steer_rows, after))), ("ablate", list(zip(ablate_rows, ablated)))):
-                changed = [(i, a) for i, a in pairs if a != runner.before[i]] or pairs  # a change if there is one
-                for i, a in changed[:1]:
-                    examples.append({"concept": k, "words": list(words), "mode": mode, "before": runner.before[i],
-                                     "after": a, "image": str(runner.meta[i]["image"])})
+                examples += _examples(runner, k, words, target, mode, pairs)
         summary = {m: _mean([r.get(m) for r in per_concept]) for m in METRICS}
         summary = {m: round(v, 4) for m, v in summary.items() if v is not None}
         summary.update(n_concepts=len(per_concept), n_images=len(runner.pils), direction=direction, layer=name,
                        positions=positions, strength_factor=float(strength_factor), ground_truth=shapes,
-                       centre=bool(centre),
                        concepts=per_concept, examples=examples)
         results[direction] = summary
     return results
@@ -283,7 +308,7 @@ def causal_evaluation(concepts, test_meta, model=None, *, directions=DIRECTIONS,
 def causal_scores(concepts, test_meta, model=None, *, direction: str = "concept",
                   strength_factor: float = DEFAULT_STRENGTH_FACTOR, positions: str = DEFAULT_POSITIONS,
                   layer=DEFAULT_LAYER, n_images: int | None = DEFAULT_N_IMAGES, seed: int = 0,
-                  concept_indices=None, batch_size: int = 32, centre: bool = False) -> dict:
+                  concept_indices=None, batch_size: int = 32) -> dict:
     """Steering success, ablation success, specificity and fluency of a set of concepts (module docstring).
 
     Parameters
@@ -294,8 +319,9 @@ def causal_scores(concepts, test_meta, model=None, *, direction: str = "concept"
         Test metadata rows (``image``; ``attributes`` on ShapesWorld), e.g. of the test feature store.
     model : ModelAdapter, options, id or None
         The model (``None``: the one the store's run record names).
-    direction : ``"concept"``, ``"random"`` or ``"diffmean"``
-        What is added when steering; ablation is measured with ``"concept"`` only.
+    direction : ``"concept"``, ``"centred"``, ``"random"`` or ``"diffmean"``
+        What is added when steering (:func:`~mmconcepts.grounding.directions.unit_direction`); ablation is
+        measured with ``"concept"`` only.
     strength_factor : float
         The added vector's norm in multiples of the concept's typical contribution.
     positions : ``"token"``, ``"after"`` or ``"all"``
@@ -309,9 +335,6 @@ def causal_scores(concepts, test_meta, model=None, *, direction: str = "concept"
         The image sample and the random directions.
     concept_indices : iterable of int or None
         Only these concepts.
-    centre : bool
-        Steer with the concept's direction less its component along the mean training state (the part every
-        concept of a non-negative dictionary shares: it predicts the token itself); see the calibration.
 
     Returns
     -------
@@ -322,4 +345,4 @@ def causal_scores(concepts, test_meta, model=None, *, direction: str = "concept"
     """
     return causal_evaluation(concepts, test_meta, model, directions=(direction,), strength_factor=strength_factor,
                              positions=positions, layer=layer, n_images=n_images, seed=seed,
-                             concept_indices=concept_indices, batch_size=batch_size, centre=centre)[direction]
+                             concept_indices=concept_indices, batch_size=batch_size)[direction]

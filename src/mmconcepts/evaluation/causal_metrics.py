@@ -109,7 +109,8 @@ def concept_scores(pairs_steer, pairs_ablate, token: str, target) -> dict:
     return out
 
 
-def _has_words(caption: str, words) -> bool:
+def has_words(caption: str, words) -> bool:
+    """Whether ``caption`` says any of ``words`` (whole words, case-insensitive)."""
     said = set(caption.lower().replace(",", " ").split())
     return any(w.lower() in said for w in words)
 
@@ -117,8 +118,8 @@ def _has_words(caption: str, words) -> bool:
 def word_scores(pairs_steer, pairs_ablate, words) -> dict:
     """The metrics without ground truth: the concept's words appear after steering / leave after ablation."""
     out: dict = {}
-    steer = [float(_has_words(a, words)) for b, a in pairs_steer if not _has_words(b, words)]
-    ablate = [float(not _has_words(a, words)) for b, a in pairs_ablate if _has_words(b, words)]
+    steer = [float(has_words(a, words)) for b, a in pairs_steer if not has_words(b, words)]
+    ablate = [float(not has_words(a, words)) for b, a in pairs_ablate if has_words(b, words)]
     if steer:
         out["steering_success"] = _mean(steer)
     if ablate:

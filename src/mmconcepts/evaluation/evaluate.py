@@ -29,6 +29,10 @@ from mmconcepts.files import link, replace_dir, temp_dir_beside, write_json
 
 DEFAULT_METHODS = ("semi-nmf", "pca", "kmeans", "simple")
 BASELINES = ("rnd-words", "noise-imgs", "gt-captions")
+#: The causal evaluation's controls for the main method, and their rows under ``baselines`` in metrics.json:
+#: the concept's direction less the mean state (``centred``), a random direction, and the mean difference.
+CONTROLS = ("centred", "random", "diffmean")
+CONTROL_ROWS = {"centred": "centred-direction", "random": "random-direction", "diffmean": "diffmean"}
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,20 @@ class EvaluationSettings:
     n_explanations : test samples whose local explanation is kept.
     causal : also run the causal evaluation (:mod:`mmconcepts.evaluation.causal`: steer and ablate with each
         concept, read the captions): ``steering_success``, ``ablation_success``, ``specificity`` and
-        ``fluency`` in each method's row, and the ``random-direction`` and ``diffmean`` baselines. Needs the
+        ``fluency`` in each method's row, and the ``centred-direction``, ``random-direction`` and ``diffmean``
+        baselines. Needs the whole model.
+    causal_images : test images the causal evaluation intervenes on (a seeded sample; the same for every
+        concept and control).
+    causal_methods : the methods whose concepts the causal evaluation steers with (``None``: every compared
+        method); the main method's controls are always measured.
+    heatmaps : concept-map methods (:data:`~mmconcepts.grounding.maps.METHODS`) to measure on ShapesWorld:
+        the pointing game and energy inside of each test image's top-1 concept
+        (:mod:`mmconcepts.evaluation.maps`) into ``metrics.json``'s ``heatmaps``, and ``maps.json`` (the
+        first method's maps of the concepts' top images and of the explanations) for the report. Needs the
         whole model.
+    extended : also compute the extended metrics of every method (not the baselines):
+        :func:`~mmconcepts.evaluation.extended.extended_metrics` (words per concept, strict and fixed-word
+        precision and overlap, coverage per attribute kind, sparse probing, stability), merged into its row.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -59,6 +75,10 @@ class EvaluationSettings:
     n_noise: int | None = None
     n_explanations: int = 8
     causal: bool = False
+    causal_images: int = 60
+    causal_methods: tuple[str, ...] | None = None
+    extended: bool = False
+    heatmaps: tuple[str, ...] = ()
 
     def __post_init__(self):
         from mmconcepts.decompose import METHODS
@@ -69,6 +89,15 @@ class EvaluationSettings:
         if unknown:
             raise MMConceptsError(f"unknown method or baseline {unknown[0]!r}: choose from "
                                   f"{', '.join(list(METHODS) + list(BASELINES))}")
+        if self.causal_methods is not None:
+            object.__setattr__(self, "causal_methods", tuple(self.causal_methods))
+            stray = [m for m in self.causal_methods if m not in self.methods]
+            if stray:
+                raise MMConceptsError(f"causal method {stray[0]!r} is not among the compared methods "
+                                      f"({', '.join(self.methods)}); add it to --methods")
+        if isinstance(self.causal_images, bool) or not isinstance(self.causal_images, int) or self.causal_images < 1:
+            raise MMConceptsError("causal_images (--causal-images) must be an integer >= 1, got "
+                                  f"{self.causal_images!r}")
         for name in ("seed", "n_explanations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -76,6 +105,14 @@ class EvaluationSettings:
         if self.n_noise is not None and (isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int)
                                          or self.n_noise < 1):
             raise MMConceptsError(f"n_noise must be an integer >= 1, got {self.n_noise!r}")
+        from mmconcepts.grounding.maps import METHODS as MAP_METHODS
+
+        object.__setattr__(self, "heatmaps", tuple(self.heatmaps))
+        bad = [m for m in self.heatmaps if m not in MAP_METHODS]
+        if bad:
+            raise MMConceptsError(f"unknown heatmap method {bad[0]!r}: choose {', '.join(MAP_METHODS)}")
+        if not isinstance(self.extended, bool):
+            raise MMConceptsError(f"extended must be true or false, got {self.extended!r}")
 
 
 def _scorers(settings: EvaluationSettings, device: str):
@@ -165,17 +202,21 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     device = str(model.device) if isinstance(model, ModelAdapter) else as_options(model).device
     scorers = _scorers(settings, device)
     needs_model = any(m != main for m in settings.methods) or {"noise-imgs", "rnd-words"} & set(settings.baselines) \
-        or settings.causal
-    whole = "noise-imgs" in settings.baselines or settings.causal
+        or settings.causal or settings.extended or bool(settings.heatmaps)
+    whole = "noise-imgs" in settings.baselines or settings.causal or bool(settings.heatmaps)
     adapter = model_for(cs, model, head=not whole) if needs_model else None
 
     tmp = temp_dir_beside(out)
     try:
-        result, folders = _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp)
+        result, folders, causal = _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp)
         result.concepts, result.concepts_absolute = link(cs.path, out), str(cs.path.resolve())
         result.test_features, result.test_features_absolute = link(test_features, out), \
             str(Path(test_features).resolve())
-        _write(tmp, result, folders, cs, cs.encode(Z_test), test, out)
+        if settings.heatmaps:
+            from mmconcepts.evaluation.maps import write_heatmaps
+
+            result.heatmaps = write_heatmaps(tmp, out, cs, test.meta, cs.encode(Z_test), adapter, settings)
+        _write(tmp, result, folders, cs, cs.encode(Z_test), test, out, causal)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,6 +238,8 @@ def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
     common = dict(train_meta=train_meta, token=cs.summary["token"])
     methods = {m: score(folders[m].word_sets(), folders[m].encode(Z_test), test, scorers,
                         train_activations=folders[m].activations, **common) for m in settings.methods}
+    if settings.extended:
+        _extended(folders, Z_test, test, settings, adapter, methods)
     baselines = {}
     main_test = cs.encode(Z_test)
     if "rnd-words" in settings.baselines:
@@ -211,29 +254,47 @@ def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
                                               tmp / "baselines" / "noise-imgs")
     if "gt-captions" in settings.baselines:
         baselines["gt-captions"] = gt_captions_scores(test, scorers)
-    if settings.causal:
-        _causal(folders, main, test, settings, adapter, methods, baselines)
+    causal = _causal(folders, main, test, settings, adapter, methods, baselines) if settings.causal else None
     manifest = cs.manifest
     result = EvaluationResult(token=summary["token"], layer=str(summary["layer"]), n_test=len(test.meta),
                               n_train=len(train_meta), n_concepts=cs.n_concepts, model=manifest.get("model"),
                               main_method=main, settings=asdict(settings), methods=methods, baselines=baselines)
-    return result, {m: folders[m] for m in settings.methods}
+    return result, {m: folders[m] for m in settings.methods}, causal
 
 
 def _causal(folders, main, test, settings, adapter, methods, baselines) -> None:
     """The causal metrics into the rows: every method's own directions, and for the main method the
-    random-direction and diffmean controls (:mod:`mmconcepts.evaluation.causal`)."""
+    centred-direction, random-direction and diffmean controls (:mod:`mmconcepts.evaluation.causal`). Returns what
+    ``causal.json`` keeps: ``{method: {direction: scores}}`` (per-concept rows and caption pairs)."""
     from mmconcepts.evaluation.causal import causal_evaluation, metrics_row
 
-    for method in dict.fromkeys([main, *settings.methods]):
-        own = method in settings.methods
-        directions = (("concept",) if own else ()) + (("random", "diffmean") if method == main else ())
-        scores = causal_evaluation(folders[method], test.meta, adapter, directions=directions, seed=settings.seed)
+    detail = {}
+    steered = settings.methods if settings.causal_methods is None else settings.causal_methods
+    for method in dict.fromkeys([main, *steered]):
+        own = method in steered
+        directions = (("concept",) if own else ()) + (CONTROLS if method == main else ())
+        scores = causal_evaluation(folders[method], test.meta, adapter, directions=directions, seed=settings.seed,
+                                   n_images=settings.causal_images)
         if own:
             methods[method] = {**methods[method], **metrics_row(scores["concept"])}
         if method == main:
-            baselines["random-direction"] = metrics_row(scores["random"])
-            baselines["diffmean"] = metrics_row(scores["diffmean"])
+            for direction in CONTROLS:
+                baselines[CONTROL_ROWS[direction]] = metrics_row(scores[direction])
+        detail[method] = scores
+    return detail
+
+
+def _extended(folders, Z_test, test, settings, adapter, methods) -> None:
+    """The extended metrics into every method's row (:mod:`mmconcepts.evaluation.extended`); the training
+    features are read once, every method being learnt on the same store."""
+    from mmconcepts.evaluation.extended import extended_metrics
+    from mmconcepts.extract.features import load_features
+
+    main = next(iter(folders.values()))
+    Z_train = load_features(main.features, main.summary["layer"], main.token)[0]
+    for method in settings.methods:
+        methods[method] = {**methods[method], **extended_metrics(folders[method], Z_test, test.meta, model=adapter,
+                                                                 Z_train=Z_train, seed=settings.seed)}
 
 
 def _noise_imgs(cs, train_meta, Z_test, test, settings, scorers, adapter, device, folder: Path) -> dict:
@@ -259,9 +320,10 @@ def _noise_imgs(cs, train_meta, Z_test, test, settings, scorers, adapter, device
     return score(noise.word_sets(), noise.encode(Z_test), test, scorers)
 
 
-def _write(tmp: Path, result: EvaluationResult, folders: dict, main, main_test, test, out: Path) -> None:
-    """metrics.json, metrics.md, overlap.json and explanations.json into ``tmp`` (to become ``out``); paths
-    are stored relative to ``out``."""
+def _write(tmp: Path, result: EvaluationResult, folders: dict, main, main_test, test, out: Path,
+           causal: dict | None = None) -> None:
+    """metrics.json, metrics.md, overlap.json, explanations.json and (``--causal``) causal.json into ``tmp``
+    (to become ``out``); paths are stored relative to ``out``."""
     from mmconcepts.evaluation import metrics as M
     from mmconcepts.grounding.explain import top_concepts
 
@@ -275,3 +337,8 @@ def _write(tmp: Path, result: EvaluationResult, folders: dict, main, main_test, 
     (tmp / "metrics.md").write_text(result.markdown(), encoding="utf-8")
     write_json(tmp / "overlap.json", {"methods": overlaps}, indent=None)
     write_json(tmp / "explanations.json", {"explanations": explanations})
+    if causal is not None:
+        for scores in (s for by_direction in causal.values() for s in by_direction.values()):
+            for example in scores["examples"]:
+                example["image"] = link(example["image"], out)
+        write_json(tmp / "causal.json", {"methods": causal}, indent=1)

@@ -5,7 +5,12 @@
 
     {"format_version": 2, "token", "layer", "n_test", "n_train", "n_concepts", "model", "main_method",
      "settings": {...EvaluationSettings...}, "concepts": "<link>", "test_features": "<link>",
-     "methods": {name: {metric: value}}, "baselines": {name: {metric: value}}, "caption_accuracy": {...}}
+     "methods": {name: {metric: value}}, "baselines": {name: {metric: value}}, "caption_accuracy": {...},
+     "heatmaps": {"concept": "top-1", "ground_truth", "n_images", "n_skipped", "grid": [rows, cols], "shown",
+                  "methods": {map method: {pointing_game, energy_inside, n_images, seconds_per_image}},
+                  "baselines": {centre | random-patch | object-mask: {pointing_game, energy_inside}}}}
+
+(``heatmaps`` only with ``evaluate --heatmaps``; :mod:`mmconcepts.evaluation.maps`.)
 
 A metric that does not apply is absent, never zero. :data:`METRIC_ORDER` is the order tables show them in.
 """
@@ -17,11 +22,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.extended import EXTENDED_METRICS
 from mmconcepts.files import read_json
 
 METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1", "bertscore_top3",
                 "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity",
-                "steering_success", "ablation_success", "specificity", "fluency")
+                "steering_success", "ablation_success", "specificity", "fluency") + EXTENDED_METRICS
 
 
 @dataclass
@@ -43,6 +49,7 @@ class EvaluationResult:
     test_features: str | None = None
     test_features_absolute: str | None = None
     caption_accuracy: dict | None = None
+    heatmaps: dict | None = None
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -66,6 +73,10 @@ class EvaluationResult:
         for name, row in rows.items():
             cells = [f"{row[c]:.3f}" if isinstance(row.get(c), (int, float)) else "–" for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if self.heatmaps and (self.heatmaps.get("methods") or self.heatmaps.get("baselines")):
+            from mmconcepts.evaluation.maps import markdown_table
+
+            lines += ["", *markdown_table(self.heatmaps)]
         return "\n".join(lines) + "\n"
 
 

@@ -11,8 +11,8 @@ import operator
 
 from mmconcepts.errors import MMConceptsError
 
-#: The directions :func:`~mmconcepts.grounding.steer.steer` adds.
-DIRECTIONS = ("concept", "random", "diffmean")
+#: The directions :func:`~mmconcepts.grounding.steer.steer` adds (:func:`unit_direction`).
+DIRECTIONS = ("concept", "centred", "random", "diffmean")
 #: The default strength of :func:`~mmconcepts.grounding.steer.steer`, in multiples of the concept's typical
 #: contribution (:func:`default_strength`), with :data:`DEFAULT_POSITIONS`: calibrated on ShapesWorld by the
 #: causal evaluation (:mod:`mmconcepts.evaluation.causal`): at the token's step, factors 8 / 16 / 32 steer
@@ -153,6 +153,84 @@ def diffmean_direction(concepts, k: int, Z, n_top: int | None = None):
     mask = torch.zeros(N, dtype=torch.bool)
     mask[top] = True
     return Z[mask].mean(dim=0) - Z[~mask].mean(dim=0)
+
+
+def centred_direction(concepts, k: int, mean):
+    """Concept ``k``'s unit direction less its component along the mean training state, normalised.
+
+    Every concept of a non-negative dictionary (Semi-NMF, NMF) shares the mean state, which predicts the
+    token of interest itself; removing that shared part keeps what sets the concept apart (on the demo it
+    lifts Semi-NMF's steering success from 0.58 to 0.86, next to diffmean's 0.89: see
+    :mod:`mmconcepts.evaluation.causal`).
+
+    Parameters
+    ----------
+    concepts : ConceptSet
+        The concepts.
+    k : int
+        The concept index.
+    mean : ``D`` tensor or array
+        The mean training state at the steered layer
+        (:func:`~mmconcepts.grounding.concepts.mean_feature`).
+
+    Returns
+    -------
+    torch.Tensor
+        ``D`` float32, unit norm, orthogonal to ``mean``.
+    """
+    import torch
+
+    u = concept_direction(concepts, k)
+    m = torch.as_tensor(mean).detach().float().cpu().reshape(-1)
+    if m.shape != u.shape:
+        raise MMConceptsError(f"the mean state has {m.numel()} dimensions, the concepts {u.numel()}; read it at "
+                              "the concepts' layer")
+    norm = float(m.norm())
+    if norm > 0:
+        m = m / norm
+        u = u - (u @ m) * m
+    rest = float(u.norm())
+    if not math.isfinite(rest) or rest < 1e-6:
+        raise MMConceptsError(f"concept {k} lies along the mean state: it has no centred direction; use "
+                              "--direction concept")
+    return u / rest
+
+
+def unit_direction(concepts, k: int, direction: str = "concept", *, seed: int = 0, states=None, mean=None):
+    """The unit direction a steering experiment adds for concept ``k`` (:data:`DIRECTIONS`).
+
+    Parameters
+    ----------
+    concepts : ConceptSet
+        The concepts.
+    k : int
+        The concept index.
+    direction : ``"concept"``, ``"centred"``, ``"random"`` or ``"diffmean"``
+        :func:`concept_direction`, :func:`centred_direction`, :func:`random_direction` (of the concept's unit
+        norm) or :func:`diffmean_direction` normalised.
+    seed : int
+        Seed of ``"random"``.
+    states, mean : tensor or zero-argument callable, optional
+        The training states (``"diffmean"``) and their mean (``"centred"``) at the steered layer, or functions
+        that read them (called only when needed).
+
+    Returns
+    -------
+    torch.Tensor
+        ``D`` float32, unit norm.
+    """
+    _choice("direction", direction, DIRECTIONS)
+    if direction == "concept":
+        return concept_direction(concepts, k)
+    if direction == "random":
+        return random_direction(concept_direction(concepts, k), seed)
+    if direction == "centred":
+        return centred_direction(concepts, k, mean() if callable(mean) else mean)
+    d = diffmean_direction(concepts, k, states() if callable(states) else states)
+    norm = float(d.norm())
+    if norm == 0:
+        raise MMConceptsError(f"the diffmean direction of concept {k} is zero; use --direction concept")
+    return d / norm
 
 
 def default_strength(concepts, k: int, factor: float = STRENGTH_FACTOR) -> float:

@@ -28,7 +28,7 @@ def top_concepts(activations, concepts, top: int = 3) -> list[dict]:
 
 
 def explain(concepts, image, model=None, mode: str = "generate", caption: str | None = None, top: int = 3,
-            max_new_tokens: int | None = None) -> dict:
+            max_new_tokens: int | None = None, heatmaps: str | None = None) -> dict:
     """Explain one image: ``{"token_found", "caption", "token", "concepts": [{"index", "activation", "words",
     "images"}, ...]}`` with the ``top`` concepts by activation.
 
@@ -41,6 +41,9 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     mode : ``"generate"`` (the model's own caption) or ``"teacher"`` (read ``caption``).
     max_new_tokens : caption length; ``None``: the training store's. The instruction and the ``also``
         words are always the store's, so the image is read the way the training images were.
+    heatmaps : a concept-map method (:data:`~mmconcepts.grounding.maps.METHODS`) or ``None``: each concept
+        gets ``"heatmap": {"method", "grid", "box"}``, its map over the image (rows top to bottom; ``box`` the
+        region of the image, in its pixels, that the grid covers; :mod:`mmconcepts.grounding.maps`).
     """
     import torch
 
@@ -50,6 +53,11 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
 
     if mode == "teacher" and not caption:
         raise MMConceptsError("--mode teacher needs --caption \"...\" holding the token of interest")
+    map_settings = None
+    if heatmaps is not None:
+        from mmconcepts.grounding.maps import MapSettings
+
+        map_settings = MapSettings(heatmaps)
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     summary = concepts.summary
     pil = load_image(image)
@@ -68,8 +76,31 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     z = features[model.resolve_layer(summary["layer"])]
     with torch.no_grad():
         activations = concepts.encode(z)[0]
-    return {**result, "token_found": True, "caption": meta[0]["caption"],
-            "concepts": top_concepts(activations, concepts, top)}
+    tops = top_concepts(activations, concepts, top)
+    if map_settings is not None:
+        _add_heatmaps(tops, concepts, model, pil, reading, mode, meta[0], map_settings)
+    return {**result, "token_found": True, "caption": meta[0]["caption"], "concepts": tops}
+
+
+def _add_heatmaps(tops: list[dict], concepts, model, pil, reading: dict, mode: str, row: dict, settings) -> None:
+    """Each top concept's map over the image, as ``"heatmap"``, the image read as ``row`` (the metadata row of
+    its reading above) says (``None`` if that reading misses the token)."""
+    from mmconcepts.grounding.maps import maps_of_readings, read_rows
+
+    readings = read_rows(model, [pil], [row], reading, mode=mode)
+    maps = maps_of_readings(model, concepts, readings, [(0, c["index"]) for c in tops], settings,
+                            model.prompt(reading["instruction"]))
+    for concept, m in zip(tops, maps):
+        concept["heatmap"] = m.to_json() if m is not None else None
+
+
+def _peak(heatmap: dict) -> str:
+    """Where a map peaks, in the image's pixels: the centre of its largest cell."""
+    grid, (x0, y0, x1, y1) = heatmap["grid"], heatmap["box"]
+    rows, cols = len(grid), len(grid[0])
+    r, c = max(((i, j) for i in range(rows) for j in range(cols)), key=lambda ij: grid[ij[0]][ij[1]])
+    x, y = x0 + (c + 0.5) * (x1 - x0) / cols, y0 + (r + 0.5) * (y1 - y0) / rows
+    return f"peak at x={x:.0f}, y={y:.0f} (cell {r}, {c} of {rows} x {cols})"
 
 
 def format_explanation(result: dict) -> str:
@@ -81,6 +112,8 @@ def format_explanation(result: dict) -> str:
         return "\n".join(lines)
     for c in result["concepts"]:
         lines.append(f"concept {c['index']:>3}  activation {c['activation']:.3f}  words: {', '.join(c['words'][:6])}")
+        if c.get("heatmap"):
+            lines.append(f"             map ({c['heatmap']['method']}): {_peak(c['heatmap'])}")
         for image in c["images"][:3]:
             lines.append(f"             {image}")
     return "\n".join(lines)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.grounding.directions import (DEFAULT_POSITIONS, DIRECTIONS, _choice, _finite, check_concept, concept_direction,
-                                             default_strength, diffmean_direction, random_direction)
+from mmconcepts.grounding.directions import (DEFAULT_POSITIONS, DIRECTIONS, _choice, _finite, check_concept,
+                                             default_strength, unit_direction)
 from mmconcepts.grounding.steering import POSITIONS, Steering
 
 
@@ -25,11 +25,13 @@ def _generate(adapter, pil, prompt: str, reading: dict) -> list[int]:
 
 
 def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_size: int = 32,
-                   steering: dict | None = None, steps=None) -> list[list[int]]:
+                   steering: dict | None = None, steps=None, per_row: dict | None = None) -> list[list[int]]:
     """The new token ids of greedy generations of ``pils`` (one prompt), ``batch_size`` images per
     ``generate`` call; with ``steering`` (the keywords of :class:`Steering`: ``layer``, ``positions`` and the
     intervention) every call runs inside one :class:`Steering` whose ``step`` is the rows' own ``steps``
-    (one per image; ``None``: 0). Padding after a row's end of text is kept (decoding skips it)."""
+    (one per image; ``None``: 0). ``per_row`` holds Steering keywords given one per image (``direction``
+    ``N x D``, ``strength``, ``concept``): each call gets its rows' share, so many interventions share a
+    batch. Padding after a row's end of text is kept (decoding skips it)."""
     import torch
 
     if batch_size < 1:
@@ -45,7 +47,8 @@ def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_siz
                 out = adapter.model.generate(**inputs, **kwargs)
             else:
                 rows = [0] * len(chunk) if steps is None else [int(s or 0) for s in steps[start:start + len(chunk)]]
-                with Steering(adapter, step=rows, **steering):
+                share = {key: value[start:start + len(chunk)] for key, value in (per_row or {}).items()}
+                with Steering(adapter, step=rows, **steering, **share):
                     out = adapter.model.generate(**inputs, **kwargs)
         width = inputs["input_ids"].shape[1]
         result.extend(out[i, width:].tolist() for i in range(len(chunk)))
@@ -57,20 +60,23 @@ def _text(adapter, ids: list[int]) -> str:
 
 
 def _direction(concepts, k: int, direction: str, layer: str, seed: int):
-    """The unit direction :func:`steer` adds."""
-    u = concept_direction(concepts, k)
-    if direction == "random":
-        return random_direction(u, seed)
-    if direction == "diffmean":
-        from mmconcepts.extract.features import load_features
+    """The unit direction :func:`steer` adds (:func:`~mmconcepts.grounding.directions.unit_direction`), the
+    training states read from the concepts' feature store at ``layer`` when the direction needs them."""
+    from mmconcepts.extract.features import load_features
+    from mmconcepts.grounding.concepts import mean_feature
 
-        Z, _ = load_features(concepts.features, layer, concepts.token)
-        d = diffmean_direction(concepts, k, Z)
-        norm = float(d.norm())
-        if norm == 0:
-            raise MMConceptsError(f"the diffmean direction of concept {k} is zero; use --direction concept")
-        return d / norm
-    return u
+    def stored(read):
+        def read_or_explain():
+            try:
+                return read(concepts.features, layer, concepts.token)
+            except MMConceptsError:
+                raise MMConceptsError(f"the {direction} direction needs the training states at layer {layer}, "
+                                      "which the concepts' feature store does not hold; steer at the "
+                                      "dictionary's layer") from None
+        return read_or_explain
+
+    return unit_direction(concepts, k, direction, seed=seed, states=stored(lambda *a: load_features(*a)[0]),
+                          mean=stored(mean_feature))
 
 
 def steer(concepts, images, concept: int, *, strength: float | None = None, ablate: bool = False,

@@ -61,10 +61,12 @@ class Steering:
         The layer whose output is edited (:meth:`~mmconcepts.models.ModelAdapter.resolve_layer`: an index,
         negative allowed, or ``"norm"``). A decoder layer's output is a tensor or a tuple whose element 0
         is the hidden state; only that element is replaced.
-    direction : ``D`` tensor or array, optional
+    direction : ``D`` (or ``B x D``) tensor or array, optional
         ``u`` of ``mode="add"``, used as given (not normalised); cast to the hidden state's device and dtype.
-    strength : float
-        ``s`` of ``mode="add"``: ``h <- h + (s * u)`` (``s * u`` computed in float32, then cast).
+        A ``B x D`` matrix gives each row of the batch its own direction (many interventions in one batch).
+    strength : float or sequence of float
+        ``s`` of ``mode="add"``: ``h <- h + (s * u)`` (``s * u`` computed in float32, then cast); one per row
+        of the batch is allowed too.
     mode : ``"add"`` or ``"ablate"``
         ``"ablate"`` needs ``dictionary`` and ``concept``: the hidden states are encoded with the dictionary
         (``v = dictionary.encode(h)[:, concept]``, the concept's one-sided activation) and
@@ -73,8 +75,8 @@ class Steering:
         ``v == 0`` is left untouched. The layer must be the one the dictionary was learnt at.
     dictionary : ConceptSet, optional
         The concepts of ``mode="ablate"`` (anything with ``encode(Z)`` and ``directions``).
-    concept : int, optional
-        The concept index of ``mode="ablate"``.
+    concept : int or sequence of int, optional
+        The concept index of ``mode="ablate"``, or one per row of the batch.
     positions : ``"token"``, ``"after"`` or ``"all"``
         Which states are edited. Forward calls of the layer are counted from the entry of the context: in
         ``generate`` call 0 is the prompt's prefill, whose *last* position predicts the first new token, and
@@ -125,14 +127,27 @@ class Steering:
             if dictionary is not None or concept is not None:
                 raise MMConceptsError("mode='add' adds the direction given; dictionary= and concept= are for "
                                       "mode='ablate'")
-            u = torch.as_tensor(direction).detach().float().cpu().reshape(-1)
-            if u.numel() != hidden:
-                raise MMConceptsError(f"the direction has {u.numel()} dimensions but '{adapter.model_id}' has "
-                                      f"hidden size {hidden}; use a direction of this model's feature space")
+            u = torch.as_tensor(direction).detach().float().cpu()
+            u = u.reshape(-1) if u.dim() < 2 else u
+            if u.dim() > 2 or u.shape[-1] != hidden:
+                raise MMConceptsError(f"the direction has shape {tuple(u.shape)} but '{adapter.model_id}' has "
+                                      f"hidden size {hidden}; use a direction (D, or one per row: B x D) of this "
+                                      "model's feature space")
             if not bool(torch.isfinite(u).all()):
                 raise MMConceptsError("the direction holds NaN or infinite values")
-            self.strength = _finite("strength", strength)
-            self._vector = self.strength * u
+            if isinstance(strength, (list, tuple)) or hasattr(strength, "tolist"):
+                values = [_finite("strength", float(x)) for x in torch.as_tensor(strength).reshape(-1).tolist()]
+                self.strength = values
+                s = torch.tensor(values, dtype=torch.float32)
+                if u.dim() == 1:
+                    u = u.expand(len(values), hidden)
+                if len(values) != u.shape[0]:
+                    raise MMConceptsError(f"{len(values)} strengths for {u.shape[0]} directions; give one per row")
+                self._vector = s[:, None] * u
+            else:
+                self.strength = _finite("strength", strength)
+                self._vector = self.strength * u
+            self._per_row = self._vector.dim() == 2
         else:
             if dictionary is None or concept is None:
                 raise MMConceptsError("mode='ablate' needs the dictionary (dictionary=ConceptSet) and the concept "
@@ -144,7 +159,13 @@ class Steering:
                 raise MMConceptsError("the concepts of this dictionary are points (K-Means, Simple), not "
                                       "directions: there is no contribution to ablate; use a direction "
                                       "dictionary (semi-nmf, nmf, pca, topk-sae)")
-            self.concept = check_concept(dictionary, concept)
+            many = isinstance(concept, (list, tuple)) or hasattr(concept, "tolist")
+            values = list(concept.tolist() if hasattr(concept, "tolist") else concept) if many else [concept]
+            if many and not values:
+                raise MMConceptsError("concept= is an empty list; give one concept index, or one per row")
+            values = [check_concept(dictionary, k) for k in values]
+            self.concept = values if many else values[0]
+            self._per_row = many
             width = int(dictionary.directions.shape[1])
             if width != hidden:
                 raise MMConceptsError(f"the concepts have dimension {width} but '{adapter.model_id}' has hidden "
@@ -154,7 +175,7 @@ class Steering:
                 raise MMConceptsError(f"the concepts were learnt at layer {learnt}; ablate them there, not at "
                                       f"layer {self.layer}")
             self.strength = None
-            self._vector = dictionary.directions[self.concept].detach().float().cpu()
+            self._vector = dictionary.directions[torch.as_tensor(values) if many else values[0]].detach().float().cpu()
         self.dictionary = dictionary
         self.module = adapter.layer_module(self.layer)
         self._cast: dict = {}
@@ -228,33 +249,52 @@ class Steering:
 
     def edit(self, hidden, call: int = 0):
         """The edited hidden state (``B x T x D``) of forward call ``call``, or ``None`` when unchanged."""
+        import torch
+
+        if self._per_row and self._vector.shape[0] != hidden.shape[0]:
+            raise MMConceptsError(f"{self._vector.shape[0]} per-row interventions for a batch of {hidden.shape[0]} "
+                                  "rows; give one per row")
         if self.positions == "all":
-            return self._apply(hidden)
+            return self._apply(hidden, torch.arange(hidden.shape[0]))
         rows = self._rows(hidden, call)
         if rows is None:
             return None
         last = hidden[rows, -1, :]
-        changed = self._apply(last)
+        index = torch.arange(hidden.shape[0])[rows.cpu() if isinstance(rows, torch.Tensor) else rows]
+        changed = self._apply(last.reshape(-1, 1, hidden.shape[-1]), index)
         if changed is None:
             return None
         out = hidden.clone()
-        out[rows, -1, :] = changed
+        out[rows, -1, :] = changed.reshape(last.shape)
         return out
 
-    def _apply(self, states):
-        """``states`` (``... x D``) edited, or ``None`` when nothing changes."""
+    def _apply(self, states, rows):
+        """``states`` (``R x T x D``, the batch rows ``rows``) edited, or ``None`` when nothing changes."""
         import torch
 
         if self.mode == "add":
-            return states + self._vector_like(states)
-        flat = states.reshape(-1, states.shape[-1])
+            vector = self._vector_like(states)
+            if self._per_row:
+                return states + vector[rows.to(vector.device)][:, None, :]
+            return states + vector
+        vector = self._vector.to(states.device)  # float32: v * u as the dictionary's term
+        if self._per_row:
+            vector = vector[rows.to(vector.device)]
+        R, T, D = states.shape
+        flat = states.reshape(-1, D)
         with torch.no_grad():
-            v = self.dictionary.encode(flat.float())[:, self.concept].to(states.device)
+            codes = self.dictionary.encode(flat.float())
+        if self._per_row:
+            concept = torch.as_tensor(self.concept)[rows].repeat_interleave(T).to(codes.device)
+            v = codes.gather(1, concept[:, None])[:, 0].to(states.device)
+            u = vector.repeat_interleave(T, dim=0)
+        else:
+            v = codes[:, self.concept].to(states.device)
+            u = vector[None, :]
         active = v > 0
         if not bool(active.any()):
             return None
-        u = self._vector.to(states.device)
-        removed = (flat.float() - v[:, None] * u[None, :]).to(states.dtype)
+        removed = (flat.float() - v[:, None] * u).to(states.dtype)
         return torch.where(active[:, None], removed, flat).reshape(states.shape)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text
 from mmconcepts.report.comparisons import _explanations, _metrics, _overlap, _sweep
+from mmconcepts.report.maps import attach_maps, read_maps
+from mmconcepts.report.steering import _steering
 from mmconcepts.report.sections import (EXPLAIN_PX, THUMB_PX, _concepts, _facts, _load_activations, _malformed,
                                         _read_json, fmt)
 
@@ -71,7 +73,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
         activations = np.concatenate([np.maximum(activations, 0), np.maximum(-activations, 0)], axis=1)
     concepts = _concepts(concepts_dir, grounding, activations)
 
-    metrics = overlap = explanations = sweep = metrics_raw = None
+    metrics = overlap = explanations = sweep = metrics_raw = steering = None
     fix = "rerun mmconcepts evaluate to rewrite it"
     if eval_dir is not None:
         eval_dir = Path(eval_dir)
@@ -90,7 +92,10 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
                                              "explanations"),
                                      eval_dir / "explanations.json", concepts, n_explanations, eval_dir)
         sweep = _sweep(eval_dir, main)
+        steering = _steering(_read_json(eval_dir / "causal.json", "rerun mmconcepts evaluate --causal to rewrite it",
+                                        required=False), eval_dir / "causal.json", concepts, main, eval_dir)
     overlap_view = _overlap(concepts, overlap, (eval_dir or concepts_dir) / "overlap.json", main)
+    map_method = attach_maps(concepts, explanations or [], read_maps(eval_dir), eval_dir)  # evaluate --heatmaps
     ident, numbers = _facts(summary, metrics_raw, concepts_dir)
 
     title_bits = [main] if main else []
@@ -110,6 +115,8 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
         metrics=metrics,
         sweep=sweep,
         explanations=explanations or [],
+        map_method=map_method,
+        steering=steering,
         thumb_px=THUMB_PX,
         explain_px=EXPLAIN_PX,
         version=__version__,

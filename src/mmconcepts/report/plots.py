@@ -270,3 +270,53 @@ def file_data_uri(path) -> str | None:
             return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
     except Exception:  # noqa: BLE001
         return None
+
+
+# --- concept maps ----------------------------------------------------------------------------------------
+
+def _open_rgb(image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    with Image.open(image) as im:
+        return im.convert("RGB")
+
+
+def overlay_png_bytes(image, grid, box, size: int = 192) -> bytes:
+    """A concept map over its image as PNG bytes: the image in grey (pixel art kept crisp) under the map's
+    positive part in the ``inferno`` colours, each cell as opaque as its value relative to the map's maximum
+    (cells under a twentieth of it left clear); ``size`` px on the longer side. ``box`` is the
+    ``(x0, y0, x1, y1)`` region of the image the ``rows x cols`` grid covers."""
+    import matplotlib
+
+    im = _open_rgb(image)
+    w, h = im.size
+    grey = np.asarray(im.convert("L"), dtype=np.float64) / 255
+    values = np.clip(np.nan_to_num(np.asarray(grid, dtype=np.float64)), 0, None)
+    top = float(values.max()) if values.size else 0.0
+    share = values / top if top > 0 else values
+    rgba = matplotlib.colormaps["inferno"](0.35 + 0.65 * share)
+    rgba[..., 3] = np.where(share >= 0.05, 0.35 + 0.5 * share, 0.0)
+    scale = size / max(w, h)
+    with matplotlib.rc_context(_RC):
+        fig = _figure(w * scale / 96, h * scale / 96, dpi=96, layout=None)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.imshow(0.25 + 0.6 * grey, cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0),
+                  interpolation="nearest" if max(w, h) <= PIXEL_ART_MAX else "antialiased")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ax.imshow(rgba, extent=(x0, x1, y1, y0), interpolation="nearest")
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_axis_off()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=96, metadata={"Software": None})
+        return buf.getvalue()
+
+
+def overlay_png(image, grid, box, size: int = 192) -> str:
+    """:func:`overlay_png_bytes` as a base64 data URI (what the report embeds)."""
+    return "data:image/png;base64," + base64.b64encode(overlay_png_bytes(image, grid, box, size)).decode("ascii")

@@ -31,7 +31,7 @@ METRICS = {
     "fluency": "Fluency",
 }
 #: Rows of metrics.json / sweep.json that are baselines, not methods.
-BASELINES = frozenset({"rnd-words", "noise-imgs", "gt-captions", "random-direction", "diffmean"})
+BASELINES = frozenset({"rnd-words", "noise-imgs", "gt-captions", "centred-direction", "random-direction", "diffmean"})
 #: Metrics where a smaller value is better (everything else: larger is better).
 LOWER_IS_BETTER = frozenset({"overlap"})
 #: The headline cards, in order, where the main method has them.

@@ -147,12 +147,6 @@ def run_benchmark(settings: BenchmarkSettings | None = None, out: str | os.PathL
         settings = BenchmarkSettings(**fields)
     elif fields:
         raise MMConceptsError("give the benchmark settings either as settings= or as keywords, not both")
-    if settings.extended:
-        try:
-            import mmconcepts.evaluation.extended  # noqa: F401
-        except ModuleNotFoundError:
-            raise MMConceptsError("the extended metrics are not in this mmconcepts: run with --no-extended") \
-                from None
     out = Path(out)
     start = time.perf_counter()
     done = _open(out, settings)

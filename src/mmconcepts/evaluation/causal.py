@@ -189,18 +189,11 @@ class _Runner:
 
 
 def _direction(runner, k: int, direction: str, layer: str, seed: int):
-    from mmconcepts.grounding.directions import unit_direction
+    """The unit direction of concept ``k``, the training states read once per evaluation (the runner's)."""
+    from mmconcepts.grounding.steer import direction_for
 
-    def states():
-        try:
-            return runner.states(layer)
-        except Exception:
-            raise MMConceptsError(f"the {direction} direction needs the training states at layer {layer}, which "
-                                  "the concepts' feature store does not hold; steer at the dictionary's layer") \
-                from None
-
-    return unit_direction(runner.concepts, k, direction, seed=seed * 1000 + k, states=states,
-                          mean=lambda: runner.mean(layer))
+    return direction_for(runner.concepts, k, direction, layer, seed * 1000 + k,
+                         states=lambda: runner.states(layer), mean=lambda: runner.mean(layer))
 
 
 def _examples(runner, k: int, words, target, mode: str, pairs) -> list[dict]:

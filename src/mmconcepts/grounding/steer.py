@@ -59,24 +59,29 @@ def _text(adapter, ids: list[int]) -> str:
     return adapter.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
-def _direction(concepts, k: int, direction: str, layer: str, seed: int):
-    """The unit direction :func:`steer` adds (:func:`~mmconcepts.grounding.directions.unit_direction`), the
-    training states read from the concepts' feature store at ``layer`` when the direction needs them."""
+def direction_for(concepts, k: int, direction: str, layer: str, seed: int, *, states=None, mean=None):
+    """The unit direction :func:`steer` adds (:func:`~mmconcepts.grounding.directions.unit_direction`).
+
+    ``states`` / ``mean`` read the training states at ``layer`` and their mean when the direction needs them
+    (zero-argument functions; default: from the concepts' feature store); a layer the store lacks is a
+    one-line error."""
     from mmconcepts.extract.features import load_features
     from mmconcepts.grounding.concepts import mean_feature
 
-    def stored(read):
+    states = states or (lambda: load_features(concepts.features, layer, concepts.token)[0])
+    mean = mean or (lambda: mean_feature(concepts.features, layer, concepts.token))
+
+    def explained(read):
         def read_or_explain():
             try:
-                return read(concepts.features, layer, concepts.token)
+                return read()
             except MMConceptsError:
                 raise MMConceptsError(f"the {direction} direction needs the training states at layer {layer}, "
                                       "which the concepts' feature store does not hold; steer at the "
                                       "dictionary's layer") from None
         return read_or_explain
 
-    return unit_direction(concepts, k, direction, seed=seed, states=stored(lambda *a: load_features(*a)[0]),
-                          mean=stored(mean_feature))
+    return unit_direction(concepts, k, direction, seed=seed, states=explained(states), mean=explained(mean))
 
 
 def steer(concepts, images, concept: int, *, strength: float | None = None, ablate: bool = False,
@@ -168,7 +173,7 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
         intervention = dict(mode="ablate", dictionary=concepts, concept=k)
     else:
         strength = default_strength(concepts, k) if strength is None else strength
-        intervention = dict(direction=_direction(concepts, k, direction, name, seed), strength=strength)
+        intervention = dict(direction=direction_for(concepts, k, direction, name, seed), strength=strength)
     Steering(adapter, name, positions=positions, **intervention)  # checks the intervention before any caption
     token = reading["token"]
     matcher = WordMatcher(token, reading["also"]) if token else None

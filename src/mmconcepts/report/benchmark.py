@@ -16,7 +16,7 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text, read_json
 from mmconcepts.report.html import _environment
-from mmconcepts.report.plots import GRID, PALETTE, _RC, _figure, _plain, _png
+from mmconcepts.report.plots import PALETTE, _RC, _figure, _plain, _png, finish_panels, style_panel
 from mmconcepts.report.sections import METRICS
 
 #: The headline metrics of the per-token tables and the plot against K, where present.
@@ -109,18 +109,8 @@ def against_k_png(summary_by_k: dict, rows: list[str], metrics: list[str], basel
             ax.set_xticks(x, [_plain(k) for k in ks], fontsize=7)
             ax.minorticks_off()
             ax.set_xlabel("K", fontsize=7)
-            ax.tick_params(labelsize=7, length=2)
-            ax.grid(color=GRID, linewidth=0.5)
-            ax.set_axisbelow(True)
-        for i in range(len(metrics), n_rows * cols):
-            axes[i // cols][i % cols].set_visible(False)
-        handles, labels = [], []
-        for ax in axes.flat:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 6), frameon=False, fontsize=8)
+            style_panel(ax)
+        finish_panels(fig, axes, len(metrics))
         return _png(fig)
 
 

@@ -164,20 +164,31 @@ def sweep_png(layers: list, metrics: dict[str, dict[str, list]], main: str | Non
                 ax.plot(x, y, label=_plain(method), **style)
             ax.set_title(_plain(labels.get(metric, metric)), loc="left")
             ax.set_xticks(x, [_plain(layer) for layer in layers], fontsize=7)
-            ax.tick_params(labelsize=7, length=2)
-            ax.grid(color=GRID, linewidth=0.5)
-            ax.set_axisbelow(True)
-        for n in range(len(names), rows * cols):
-            axes[n // cols][n % cols].set_visible(False)
-        handles, names_ = [], []
-        for ax in axes.flat:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in names_:
-                    handles.append(h)
-                    names_.append(lab)
-        fig.legend(handles, names_, loc="outside upper center", ncols=min(len(names_), 6), frameon=False,
-                   fontsize=8)
+            style_panel(ax)
+        finish_panels(fig, axes, len(names))
         return _png(fig)
+
+
+def style_panel(ax) -> None:
+    """The small-multiples look of one panel: small ticks, a light grid behind the lines."""
+    ax.tick_params(labelsize=7, length=2)
+    ax.grid(color=GRID, linewidth=0.5)
+    ax.set_axisbelow(True)
+
+
+def finish_panels(fig, axes, n_used: int) -> None:
+    """Hide the grid's panels after the first ``n_used`` and draw one legend above all of them (each label
+    once, in the order the panels first use it)."""
+    cols = axes.shape[1]
+    for n in range(n_used, axes.size):
+        axes[n // cols][n % cols].set_visible(False)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 6), frameon=False, fontsize=8)
 
 
 def _num(value):

@@ -8,12 +8,12 @@ the HTML report. Every stage is the public API a user would call; this module on
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.files import write_json
+from mmconcepts.outputs import OutputFolder
 
 DEMO_TOKEN = "circle"
 #: Test images of the demo's causal evaluation: fewer than ``evaluate``'s 60, and Semi-NMF's concepts only (with
@@ -45,6 +45,23 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     ablation" section. ``maps`` draws the attribution concept maps (``evaluate --heatmaps attribution``,
     :mod:`mmconcepts.evaluation.maps`): the pointing game and energy inside, and the report's maps.
     """
+    # every count checked before the first image is drawn: a bad -k must not wait for the extraction
+    for name, value, low in (("n_train (--n-train)", n_train, 1), ("n_test (--n-test)", n_test, 1),
+                             ("n_concepts (-k)", n_concepts, 1), ("seed (--seed)", seed, 0),
+                             ("batch_size", batch_size, 1), ("causal_images", causal_images, 1)):
+        check_count(name, value, low)
+    out = Path(out)
+    # built beside out and swapped in when complete: a failed or killed demo leaves an old out as it was
+    with OutputFolder(out, overwrite=overwrite) as tmp:
+        metrics = _demo_into(tmp, n_train, n_test, token, layer, n_concepts, seed, batch_size, progress, model,
+                             bertscore, causal, causal_images, maps, log)
+    metrics["report"] = str(out / "report.html")
+    return metrics
+
+
+def _demo_into(out: Path, n_train, n_test, token, layer, n_concepts, seed, batch_size, progress, model, bertscore,
+               causal, causal_images, maps, log) -> dict:
+    """Every stage of the demo, written into ``out`` (the temp folder :func:`run_demo` swaps in)."""
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.decompose import learn
     from mmconcepts.data import open_dataset
@@ -55,11 +72,6 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     from mmconcepts.models import load_model
     from mmconcepts.report import build_report
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise MMConceptsError(f"{out} is not empty: pass --overwrite to replace it or --out for a new folder")
-        shutil.rmtree(out)
     timings = {}
     start = time.perf_counter()
 
@@ -90,11 +102,10 @@ def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200,
     metrics["caption_accuracy"] = accuracy
     write_json(out / "eval" / "metrics.json", metrics, indent=2)  # the report shows it
     step("evaluation")
-    report = build_report(out / "concepts", out / "eval", out=out / "report.html")
+    build_report(out / "concepts", out / "eval", out=out / "report.html")
     step("report")
     metrics["timings_s"] = timings
     write_json(out / "metrics.json", metrics, indent=2)
-    metrics["report"] = str(report)
     return metrics
 
 

@@ -22,3 +22,22 @@ class MMConceptsError(ValueError):
     """
 
     exit_code = 2
+
+
+def check_count(name: str, value, low: int = 1, *, optional: bool = False) -> int:
+    """``value`` if it is an integer ``>= low`` (or None when ``optional``), else a one-line
+    :class:`MMConceptsError` naming ``name`` (e.g. ``"limit (--limit)"``): a count, index or seed is never
+    read modulo its length (a negative ``limit`` is not "all but the last").
+
+    >>> check_count("limit (--limit)", 3)
+    3
+    >>> check_count("limit (--limit)", -1)
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: limit (--limit) must be an integer >= 1, got -1
+    """
+    if optional and value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise MMConceptsError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value

@@ -38,22 +38,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     import tempfile
 
     path = Path(path)
+    from mmconcepts.outputs import os_error, umask
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise MMConceptsError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise os_error(exc, f"cannot write {path}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise MMConceptsError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise os_error(exc, f"cannot write {path}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -63,37 +63,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def temp_dir_beside(out: str | os.PathLike) -> Path:
-    """A new, empty temp folder next to ``out`` (on its filesystem, so that :func:`replace_dir` can move it
-    into place atomically); its parents are made as needed. A one-line error when that is not possible."""
-    import tempfile
-
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise MMConceptsError(f"cannot write to {out.parent}: {exc.strerror or exc}; choose a writable folder") \
-            from None
-
-
-def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Move the finished folder ``tmp`` to ``out``, replacing a folder there (the caller allowed it): a reader
-    sees the old folder or the new one, never a mix."""
-    import shutil
-    import tempfile
-
-    tmp, out = Path(tmp), Path(out)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return out
 
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> Path:

@@ -61,8 +61,16 @@ def test_resume_rolls_back_uncommitted_work(tmp_path):
 def test_overwrite_and_bad_stores(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "x").write_text("x")
-    FeatureStoreWriter(tmp_path / "s", MANIFEST, overwrite=True)
-    assert not (tmp_path / "s" / "x").exists()
+    w = FeatureStoreWriter(tmp_path / "s", MANIFEST, overwrite=True)
+    assert (tmp_path / "s" / "x").exists()  # the new store is written beside the old one ...
+    w.add(*_batch(0, 2))
+    w.discard()  # ... so a run that fails leaves the old one as it was
+    assert (tmp_path / "s" / "x").read_text() == "x"
+    w = FeatureStoreWriter(tmp_path / "s", MANIFEST, overwrite=True)
+    w.add(*_batch(0, 2))
+    w.close(2, {"kept": 2})  # and swaps it in when it is complete
+    assert not (tmp_path / "s" / "x").exists() and read_manifest(tmp_path / "s")["n_samples"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder or lock left
     with pytest.raises(MMConceptsError, match="no feature store"):
         read_manifest(tmp_path / "empty")
     (tmp_path / "s" / "manifest.json").write_text("{broken")

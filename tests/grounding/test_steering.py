@@ -324,6 +324,11 @@ def test_steer_starts_at_the_step_the_token_is_predicted(setup, tmp_path):
     shutil.copytree(setup["concepts"].path, folder)
     summary = read_json(folder / "summary.json", "rebuild the fixture")
     write_json(folder / "summary.json", {**summary, "token": word})
+    # the dictionary records the token it was learnt for: relearnt for this word as far as the files go
+    from mmconcepts.decompose import load_dictionary
+    from mmconcepts.decompose.learn import provenance
+
+    load_dictionary(folder).save(folder, provenance=provenance({**summary, "token": word}))
     (result,) = steer(folder, [images[index]], 0, strength=20.0, positions="after", model=adapter,
                       max_new_tokens=12)
     step = result["token_step"]
@@ -376,7 +381,7 @@ def test_bad_input(setup, tmp_path, capsys):
     image = str(setup["images"][0])
     base = ["steer", "--concepts", folder, "--image", image]
     _one_line_error(capsys, [*base, "--concept", "9"], "unknown concept 9")
-    _one_line_error(capsys, [*base, "--concept", "-1"], "has concepts 0..3")
+    _one_line_error(capsys, [*base, "--concept", "-1"], "must be an integer >= 0")
     _one_line_error(capsys, [*base, "--concept", "0", "--strength", "nan"], "finite")
     _one_line_error(capsys, [*base, "--concept", "0", "--strength", "inf"], "finite")
     _one_line_error(capsys, ["steer", "--concepts", folder, "--concept", "0", "--image", str(tmp_path / "no.png")],
@@ -391,7 +396,7 @@ def test_bad_input(setup, tmp_path, capsys):
     shutil.copytree(folder, other)
     SemiNMF(n_concepts=4).fit(torch.randn(24, 32, generator=torch.Generator().manual_seed(0))).save(other)
     _one_line_error(capsys, ["steer", "--concepts", str(other), "--concept", "0", "--image", image],
-                    "another model")
+                    "the dictionary has 4 concepts of width 32, summary.json says 4 of width 64")
     adapter = setup["adapter"]
     with pytest.raises(MMConceptsError, match="unknown direction"):
         steer(concepts, [image], 0, direction="north", model=adapter)

@@ -26,6 +26,7 @@ from mmconcepts.benchmark.cells import BASELINES_CELL, Cell, finish, read_record
 from mmconcepts.benchmark.settings import BenchmarkSettings, changed_setting
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text, read_json, write_json
+from mmconcepts.outputs import FolderLock, make_dirs
 
 SETTINGS_FILE = "settings.json"
 
@@ -44,7 +45,7 @@ def _open(out: Path, settings: BenchmarkSettings) -> int:
         return len(list((out / "runs").glob("*.json"))) if (out / "runs").is_dir() else 0
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MMConceptsError(f"{out} is not empty and holds no benchmark: choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     write_json(path, {"settings": record}, indent=2)
     return 0
 
@@ -138,16 +139,24 @@ def run_benchmark(settings: BenchmarkSettings | None = None, out: str | os.PathL
     -------
     dict : ``benchmark.json`` (:func:`~mmconcepts.benchmark.summary.summarize`).
     """
-    from mmconcepts.benchmark.summary import summarize
-    from mmconcepts.benchmark.tables import markdown
-    from mmconcepts.extract.features import load_features
-    from mmconcepts.report.benchmark import build_benchmark_report
-
     if settings is None:
         settings = BenchmarkSettings(**fields)
     elif fields:
         raise MMConceptsError("give the benchmark settings either as settings= or as keywords, not both")
     out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise MMConceptsError(f"--out {out} exists and is not a folder: choose another --out")
+    with FolderLock(out):  # one benchmark run per folder; a second one started beside it is refused
+        return _run(out, settings, progress, log)
+
+
+def _run(out: Path, settings: BenchmarkSettings, progress: bool, log) -> dict:
+    """The cells of :func:`run_benchmark`, ``out`` locked."""
+    from mmconcepts.benchmark.summary import summarize
+    from mmconcepts.benchmark.tables import markdown
+    from mmconcepts.extract.features import load_features
+    from mmconcepts.report.benchmark import build_benchmark_report
+
     start = time.perf_counter()
     done = _open(out, settings)
     cells = plan(settings)

@@ -32,8 +32,8 @@ PLACES = frozenset({"model.device"})
 
 
 def _cli(kind: str, help: str, short: str | None = None) -> dict:
-    """Field metadata the command line is generated from (``kind``: words, ints, int, text, path, flag;
-    ``short``: a one-letter alias, as ``-k`` of ``--n-concepts`` everywhere)."""
+    """Field metadata the command line is generated from (``kind``: words, ints (>= 0), counts (>= 1), int
+    (>= 1), text, path, flag; ``short``: a one-letter alias, as ``-k`` of ``--n-concepts`` everywhere)."""
     return {"cli": kind, "help": help, "short": short}
 
 
@@ -69,7 +69,7 @@ class BenchmarkSettings:
     methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata=_cli(
         "words", "comma-separated methods; package.module:ClassName adds a class of your own"))
     n_concepts: tuple[int, ...] = field(default=(20,), metadata=_cli(
-        "ints", "comma-separated numbers of concepts K (the summary is for the first)", short="-k"))
+        "counts", "comma-separated numbers of concepts K (the summary is for the first)", short="-k"))
     model: ModelOptions = field(default_factory=ModelOptions)
     data: str | None = field(default=None, metadata=_cli(
         "path", "training dataset instead of ShapesWorld (with --test-data); seeds are then dictionary seeds"))
@@ -132,6 +132,10 @@ class BenchmarkSettings:
         object.__setattr__(self, "layer", str(self.layer))
         if not isinstance(self.model, ModelOptions):
             object.__setattr__(self, "model", ModelOptions(model=self.model))
+        if self.model.model is None and self.model.revision is not None:  # no store to follow: the shipped model
+            from mmconcepts.models.loading import shipped_revision_error
+
+            raise MMConceptsError(shipped_revision_error(self.model.revision))
 
     @property
     def main_method(self) -> str:

@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except MMConceptsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk or the system said no where no stage named it: still one line
+        from mmconcepts.outputs import os_error
+
+        print(f"error: {os_error(exc, 'mmconcepts ' + str(args.command))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

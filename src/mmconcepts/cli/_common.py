@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 from mmconcepts.models.options import DEVICE_MAPS, MODEL_DTYPES
@@ -56,6 +57,47 @@ def device_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _integer(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count where zero means nothing (``--limit``, ``--batch-size``, ``-k``): an integer >= 1."""
+    return _integer(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type of a count or seed that may be zero (``--seed``, ``--num-workers``): an integer >= 0."""
+    return _integer(text, 0)
+
+
+def _real(text: str, low: float, high: float | None = None) -> float:
+    what = f"a number in [{low:g}, {high:g}]" if high is not None else f"a number >= {low:g}"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type of a weight, rate or tolerance (``--l1``, ``--tol``, ``--lr``): a finite number >= 0."""
+    return _real(text, 0.0)
+
+
+def fraction(text: str) -> float:
+    """argparse type of a share (``--min-ratio``): a number in [0, 1]."""
+    return _real(text, 0.0, 1.0)
+
+
 def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--data", required=required,
                         help="folder with captions.jsonl/captions.csv, a Karpathy-style dataset_coco.json, or a "
@@ -66,7 +108,7 @@ def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> Non
     parser.add_argument("--split", default=None,
                         help="keep only this split (train, val, test, ...); for a saved DatasetDict, the split "
                              "to read")
-    parser.add_argument("--limit", type=int, default=None, help="use at most this many images")
+    parser.add_argument("--limit", type=positive_int, default=None, help="use at most this many images")
     parser.add_argument("--image-column", default=None,
                         help="Hugging Face datasets: the column holding the images, embedded or as file paths "
                              "(default: image)")

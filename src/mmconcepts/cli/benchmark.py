@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from mmconcepts.cli._common import add_model_args, model_options
+from mmconcepts.cli._common import add_model_args, model_options, nonnegative_int, positive_int
 
 
 def _list(convert, what: str):
@@ -25,8 +25,9 @@ def _list(convert, what: str):
 
 _KINDS = {
     "words": {"type": _list(str, "names"), "metavar": "A,B,..."},
-    "ints": {"type": _list(int, "integers"), "metavar": "N,M,..."},
-    "int": {"type": int, "metavar": "N"},
+    "ints": {"type": _list(nonnegative_int, "integers >= 0"), "metavar": "N,M,..."},
+    "counts": {"type": _list(positive_int, "integers >= 1"), "metavar": "N,M,..."},
+    "int": {"type": positive_int, "metavar": "N"},
     "text": {"metavar": "NAME"},
     "path": {"metavar": "DIR"},
     "flag": {"action": argparse.BooleanOptionalAction},
@@ -59,7 +60,7 @@ def register(sub) -> None:
         flags = [f.metadata["short"]] if f.metadata.get("short") else []
         p.add_argument(*flags, "--" + f.name.replace("_", "-"), dest=f.name, default=default,
                        help=f.metadata["help"] + shown, **_KINDS[kind])
-    p.add_argument("--threads", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="torch threads on the CPU (default 1: the embedded model's matrices are small, and on "
                         "a shared machine more threads mostly wait for each other; not a setting of the results)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or bars")

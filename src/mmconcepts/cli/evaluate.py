@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmconcepts.cli._common import add_model_args, model_options, words
+from mmconcepts.cli._common import add_model_args, model_options, nonnegative_int, positive_int, words
 
 
 def register(sub) -> None:
@@ -18,14 +18,14 @@ def register(sub) -> None:
                    help="comma-separated baselines ('' for none; default rnd-words,noise-imgs,gt-captions)")
     p.add_argument("--clip-model", default=None, help="CLIP hub id or folder, e.g. openai/clip-vit-base-patch32")
     p.add_argument("--bert-model", default=None, help="BERTScore model hub id or folder")
-    p.add_argument("--bert-layers", type=int, default=None, help="BERTScore layer (default: the last)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the comparison methods (default 0)")
+    p.add_argument("--bert-layers", type=positive_int, default=None, help="BERTScore layer (default: the last)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of the comparison methods (default 0)")
     p.add_argument("--causal", action="store_true",
                    help="also steer and ablate with each concept and parse the captions: steering/ablation "
                         "success, specificity, fluency, and the centred-direction, random-direction and diffmean "
                         "baselines "
                         "(needs the whole model; slower)")
-    p.add_argument("--causal-images", type=int, default=60, metavar="N",
+    p.add_argument("--causal-images", type=positive_int, default=60, metavar="N",
                    help="test images the causal evaluation steers and ablates on (a seeded sample; default 60)")
     p.add_argument("--causal-methods", default=None, type=words, metavar="METHODS",
                    help="comma-separated methods whose concepts --causal steers with (default: every method of "

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from mmconcepts.cli._common import add_model_args, model_options
+from mmconcepts.cli._common import add_model_args, model_options, positive_int
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.grounding.maps.settings import METHODS
 
@@ -21,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("generate", "teacher"), default="generate",
                    help="generate: the model's own caption (default); teacher: read --caption")
     p.add_argument("--caption", default=None, help="caption to read in teacher mode")
-    p.add_argument("--top", type=int, default=3, help="number of concepts to show (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, help="number of concepts to show (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--heatmaps", nargs="?", const="attribution", default=None, metavar="METHOD",
                    choices=METHODS,
@@ -45,6 +46,12 @@ def run(args) -> int:
     if args.heatmap_out and result["token_found"]:
         write_heatmaps(result, args.image, args.heatmap_out)
     print(json.dumps(result) if args.json else format_explanation(result))
+    if result["token_found"]:  # a concepts folder copied without its dataset: say which images it cannot show
+        from mmconcepts.grounding.concepts import missing_images, read_grounding
+
+        warning = missing_images(read_grounding(args.concepts), args.concepts)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0 if result["token_found"] else 1
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from mmconcepts.cli._common import nonnegative_int
+import sys
+
 
 def register(subparsers) -> None:
     """Add the ``report`` subcommand."""
@@ -16,15 +19,19 @@ def register(subparsers) -> None:
                         help="evaluation folder (written by mmconcepts evaluate / sweep): adds metrics, "
                              "overlap, the per-layer plot and local explanations")
     parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
-    parser.add_argument("--n-explanations", type=int, default=6, metavar="N",
+    parser.add_argument("--n-explanations", type=nonnegative_int, default=6, metavar="N",
                         help="number of test images whose local explanation is shown (default: 6)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it was written."""
+    from mmconcepts.grounding.concepts import missing_images, read_grounding
     from mmconcepts.report import build_report
 
     path = build_report(args.concepts, args.eval_dir, out=args.out, n_explanations=args.n_explanations)
     print(f"wrote {path}")
+    warning = missing_images(read_grounding(args.concepts), args.concepts)
+    if warning:  # the page shows a placeholder for each
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

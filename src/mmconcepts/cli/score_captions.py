@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mmconcepts.cli._common import add_data_args, add_model_args, data_kwargs, model_options
+from mmconcepts.cli._common import add_data_args, add_model_args, data_kwargs, model_options, positive_int
 
 
 def register(sub) -> None:
@@ -12,8 +12,8 @@ def register(sub) -> None:
                        description="Caption a ShapesWorld dataset greedily and print per-attribute accuracy as JSON.")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--max-new-tokens", type=int, default=50, help="longest caption in tokens (default 50)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=50, help="longest caption in tokens (default 50)")
     p.set_defaults(func=run)
 
 

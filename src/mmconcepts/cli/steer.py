@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mmconcepts.cli._common import add_data_args, add_model_args, data_kwargs, model_options
+from mmconcepts.cli._common import (add_data_args, add_model_args, data_kwargs, model_options, nonnegative_int,
+                                    positive_int)
 
 
 def register(sub) -> None:
@@ -14,7 +15,8 @@ def register(sub) -> None:
                                    "with --ablate, while the concept's contribution is removed from them), "
                                    "from the step at which the token of interest is predicted.")
     p.add_argument("--concepts", required=True, metavar="DIR", help="concepts folder written by `mmconcepts learn`")
-    p.add_argument("--concept", required=True, type=int, metavar="K", help="index of the concept to steer with")
+    p.add_argument("--concept", required=True, type=nonnegative_int, metavar="K",
+                   help="index of the concept to steer with")
     p.add_argument("--strength", type=float, default=None, metavar="S",
                    help="norm of the added vector (the direction is unit); default: the concept's typical "
                         "contribution times 16, calibrated on ShapesWorld (see mmconcepts.evaluation.causal)")
@@ -34,9 +36,9 @@ def register(sub) -> None:
     p.add_argument("--image", action="append", default=None, metavar="IMG",
                    help="an image to caption (repeat for several); or use --data")
     add_data_args(p, required=False)
-    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
                    help="caption length (default: the training store's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --direction random (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of --direction random (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image per line (JSON Lines)")
     add_model_args(p, follows_store=True)
     p.set_defaults(func=run)

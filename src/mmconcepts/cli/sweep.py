@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmconcepts.cli._common import add_model_args, layer_list, model_options
+from mmconcepts.cli._common import add_model_args, layer_list, model_options, nonnegative_int, positive_int
 from mmconcepts.cli.learn import METHOD_NAMES
 
 
@@ -19,10 +19,11 @@ def register(sub) -> None:
     p.add_argument("--method", default="semi-nmf", choices=METHOD_NAMES, help="decomposition (default semi-nmf)")
     p.add_argument("--token", default=None,
                    help="the word whose rows to sweep (required when the stores hold several words)")
-    p.add_argument("-k", "--n-concepts", type=int, default=20, metavar="K", help="number of concepts (default 20)")
+    p.add_argument("-k", "--n-concepts", type=positive_int, default=20, metavar="K",
+                   help="number of concepts (default 20)")
     p.add_argument("--clip-model", default=None, help="CLIP hub id or folder for CLIPScore (default: none)")
     p.add_argument("--bert-model", default=None, help="BERTScore model hub id or folder (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_model_args(p, follows_store=True)
     p.set_defaults(func=run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mmconcepts.cli._common import nonnegative_float, nonnegative_int, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("train-toy", help="train the embedded ShapesWorld captioner (a small LLaVA)",
@@ -10,15 +12,16 @@ def register(sub) -> None:
                                    "with save_pretrained. This is how the shipped model was made (see its "
                                    "model card).")
     p.add_argument("--out", required=True, help="folder to write the model and processor into")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the data (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads; use the free cores, no more")
-    p.add_argument("--eval-every", type=int, default=250, help="score held-out captions every N steps (default 250)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps (default 2000)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per step (default 32)")
+    p.add_argument("--lr", type=nonnegative_float, default=2e-3, help="peak learning rate (default 0.002)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the weights and of the data (default 0)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads; use the free cores, no more")
+    p.add_argument("--eval-every", type=positive_int, default=250,
+                   help="score held-out captions every N steps (default 250)")
     p.add_argument("--init-from", default=None,
                    help="continue from a saved checkpoint folder (the rows of the words it knew are kept)")
-    p.add_argument("--step-offset", type=int, default=0, help="shift the data seeds of a continued run")
+    p.add_argument("--step-offset", type=nonnegative_int, default=0, help="shift the data seeds of a continued run")
     p.set_defaults(func=run)
 
 

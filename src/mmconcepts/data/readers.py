@@ -25,9 +25,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
@@ -47,7 +47,8 @@ class Sample:
     split: str | None = None
 
     def load(self) -> Image.Image:
-        """The image as RGB (grey-scale, palette and RGBA images are converted; alpha over white)."""
+        """The image upright (EXIF orientation applied) and as RGB (grey-scale, palette and RGBA images are
+        converted; alpha over white); :func:`load_image`."""
         return load_image(self.image)
 
 
@@ -82,23 +83,75 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _open_rgb(source, name) -> Image.Image:
-    """Open ``source`` (a path or a binary file object) as RGB; errors name ``name``."""
+def _upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation tag says (as an image viewer shows it); unchanged without the
+    tag, or when the EXIF block itself cannot be read (the pixels are still good)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: keep the pixels as stored
+        return im
+
+
+def _reason(exc: BaseException) -> str:
+    """Why an image could not be read, in one line: the exception's type and its message."""
+    if isinstance(exc, UnidentifiedImageError):
+        detail = "not an image format Pillow can read"
+    elif isinstance(exc, OSError) and exc.strerror:
+        detail = exc.strerror
+    else:
+        detail = str(exc)
+    detail = " ".join(detail.split()).rstrip(".")
+    return f"{type(exc).__name__} ({detail})" if detail else type(exc).__name__
+
+
+def _open_rgb(source, name, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open ``source`` (a path or a binary file object) upright and as RGB; errors name ``name``.
+
+    Every failure becomes an :class:`ImageLoadError`: a missing file, a directory, a symlink loop or any other
+    ``OSError``, a format Pillow cannot identify, a truncated or corrupt file, and an image over Pillow's
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (``DecompressionBombError``, or its warning where warnings are errors).
+    """
     try:
         with Image.open(source) as im:
+            if draft is not None:
+                im.draft("RGB", draft)
             im.load()
-            return _rgb(im)
+            return _rgb(_upright(im))
     except FileNotFoundError:
         raise ImageLoadError(f"image not found: {name}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageLoadError(f"cannot read image {name}: {type(exc).__name__}; replace or remove it") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"cannot read image {name}: {_reason(exc)}; replace or remove it, or raise "
+                             "PIL.Image.MAX_IMAGE_PIXELS for images you trust") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on a corrupt file
+        raise ImageLoadError(f"cannot read image {name}: {_reason(exc)}; replace or remove it") from None
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB, or raise :class:`ImageLoadError` naming the file.
+def load_image(path: str | os.PathLike, *, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open an image as a person sees it: EXIF orientation applied, as RGB (alpha over white).
 
-    ``path`` may also be a reference to an image stored in a saved Hugging Face dataset,
-    ``<dataset folder>/<split>#<row>`` or ``<dataset folder>/#<row>`` (see :mod:`mmconcepts.data.hf`).
+    Every place that reads an image file goes through here (datasets, the DataLoader, ``explain``, ``steer``,
+    the concept maps, the report's thumbnails), so they all see the same pixels.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file, or a reference to an image stored in a saved Hugging Face dataset,
+        ``<dataset folder>/<split>#<row>`` or ``<dataset folder>/#<row>`` (see :mod:`mmconcepts.data.hf`).
+    draft : (int, int) or None
+        Let the decoder reduce the image while decoding, to no less than this size (JPEG only; for
+        thumbnails); ``None`` reads it whole.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An RGB image, already loaded (the file is closed).
+
+    Raises
+    ------
+    ImageLoadError
+        One line naming the file and the reason: a missing file, a directory, a symlink loop or another
+        ``OSError``, an unidentified format, a truncated or corrupt file, or more pixels than
+        ``PIL.Image.MAX_IMAGE_PIXELS`` allows (a decompression bomb).
     """
     path = Path(path)
     if "#" in path.name:
@@ -108,14 +161,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             image = hf.open_reference(path)
             if image is not None:
                 return image
-    return _open_rgb(path, path)
+    return _open_rgb(path, path, draft)
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:
     if not isinstance(rel, str) or not rel:
         raise MMConceptsError(f"{where}: the image path must be a non-empty string")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()):
+    # os.path.realpath, not Path.resolve: on Python < 3.13 a symlink loop makes resolve raise RuntimeError, and
+    # such an image is to be skipped when it is read (ImageLoadError), not to abort opening the dataset
+    path = Path(os.path.realpath(root / rel))
+    if not path.is_relative_to(os.path.realpath(root)):
         raise MMConceptsError(f"{where}: image path {rel!r} escapes the dataset root {root}; use a path inside it")
     return path
 
@@ -222,6 +277,7 @@ def open_dataset(path: str | os.PathLike, image_root: str | os.PathLike | None =
     caption_column : Hugging Face datasets only: the column with the captions (default: the first of
         ``caption``, ``captions``, ``sentences``, ``text``).
     """
+    check_count("limit (--limit)", limit, 1, optional=True)  # never a slice: -1 would drop the last image
     path = Path(path)
     if not path.exists():
         raise MMConceptsError(f"dataset not found: {path}; pass a folder with captions.jsonl/csv, a saved Hugging "

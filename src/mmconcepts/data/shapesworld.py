@@ -24,14 +24,13 @@ import json
 import math
 import os
 import random
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import replace_dir, temp_dir_beside
+from mmconcepts.errors import MMConceptsError, check_count
+from mmconcepts.outputs import OutputFolder
 
 IMAGE_SIZE = 64
 
@@ -254,15 +253,12 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, split: str = "train
     Every line reads ``{"image": "images/000001.png", "captions": [...], "attributes": {...},
     "split": split}``. The same seed always gives the same dataset.
     """
-    if n <= 0:
-        raise MMConceptsError(f"--n must be a positive number of images, got {n}")
+    check_count("n (--n)", n, 1)
+    check_count("seed (--seed)", seed, 0)
+    check_count("n_captions", n_captions, 1)
     if split not in ("train", "val", "test"):
         raise MMConceptsError(f"unknown split {split!r}: choose train, val or test")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or empty it")
-    tmp = temp_dir_beside(out)
-    try:
+    with OutputFolder(out) as tmp:
         (tmp / "images").mkdir()
         rng = random.Random(f"shapesworld-{seed}-{split}")
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as f:
@@ -273,7 +269,4 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, split: str = "train
                 captions = [caption(scene, rng) for _ in range(n_captions)]
                 row = {"image": name, "captions": captions, "attributes": scene.attributes(), "split": split}
                 f.write(json.dumps(row) + "\n")
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)

@@ -184,6 +184,8 @@ class BlockCoordinateSolver:
             worst = torch.topk(res, min(K, res.shape[0])).indices
             rows.append(Zb[worst])
             errs.append(res[worst])
+        if not rows:  # a data-parallel rank with no rows: rank 0's samples are broadcast
+            return U.new_zeros(0, U.shape[1])
         return torch.cat(rows)[torch.argsort(torch.cat(errs), descending=True, stable=True)[:K]]
 
     def _finish(self, batches: Callable[[], Iterable[Any]], U: torch.Tensor, states: list,

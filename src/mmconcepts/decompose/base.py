@@ -303,19 +303,21 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         return -self.reconstruction_error(Z)
 
     # -- persistence
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, provenance: dict | None = None) -> Path:
         """Write the fitted dictionary (and its online state) into the folder ``path``.
 
         Parameters
         ----------
         path : path
             Folder, created if needed (see :func:`~mmconcepts.decompose.persistence.save_dictionary`).
+        provenance : dict or None
+            Where it was learnt (layer, token, ...), kept in the safetensors header.
 
         Returns
         -------
         Path
         """
-        return save_dictionary(self, path)
+        return save_dictionary(self, path, provenance)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> ConceptDictionary:

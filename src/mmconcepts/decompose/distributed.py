@@ -1,11 +1,12 @@
-"""Data-parallel dictionary learning: Semi-NMF and NMF under ``torchrun``, each rank on its own shards.
+"""Data-parallel dictionary learning: Semi-NMF and NMF under ``torchrun``, each rank on its own rows.
 
 The block coordinate descent solver (:mod:`mmconcepts.decompose._solver`) needs of the data only sums over
 samples: ``A = V^T V`` (K x K), ``C = V^T Z`` (K x D), the squared error and the L1 mass. Each rank computes
-them over the shards it reads and :class:`Collective` sums them over the ranks (``all_reduce``), so every
-rank takes the same concept step; rank 0's concepts are broadcast after each step (a concept restarted on a
-badly explained sample takes rank 0's sample) and at the start (rank 0 seeds them). A store larger than one
-machine's memory or disk is learnt with each machine reading only its part; the training activations are
+them over the rows it reads (:func:`my_rows`: a contiguous range of the layer's rows, whatever the number of
+shards; a rank with no rows adds zeros) and :class:`Collective` sums them over the ranks (``all_reduce``), so
+every rank takes the same concept step; rank 0's concepts are broadcast after each step (a concept restarted
+on a badly explained sample takes rank 0's sample) and at the start (rank 0 seeds them). A store larger than
+one machine's memory or disk is learnt with each machine reading only its part; the training activations are
 gathered on rank 0 in store order.
 
 :class:`Local` is the single-process collective: every call is the identity.
@@ -78,6 +79,15 @@ def collective() -> Local:
     return Collective() if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else Local()
 
 
-def my_shards(n_shards: int, group: Local) -> range:
-    """The contiguous shards rank ``group.rank`` reads (store order is rank order)."""
-    return range(group.rank * n_shards // group.world, (group.rank + 1) * n_shards // group.world)
+def row_range(n_rows: int, rank: int, world: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of ``n_rows`` that ``rank`` of ``world`` reads: contiguous, in rank order (store
+    order is rank order), sizes differing by at most one, the larger parts first (rank 0, which seeds the
+    concepts, has ``ceil(n_rows / world)``); a rank beyond the rows gets an empty range."""
+    share, extra = divmod(n_rows, world)
+    start = rank * share + min(rank, extra)
+    return start, start + share + (rank < extra)
+
+
+def my_rows(n_rows: int, group: Local) -> tuple[int, int]:
+    """The rows ``[start, stop)`` this rank reads (:func:`row_range`)."""
+    return row_range(n_rows, group.rank, group.world)

@@ -137,9 +137,17 @@ def lloyd(Z: torch.Tensor, C: torch.Tensor, *, max_iter: int = 300, tol: float =
     return C, labels, n_iter
 
 
+def distances(Z: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``||z - c||`` between the rows of ``Z`` (``N x D``) and ``C`` (``M x D``), computed
+    from the differences (not the expansion ``|z|^2 + |c|^2 - 2 z.c``, which cancels catastrophically in
+    float32): a sample equal to a concept is at distance exactly 0, and a row's distances do not depend on
+    the other rows of the batch, the BLAS kernel or the thread count."""
+    return torch.cdist(Z, C, compute_mode="donot_use_mm_for_euclid_dist")
+
+
 def inverse_distance(Z: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """The paper's activation for K-Means and Simple: ``1 / (1 + ||z - c_k||)``."""
-    return 1.0 / (1.0 + sq_distances(Z, C).sqrt_())
+    """The paper's activation for K-Means and Simple: ``1 / (1 + ||z - c_k||)`` (:func:`distances`)."""
+    return 1.0 / (1.0 + distances(Z, C))
 
 
 class DistanceDictionary(ConceptDictionary):

@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import link_fields, replace_dir, temp_dir_beside, write_json
+from mmconcepts.files import link_fields, write_json
+from mmconcepts.outputs import FolderLock, OutputFolder, check_writable_target, os_error
+
+def provenance(summary: dict) -> dict[str, str]:
+    """What a dictionary's safetensors header records of where it was learnt, checked against ``summary.json``
+    on every read (:class:`mmconcepts.records.Summary`)."""
+    return {key: str(summary[key]) for key in PROVENANCE}
+
+
+#: The summary entries a dictionary also carries in its own file (:func:`provenance`).
+PROVENANCE = ("layer", "token", "method", "n_samples", "n_concepts", "hidden_size")
 
 #: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
 STREAM_BYTES = 4 << 30
@@ -92,7 +102,7 @@ def _mean_norm(Z_or_shards, group=None) -> float:
 def learn(features: str | os.PathLike, layer: str | int | None, method: str = "semi-nmf", n_concepts: int = 20,
           out: str | os.PathLike | None = None, *, l1: float | None = None, relative_l1: float | None = None,
           device: str = "cpu", seed: int = 0, overwrite: bool = False, stream: bool | None = None,
-          token: str | None = None, **method_kwargs: Any) -> Path:
+          token: str | None = None, grounding=None, grounding_model=None, **method_kwargs: Any) -> Path:
     """Fit a concept dictionary on one layer of a feature store and write it to ``out``.
 
     Parameters
@@ -123,6 +133,9 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         store's only word.
     stream : bool or None
         Read the store shard by shard (methods with ``fit_shards``); None: when the features exceed 4 GiB.
+    grounding : :class:`~mmconcepts.grounding.settings.GroundingSettings` or None
+        Ground the concepts (``grounding.json``) before the folder is swapped in, with ``grounding_model`` (as
+        :func:`~mmconcepts.grounding.ground` takes it): a grounding that fails leaves ``out`` as it was.
     **method_kwargs
         Further parameters of the method (``max_iter=...``, ``tol=...``, ``k=...``).
 
@@ -135,9 +148,7 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     >>> learn("runs/dog", layer="norm", out="runs/dog/semi-nmf")   # doctest: +SKIP
     PosixPath('runs/dog/semi-nmf')
     """
-    from mmconcepts.decompose.base import code_stats
     from mmconcepts.extract.store import read_manifest, store_token, stored_layer
-    from mmconcepts.extract.features import iter_feature_shards, load_features
 
     if out is None:
         raise MMConceptsError("no output folder given: pass --out DIR")
@@ -155,28 +166,51 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         if isinstance(relative_l1, bool) or not isinstance(relative_l1, (int, float)) or not 0 <= relative_l1 < 1:
             raise MMConceptsError(f"relative_l1 must be a number in [0, 1), got {relative_l1!r}")
     model = _build(method, n_concepts, l1, relative_l1, device, seed, method_kwargs)
-    if out.exists() and not out.is_dir():
-        raise MMConceptsError(f"output {out} exists and is not a folder: choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise MMConceptsError(f"output folder {out} is not empty: pass --overwrite to replace it or choose "
-                              "another --out")
+    check_writable_target(out, overwrite, inputs=[features])
+    from contextlib import nullcontext
+
+    # one writer per folder, from the start (under torchrun rank 0 writes; the lock is reentrant for the swap)
+    with FolderLock(out) if int(os.environ.get("RANK", "0") or 0) == 0 else nullcontext():
+        return _fit_and_write(model, features, out, manifest, layer_name, token, method, n_concepts, relative_l1,
+                              device, seed, overwrite, stream, grounding, grounding_model)
+
+
+def _fit_and_write(model, features, out, manifest, layer_name, token, method, n_concepts, relative_l1, device, seed,
+                   overwrite, stream, grounding, grounding_model) -> Path:
+    """The body of :func:`learn` once its arguments are checked and ``out`` is locked."""
+    from mmconcepts.decompose.base import code_stats
+    from mmconcepts.extract.features import iter_feature_shards, load_features
+
     streams = hasattr(model, "fit_transform_shards")
     size = int(manifest.get("n_samples") or 0) * int(manifest.get("hidden_size") or 0) * 4
     if stream and not streams:
         raise MMConceptsError(f"{method} cannot stream: it needs all features in memory (drop --stream)")
     use_stream = streams and (stream if stream is not None else size > STREAM_BYTES)
-    from mmconcepts.decompose.distributed import collective, my_shards
+    from mmconcepts.decompose.distributed import collective, my_rows, row_range
 
-    group = collective()  # under torchrun: each rank reads its own shards, the statistics are all-reduced
+    group = collective()  # under torchrun: each rank reads its own rows, the statistics are all-reduced
     part = None
     if group.world > 1:
         if not streams:
             raise MMConceptsError(f"{method} cannot learn data-parallel: under torchrun use semi-nmf or nmf")
-        use_stream, part = True, my_shards(int(manifest["n_shards"]), group)
+        from mmconcepts.extract.features import count_feature_rows
+
+        n_rows = count_feature_rows(features, layer_name, token)  # the same on every rank: all raise or none
+        if n_rows == 0:
+            raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
+        seed_rows = row_range(n_rows, 0, group.world)[1]  # rank 0 seeds the concepts on its rows [0, seed_rows)
+        if seed_rows < n_concepts:  # refused on every rank alike, before any collective
+            from mmconcepts.decompose.validation import check_n_concepts
+
+            check_n_concepts(n_concepts, n_rows)
+            raise MMConceptsError(f"{n_rows} rows on {group.world} ranks leave rank 0 {seed_rows}, fewer than the "
+                                  f"{n_concepts} concepts: use at most {n_rows // n_concepts} "
+                                  f"rank{'s' * (n_rows // n_concepts > 1)}")
+        use_stream, part = True, my_rows(n_rows, group)  # a contiguous range of rows: any store, any ranks
         model._group = group
 
     def shards():
-        return iter_feature_shards(features, layer_name, token, shards=part)
+        return iter_feature_shards(features, layer_name, token, rows=part)
 
     import torch
     from safetensors.torch import save_file
@@ -225,19 +259,21 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         "seed": seed,
         "params": model.get_params(),
         "relative_l1": relative_l1,
-        **link_fields("features", features, out),
+        **link_fields("features", features, out),  # written in a temp folder beside out: the same links
     }
-    tmp = temp_dir_beside(out)
     try:
-        model.save(tmp)
-        save_file({"activations": V}, str(tmp / "activations.safetensors"))
-        write_json(tmp / "summary.json", summary, indent=2)
-        replace_dir(tmp, out)
-    except OSError as exc:
-        raise MMConceptsError(f"cannot write to {out}: {exc.strerror}") from None
+        with OutputFolder(out, overwrite=overwrite, inputs=[features]) as tmp:
+            try:
+                model.save(tmp, provenance=provenance(summary))
+                save_file({"activations": V}, str(tmp / "activations.safetensors"))
+            except OSError as exc:
+                raise os_error(exc, f"cannot write the dictionary into {out}") from None
+            write_json(tmp / "summary.json", summary, indent=2)
+            if grounding is not None:
+                from mmconcepts.grounding import ground
+
+                ground(tmp, model=grounding_model, settings=grounding)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
         if part is not None:
             group.barrier()
     return out

@@ -48,7 +48,7 @@ def _corrupt(path: Path, why: str) -> MMConceptsError:
     return MMConceptsError(f"corrupt dictionary at {path} ({why}): learn it again with `mmconcepts learn`")
 
 
-def save_dictionary(model: ConceptDictionary, path: str | os.PathLike) -> Path:
+def save_dictionary(model: ConceptDictionary, path: str | os.PathLike, provenance: dict | None = None) -> Path:
     """Write ``dictionary.safetensors`` and ``dictionary.json`` for the fitted ``model`` into ``path``.
 
     Parameters
@@ -58,6 +58,11 @@ def save_dictionary(model: ConceptDictionary, path: str | os.PathLike) -> Path:
     path : path
         Folder, created if needed. Each file is written to a temp name and moved into place, so a crash
         leaves no half-written file.
+
+    provenance : dict or None
+        Where the dictionary was learnt (``{"layer": "norm", "token": "dog", ...}``, string values), written
+        into the safetensors header's metadata, where :func:`read_provenance` finds it: a ``summary.json``
+        edited or swapped with another folder's is then caught (:mod:`mmconcepts.records`).
 
     Returns
     -------
@@ -74,7 +79,9 @@ def save_dictionary(model: ConceptDictionary, path: str | os.PathLike) -> Path:
     tensors = {name: getattr(model, name).detach().to("cpu").contiguous() for name in names}
     extra_tensors, extra_values = model._extra_state()
     tensors.update({f"{EXTRA_PREFIX}{name}": t.detach().to("cpu").contiguous() for name, t in extra_tensors.items()})
-    raw = save_safetensors(tensors)
+    # one metadata key holding sorted JSON: safetensors writes a header's keys in hash order, not bit-stable
+    raw = save_safetensors(tensors, metadata={PROVENANCE_KEY: json.dumps(
+        {str(k): str(v) for k, v in provenance.items()}, sort_keys=True)} if provenance else None)
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -95,6 +102,23 @@ def save_dictionary(model: ConceptDictionary, path: str | os.PathLike) -> Path:
     atomic_write_bytes(path / TENSORS_NAME, raw)
     atomic_write_text(path / JSON_NAME, json.dumps(info, indent=2))
     return path
+
+
+#: The safetensors header's metadata key of a dictionary's provenance.
+PROVENANCE_KEY = "mmconcepts.provenance"
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, str]:
+    """The provenance :func:`save_dictionary` wrote into the header of ``path/dictionary.safetensors`` (``{}``
+    for a dictionary saved without one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(path) / TENSORS_NAME), framework="pt") as f:
+            recorded = json.loads((f.metadata() or {}).get(PROVENANCE_KEY, "{}"))
+    except Exception:  # a missing or corrupt file: load_dictionary names it
+        return {}
+    return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

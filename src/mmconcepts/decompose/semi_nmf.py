@@ -275,12 +275,19 @@ class SemiNMF(BlockCoordinateSolver, ConceptDictionary):
         check_int("n_epochs", n_epochs)
         start = time.perf_counter()
         self._clear_fitted()
-        for Zb in batches():
-            self.partial_fit(Zb)
-        if not hasattr(self, "components_"):
-            raise MMConceptsError("no shards to fit on: check the feature store and layer (under torchrun, "
-                                  "use at most as many ranks as the store has shards)")
-        U = self._group.broadcast_(self.components_.to(self._device))  # data-parallel: rank 0 seeds every rank
+        group = self._group
+        if group.rank == 0:  # data-parallel: rank 0 seeds the concepts on its rows, the others receive them
+            for Zb in batches():
+                self.partial_fit(Zb)
+            if not hasattr(self, "components_"):
+                raise MMConceptsError("no shards to fit on: check the feature store and layer")
+            U = self.components_.to(self._device)
+        if group.world > 1:  # a rank may have no rows (more ranks than rows): the concepts' shape comes first
+            shape = group.broadcast_(torch.tensor(U.shape if group.rank == 0 else (0, 0), dtype=torch.long))
+            if group.rank != 0:
+                U = torch.zeros(*shape.tolist(), device=self._device)
+            U = group.broadcast_(U)
+            self.n_features_in_ = int(U.shape[1])
         self._clear_online()
         U, states = self._run(batches, U, n_epochs, self.n_features_in_, start=start)
         return self._finish(batches, U, states, keep_codes)

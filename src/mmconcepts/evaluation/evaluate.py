@@ -19,13 +19,13 @@ pool) and **gt-captions** (the reference captions in place of the words). Output
 from __future__ import annotations
 
 import random
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.evaluation.results import EvaluationResult
-from mmconcepts.files import link, replace_dir, temp_dir_beside, write_json
+from mmconcepts.files import link, write_json
+from mmconcepts.outputs import FolderLock, OutputFolder, check_writable_target
 
 DEFAULT_METHODS = ("semi-nmf", "pca", "kmeans", "simple")
 BASELINES = ("rnd-words", "noise-imgs", "gt-captions")
@@ -98,6 +98,7 @@ class EvaluationSettings:
         if isinstance(self.causal_images, bool) or not isinstance(self.causal_images, int) or self.causal_images < 1:
             raise MMConceptsError("causal_images (--causal-images) must be an integer >= 1, got "
                                   f"{self.causal_images!r}")
+        check_count("bert_layers (--bert-layers)", self.bert_layers, 1, optional=True)
         for name in ("seed", "n_explanations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -171,19 +172,24 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     -------
     dict : the content of ``metrics.json`` (:class:`~mmconcepts.evaluation.results.EvaluationResult`).
     """
-    from mmconcepts.extract.store import read_manifest, store_tokens
-    from mmconcepts.extract.features import load_features
-    from mmconcepts.grounding.concepts import load_concepts, model_for
-    from mmconcepts.models import ModelAdapter
-    from mmconcepts.models.options import as_options
-
     if settings is None:
         settings = EvaluationSettings(**fields)
     elif fields:
         raise MMConceptsError("give the evaluation settings either as settings= or as keywords, not both")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or pass --overwrite")
+    check_writable_target(out, overwrite, inputs=[concepts, test_features])
+    with FolderLock(out):  # one writer of out from the start; OutputFolder swaps the finished folder in
+        return _evaluate_into(concepts, test_features, out, settings, model, overwrite)
+
+
+def _evaluate_into(concepts, test_features, out: Path, settings: EvaluationSettings, model, overwrite: bool) -> dict:
+    """The body of :func:`evaluate` once ``out`` is locked."""
+    from mmconcepts.extract.features import load_features
+    from mmconcepts.extract.store import read_manifest, store_tokens
+    from mmconcepts.grounding.concepts import load_concepts, model_for
+    from mmconcepts.models import ModelAdapter
+    from mmconcepts.models.options import as_options
+
     cs = load_concepts(concepts, require_grounding=True)
     layer, token, main = str(cs.summary["layer"]), cs.summary["token"], cs.summary["method"]
     test_manifest, train_manifest = read_manifest(test_features), cs.manifest
@@ -206,8 +212,7 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
     whole = "noise-imgs" in settings.baselines or settings.causal or bool(settings.heatmaps)
     adapter = model_for(cs, model, head=not whole) if needs_model else None
 
-    tmp = temp_dir_beside(out)
-    try:
+    with OutputFolder(out, overwrite=overwrite, inputs=[concepts, test_features]) as tmp:
         result, folders, causal = _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp)
         result.concepts, result.concepts_absolute = link(cs.path, out), str(cs.path.resolve())
         result.test_features, result.test_features_absolute = link(test_features, out), \
@@ -217,9 +222,6 @@ def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | Non
 
             result.heatmaps = write_heatmaps(tmp, out, cs, test.meta, cs.encode(Z_test), adapter, settings)
         _write(tmp, result, folders, cs, cs.encode(Z_test), test, out, causal)
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return result.to_json()
 
 

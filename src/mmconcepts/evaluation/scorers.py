@@ -130,17 +130,18 @@ class CLIPScorer:
         self.max_length = min(int(n) for n in limits if n is not None and 0 < n < 1_000_000)
 
     def embed_images(self, images: Sequence[Image.Image | str | os.PathLike]) -> torch.Tensor:
-        """L2-normalised image embeddings (N x D, float32, on the CPU); paths are opened as RGB images."""
+        """L2-normalised image embeddings (N x D, float32, on the CPU); paths are read by
+        :func:`mmconcepts.data.load_image` (upright, RGB)."""
         import torch
-        from PIL import Image
+
+        from mmconcepts.data.readers import load_image
 
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = []
             for im in images[start: start + self.batch_size]:
                 if isinstance(im, (str, os.PathLike)):
-                    with Image.open(im) as f:
-                        im = f.convert("RGB")
+                    im = load_image(im)
                 elif im.mode != "RGB":
                     im = im.convert("RGB")
                 batch.append(im)

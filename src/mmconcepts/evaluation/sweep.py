@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.files import atomic_write_bytes, write_json
+from mmconcepts.outputs import OutputFolder
 
 SWEEP_METRICS = ("grounding_precision_top1", "clipscore_top1", "bertscore_top1", "overlap", "coverage")
 
@@ -54,13 +55,10 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
     training store's run record. Its ``device`` also runs the dictionaries. ``token``: the word whose rows
     to sweep, in stores of several words.
     """
-    from mmconcepts.decompose import learn
-    from mmconcepts.evaluation.evaluate import evaluate
-    from mmconcepts.extract.store import read_manifest, store_token, stored_layer
-    from mmconcepts.grounding import ground
-    from mmconcepts.models import ModelAdapter
-    from mmconcepts.models.options import as_options
+    from mmconcepts.extract.store import read_manifest, stored_layer
 
+    check_count("n_concepts (-k)", n_concepts, 1)
+    check_count("seed (--seed)", seed, 0)
     manifest = read_manifest(features)
     test_manifest = read_manifest(test_features)
     names = []
@@ -72,8 +70,21 @@ def sweep(features, test_features, layers, out, *, method: str = "semi-nmf", n_c
         names.append(name)
     names = sorted(dict.fromkeys(names), key=_order)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MMConceptsError(f"output folder {out} is not empty: choose a new folder or pass --overwrite")
+    with OutputFolder(out, overwrite=overwrite, inputs=[features, test_features]) as tmp:
+        return _sweep_into(tmp, features, test_features, manifest, names, method, n_concepts, model, clip_model,
+                           bert_model, seed, token)
+
+
+def _sweep_into(out, features, test_features, manifest, names, method, n_concepts, model, clip_model, bert_model,
+                seed, token) -> dict:
+    """Every layer's learn + ground + evaluate into ``out`` (the temp folder swapped in at the end)."""
+    from mmconcepts.decompose import learn
+    from mmconcepts.evaluation.evaluate import evaluate
+    from mmconcepts.extract.store import store_token
+    from mmconcepts.grounding import ground
+    from mmconcepts.models import ModelAdapter
+    from mmconcepts.models.options import as_options
+
     if isinstance(model, ModelAdapter):
         adapter, device = model, str(model.device)
     else:

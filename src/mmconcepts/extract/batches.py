@@ -14,6 +14,12 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract.hooks import PositionRecorder, StepRecorder
+from mmconcepts.models.base import check_room, context_length
+
+
+class TruncatedCaptionWarning(UserWarning):
+    """Teacher mode cut reference captions longer than the model's context (counted as
+    ``truncated_captions``; a word past the cut is not kept and counted as ``beyond_context``)."""
 
 
 @dataclass
@@ -68,6 +74,7 @@ def generate_rows(adapter, batch: Batch, layers, matchers: dict, keep: str, coun
 
     inputs = adapter.to_device(batch.inputs) if batch.inputs is not None else \
         adapter.encode(batch.images, [prompt] * len(batch.samples))
+    check_room(adapter, inputs["input_ids"].shape[1], max_new_tokens)
     with StepRecorder(adapter, layers) as recorder, torch.inference_mode():
         out = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                      do_sample=False)
@@ -126,6 +133,12 @@ def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, p
     if not chosen:
         return {}, []
     inputs = adapter.encode([batch.images[r] for r in chosen], texts)
+    context = context_length(adapter.model)
+    if context is not None and inputs["input_ids"].shape[1] > context:
+        chosen, texts, targets, inputs = _within_context(adapter, batch.images, matcher, counts, prompt, sep,
+                                                         context, chosen, texts, targets, inputs)
+        if not chosen:
+            return {}, []
     ids = inputs["input_ids"]
     length = ids.shape[1]
     positions, meta = [], []
@@ -145,3 +158,51 @@ def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, p
     with PositionRecorder(adapter, layers, rows, torch.tensor(positions)) as recorder, torch.inference_mode():
         adapter.model(**inputs)
     return recorder.gather(), meta
+
+
+def _within_context(adapter, images, matcher, counts: dict, prompt: str, sep: str, context: int, chosen: list,
+                    texts: list, targets: list, inputs: dict):
+    """Cut every reference caption whose row (image, prompt and caption tokens) exceeds the model's
+    ``context``, at the last token that fits: the model never reads a position past its context. Each cut
+    caption counts in ``truncated_captions``; a row whose word now lies past the cut is dropped and counts in
+    ``beyond_context``. Returns the rows left and their inputs, encoded again."""
+    tokenizer = adapter.tokenizer
+    head = len(prompt) + len(sep)
+    cut_rows: set[int] = set()
+    for _ in range(8):  # a cut text may tokenize a little differently: cut again until every row fits
+        width = int(inputs["input_ids"].shape[1])
+        if width <= context:
+            break
+        mask = inputs.get("attention_mask")
+        lengths = [int(n) for n in mask.sum(1).tolist()] if mask is not None else [width] * len(texts)
+        keep = []
+        for j, (text, (char, word, caption)) in enumerate(zip(texts, targets)):
+            excess = lengths[j] - context
+            if excess <= 0:
+                keep.append(j)
+                continue
+            offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            fit = len(offsets) - excess  # the text tokens that fit
+            if fit <= 0 or offsets[fit][0] < len(prompt):
+                taken = lengths[j] - len(offsets) + sum(1 for a, _ in offsets if a < len(prompt))
+                raise MMConceptsError(f"the prompt takes {taken} tokens (image included), {adapter.model_id}'s whole "
+                                      f"context of {context}; use a shorter --instruction or a model with a longer "
+                                      "context")
+            cut_rows.add(chosen[j])
+            caption = text[head:max(offsets[fit][0], head)].rstrip()
+            found = matcher.find(caption)
+            if found != (char - head, word):  # the word lies past the cut: not read, not kept
+                counts["beyond_context"] += 1
+                continue
+            texts[j] = prompt + sep + caption
+            targets[j] = (char, word, caption)
+            keep.append(j)
+        chosen, texts, targets = [chosen[j] for j in keep], [texts[j] for j in keep], [targets[j] for j in keep]
+        if not chosen:
+            break
+        inputs = adapter.encode([images[r] for r in chosen], texts)
+    else:
+        raise MMConceptsError(f"teacher mode cannot cut the captions of {adapter.model_id} to its context of "
+                              f"{context} tokens; use --mode generate")
+    counts["truncated_captions"] += len(cut_rows)
+    return chosen, texts, targets, inputs

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.outputs import FolderLock
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,7 @@ def extract_ranks(rank: Rank, dataset, out: Path, manifest: dict, run_part, *, r
         raise MMConceptsError(f"output folder {out} is not empty: pass --resume to continue it or --overwrite to "
                               "replace it")
     if rank.index == 0 and overwrite:
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(parts, ignore_errors=True)  # an older launch's parts; out itself is replaced only by merge
     _group(rank).barrier()
     if resume and (out / "manifest.json").is_file() and read_manifest(out).get("complete") and not parts.exists():
         return read_manifest(out)  # merged already
@@ -113,7 +113,8 @@ def extract_ranks(rank: Rank, dataset, out: Path, manifest: dict, run_part, *, r
     error = None
     if rank.index == 0:
         try:
-            merge([parts / f"rank-{r:05d}-of-{rank.world:05d}" for r in range(rank.world)], out, manifest)
+            with FolderLock(out):
+                merge([parts / f"rank-{r:05d}-of-{rank.world:05d}" for r in range(rank.world)], out, manifest)
         except MMConceptsError as exc:
             error = exc
     if _agree(rank, error is not None):

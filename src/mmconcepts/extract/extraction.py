@@ -24,12 +24,13 @@ from pathlib import Path
 from mmconcepts import __version__
 from mmconcepts.data.readers import Dataset, ImageLoadError, open_dataset
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract.batches import Batch, generate_rows, teacher_rows
+from mmconcepts.extract.batches import Batch, TruncatedCaptionWarning, generate_rows, teacher_rows
 from mmconcepts.extract.settings import (COUNT_KEYS, KEEP_RULES, MODES, RUN_COUNTS, WORD_COUNTS, ExtractionSettings,
                                          store_counts)
 from mmconcepts.extract.store import FeatureStoreWriter, store_tokens
 from mmconcepts.extract.token_match import WordMatcher
 from mmconcepts.files import link_fields
+from mmconcepts.outputs import FolderLock, check_disjoint, clean_debris
 from mmconcepts.models.base import DEFAULT_INSTRUCTION
 
 __all__ = ["COUNT_KEYS", "ExtractionSettings", "KEEP_RULES", "MODES", "extract", "represent", "store_reading"]
@@ -96,6 +97,8 @@ def extract(data, token=None, *, out: str | os.PathLike, model=None, settings: E
     columns = {"image_column": image_column, "caption_column": caption_column}
     dataset = data if isinstance(data, Dataset) else open_dataset(data, image_root=image_root, split=split,
                                                                   limit=limit, **columns)
+    out = Path(out)
+    check_disjoint(out, [dataset.source, dataset.root])  # before anything is loaded or touched
     rank = distributed.current()
     opts = None if isinstance(model, ModelAdapter) else as_options(model, **load)
     if opts is not None and rank.world > 1 and opts.device in ("auto", "cuda") and rank.cuda:
@@ -109,8 +112,10 @@ def extract(data, token=None, *, out: str | os.PathLike, model=None, settings: E
         return distributed.extract_ranks(rank, dataset, out, manifest, lambda part, start, stop: _extract_into(
             adapter, dataset, part, manifest, settings, names, prompt, start, stop, resume, overwrite=False,
             progress=progress and rank.index == 0), resume=resume, overwrite=overwrite)
-    return _extract_into(adapter, dataset, out, manifest, settings, names, prompt, 0, len(dataset), resume,
-                         overwrite, progress)
+    with FolderLock(out):  # one writer of the store; a killed run's temp folders are cleaned up
+        clean_debris(out)
+        return _extract_into(adapter, dataset, out, manifest, settings, names, prompt, 0, len(dataset), resume,
+                             overwrite, progress)
 
 
 def _extract_into(adapter, dataset, out, manifest, settings, names, prompt, start, stop, resume, overwrite,
@@ -153,8 +158,8 @@ def _extract_into(adapter, dataset, out, manifest, settings, names, prompt, star
             bar.update(end - position)
             position = end
     except BaseException:
-        if writer.created and writer.n_samples == 0:
-            writer.discard()
+        if writer.staged or (writer.created and writer.n_samples == 0):
+            writer.discard()  # a store being replaced stays as it was
         raise
     finally:
         bar.close()
@@ -166,8 +171,9 @@ def _extract_into(adapter, dataset, out, manifest, settings, names, prompt, star
         raise MMConceptsError(
             f"the token {missing[0]!r} was kept in no image (scanned {run['scanned']}, not generated "
             f"{c['not_generated']}, generated but not in references {c['generated_not_in_reference']}, not in "
-            f"references {c['not_in_reference']}, skipped images {run['skipped_images']}); try another token, "
-            "--keep generated or --mode teacher")
+            f"references {c['not_in_reference']}, past the model's context {c['beyond_context']}, skipped images "
+            f"{run['skipped_images']}); try another token, --keep generated or --mode teacher")
+    warn_truncated(words, adapter)
     return writer.close(stop, counts)
 
 
@@ -191,7 +197,24 @@ def represent(adapter, samples: list, images: list, token: str, layers, mode: st
                                        min_new_tokens)
     else:
         features, meta = teacher_rows(adapter, batch, names, matchers, counts, prompt)
+        warn_truncated(counts, adapter)
     return features, meta, counts[token]
+
+
+def warn_truncated(words: dict, adapter) -> None:
+    """A :class:`~mmconcepts.extract.batches.TruncatedCaptionWarning` when teacher mode cut captions to the
+    model's context (``words``: each word's counts)."""
+    cut = sum(c.get("truncated_captions", 0) for c in words.values())
+    if cut:
+        import warnings
+
+        from mmconcepts.models.base import context_length
+
+        lost = sum(c.get("beyond_context", 0) for c in words.values())
+        warnings.warn(TruncatedCaptionWarning(
+            f"{cut} reference caption(s) were longer than {adapter.model_id}'s context of "
+            f"{context_length(adapter.model)} tokens and were cut to it (truncated_captions); {lost} word(s) past "
+            "the cut were not kept (beyond_context)"), stacklevel=3)
 
 
 def store_reading(manifest: dict, token: str | None = None) -> dict:

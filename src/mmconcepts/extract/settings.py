@@ -23,11 +23,16 @@ from mmconcepts.models.base import DEFAULT_INSTRUCTION
 
 MODES = ("generate", "teacher")
 KEEP_RULES = ("both", "generated")
-#: Counts of a whole run (``scanned``, ``skipped_images``) and of each word (the others).
+#: Counts of a whole run (``scanned``, ``skipped_images``) and of each word (the others). Teacher mode cuts a
+#: reference caption longer than the model's context at the last token that fits (``truncated_captions``: the
+#: captions cut); a word that then lies past the cut is not kept (``beyond_context``). ``kept``,
+#: ``generated_not_in_reference``, ``not_generated``, ``not_in_reference`` and ``beyond_context`` partition
+#: a word's readable images.
 RUN_COUNTS = ("scanned", "skipped_images")
-WORD_COUNTS = ("kept", "generated_not_in_reference", "not_generated", "not_in_reference")
+WORD_COUNTS = ("kept", "generated_not_in_reference", "not_generated", "not_in_reference", "beyond_context",
+               "truncated_captions")
 COUNT_KEYS = ("scanned", "kept", "generated_not_in_reference", "not_generated", "not_in_reference",
-              "skipped_images")
+              "beyond_context", "truncated_captions", "skipped_images")
 
 
 def _words(value, what: str) -> tuple[str, ...]:

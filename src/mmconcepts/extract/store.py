@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_bytes, atomic_write_text, read_json, resolve_field, write_json
+from mmconcepts.outputs import make_dirs, new_temp_dir, swap_in
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -41,10 +42,9 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if not manifest.is_file():
         raise MMConceptsError(f"no feature store at {path} (manifest.json missing); create one with `mmconcepts "
                               "extract`")
-    data = read_json(manifest, "extract the features again")
-    if "layers" not in data:
-        raise MMConceptsError(f"{manifest} is not a feature-store manifest; extract the features again")
-    return data
+    from mmconcepts.records import Manifest
+
+    return Manifest.read(path).to_json()  # every entry a reader relies on checked (docs/FORMAT.md)
 
 
 def data_root(path: str | os.PathLike, manifest: dict | None = None) -> Path:
@@ -80,7 +80,9 @@ def _committed(path: Path) -> dict:
     empty = {"shards": 0, "pending": 0, "n_samples": 0, "n_captions": 0, "position": 0, "counts": {}}
     if not progress.is_file():
         return empty
-    return {**empty, **read_json(progress, "extract again with --overwrite")}
+    from mmconcepts.records import Progress
+
+    return {**empty, **Progress.read(path).to_json()}
 
 
 def _truncate_lines(path: Path, n: int) -> None:
@@ -117,12 +119,11 @@ def store_token(manifest: dict, token: str | None = None, path=None) -> str:
 
 
 def _read_jsonl(file: Path) -> list[dict]:
-    rows = []
-    with open(file, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+    """The rows of ``metadata.jsonl`` (each checked by :class:`~mmconcepts.records.MetadataRow`) or of
+    ``captions.jsonl``; a one-line error naming the file and line of a bad row."""
+    from mmconcepts.records import MetadataRow, read_jsonl
+
+    return read_jsonl(file, MetadataRow if Path(file).name == MetadataRow.FILE else None)
 
 
 #: Manifest entries that are outcomes or places, not settings: a resumed run may differ in them.
@@ -159,7 +160,9 @@ class FeatureStoreWriter:
     shard_size : samples per shard; a shard is closed once this many are buffered (at a batch boundary).
     commit_every : progress (dataset position, counts, captions and the samples of the open shard) is
         committed at least every this many scanned images, so a crash loses at most that much scanning.
-    resume : continue a store whose run was interrupted; ``overwrite`` replaces an existing store.
+    resume : continue a store whose run was interrupted; ``overwrite`` replaces an existing store: the new
+        store is written beside it (``.<name>.tmp-*``) and swapped in by :meth:`close`, so a run that fails
+        or is killed leaves the old store as it was.
 
     Notes
     -----
@@ -182,9 +185,12 @@ class FeatureStoreWriter:
         self.commit_every = commit_every
         self.layers = list(manifest["layers"])
         self.created = False
+        if self.path.exists() and not self.path.is_dir():
+            raise MMConceptsError(f"--out {self.path} exists and is not a folder: choose another --out")
         exists = self.path.exists() and any(self.path.iterdir())
+        self.target = None  # the store to replace, when this one is written beside it
         if exists and overwrite:
-            shutil.rmtree(self.path)
+            self.target, self.path = self.path, new_temp_dir(self.path)
             exists = False
         if exists and not resume:
             raise MMConceptsError(f"output folder {self.path} is not empty: pass --resume to continue it or "
@@ -203,14 +209,11 @@ class FeatureStoreWriter:
                                       "use a new --out or --overwrite")
             self._rollback()
         else:
-            self.created = not self.path.exists()
-            try:
-                for layer in self.layers:
-                    (self.path / "shards" / layer).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise MMConceptsError(f"cannot write to {self.path}: {exc.strerror}") from None
-            (self.path / "metadata.jsonl").write_text("")
-            (self.path / "captions.jsonl").write_text("")
+            self.created = not self.path.exists() or self.target is not None
+            for layer in self.layers:
+                make_dirs(self.path / "shards" / layer)
+            atomic_write_text(self.path / "metadata.jsonl", "")
+            atomic_write_text(self.path / "captions.jsonl", "")
         write_json(self.path / "manifest.json", self.manifest)
         state = _committed(self.path)
         self.n_shards = state["shards"]
@@ -309,8 +312,17 @@ class FeatureStoreWriter:
         self.manifest.update(extra, complete=True, n_samples=self.n_samples, n_shards=self.n_shards,
                              counts=self.counts)
         write_json(self.path / "manifest.json", self.manifest)
+        if self.target is not None:  # the new store is complete: swap it in for the old one
+            swap_in(self.path, self.target)
+            self.path, self.target = self.target, None
         return self.manifest
 
+    @property
+    def staged(self) -> bool:
+        """Whether this store is written beside the one it replaces (swapped in by :meth:`close`)."""
+        return self.target is not None
+
     def discard(self) -> None:
-        """Remove the store (used when a run ends with nothing to keep)."""
+        """Remove the store this writer made (a run that ends with nothing to keep); a store it was to replace
+        stays as it was."""
         shutil.rmtree(self.path, ignore_errors=True)

@@ -16,14 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmconcepts.data.readers import Sample, load_image
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 
 
 def top_concepts(activations, concepts, top: int = 3) -> list[dict]:
-    """The ``top`` most activated concepts of one activation vector, with their words and images."""
+    """The ``top`` most activated concepts of one activation vector, with their words and images (each the
+    original, or the thumbnail the concepts folder carries when the original is not on this machine)."""
+    from mmconcepts.grounding.concepts import shown_image
+
     values, indices = activations.float().topk(min(top, activations.shape[-1]))
     return [{"index": int(k), "activation": round(float(v), 5), "words": concepts.words(int(k)),
-             "images": [im["image"] for im in concepts.images(int(k))]}
+             "images": [shown_image(im) for im in concepts.images(int(k))]}
             for v, k in zip(values.tolist(), indices.tolist())]
 
 
@@ -53,6 +56,8 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
 
     if mode == "teacher" and not caption:
         raise MMConceptsError("--mode teacher needs --caption \"...\" holding the token of interest")
+    check_count("top (--top)", top, 1)
+    check_count("max_new_tokens (--max-new-tokens)", max_new_tokens, 1, optional=True)
     map_settings = None
     if heatmaps is not None:
         from mmconcepts.grounding.maps import MapSettings
@@ -61,7 +66,8 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     summary = concepts.summary
     pil = load_image(image)
-    reading = store_reading(read_manifest(concepts.features), concepts.token)
+    # the store's run record, or the part of it grounding.json keeps when the folder travelled without it
+    reading = store_reading(concepts.manifest or read_manifest(concepts.features), concepts.token)
     if max_new_tokens is not None:
         reading["max_new_tokens"] = max_new_tokens
     model = model_for(concepts, model)

@@ -55,6 +55,9 @@ class GroundingSettings:
         Allow the token of interest and its ``also`` variants among the words.
     n_images : int
         The most activating training samples kept per concept (visual grounding).
+    copy_images : bool
+        Carry a small thumbnail of every concept's top images inside the concepts folder (``images/``), so
+        the folder explains and reports without the dataset (``--copy-images``).
     """
 
     decode: str = "effect"
@@ -65,6 +68,7 @@ class GroundingSettings:
     vocabulary: str = "all"
     keep_token: bool = False
     n_images: int = 5
+    copy_images: bool = False
 
     def __post_init__(self):
         if self.decode not in DECODINGS:
@@ -80,6 +84,8 @@ class GroundingSettings:
             raise MMConceptsError(f"unknown vocabulary {self.vocabulary!r}: choose {' or '.join(VOCABULARIES)}")
         if self.apply_norm is not None and not isinstance(self.apply_norm, bool):
             raise MMConceptsError(f"apply_norm must be true, false or None, got {self.apply_norm!r}")
+        if not isinstance(self.copy_images, bool):
+            raise MMConceptsError(f"copy_images (--copy-images) must be true or false, got {self.copy_images!r}")
 
     @property
     def min_ratio_applied(self) -> float | None:

@@ -8,10 +8,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.grounding.directions import (DEFAULT_POSITIONS, DIRECTIONS, _choice, _finite, check_concept,
                                              default_strength, unit_direction)
 from mmconcepts.grounding.steering import POSITIONS, Steering
+from mmconcepts.models.base import check_room
 
 
 def _generate(adapter, pil, prompt: str, reading: dict) -> list[int]:
@@ -42,6 +43,7 @@ def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_siz
         inputs = adapter.encode(chunk, [prompt] * len(chunk))
         kwargs = dict(max_new_tokens=reading["max_new_tokens"], min_new_tokens=reading["min_new_tokens"],
                       do_sample=False)
+        check_room(adapter, inputs["input_ids"].shape[1], kwargs["max_new_tokens"])
         with torch.inference_mode():
             if steering is None:
                 out = adapter.model.generate(**inputs, **kwargs)
@@ -149,6 +151,7 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
                               "to adding a direction")
     if strength is not None:
         strength = _finite("strength", strength)
+    check_count("seed (--seed)", seed, 0)
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                        or max_new_tokens < 1):
         raise MMConceptsError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Iterable
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,20 +31,47 @@ def encode_inputs(processor, images: list, texts: list[str]) -> dict:
     """The processor's inputs for images (one per text) and texts, left padded, as CPU tensors: what every
     adapter feeds its model. A plain function of the processor, so DataLoader workers can run it.
 
-    Images may be PIL images or paths; they are converted to RGB and nested per prompt (``[[img], ...]``).
+    Images may be PIL images or paths (read by :func:`mmconcepts.data.load_image`: upright, RGB); they are
+    converted to RGB and nested per prompt (``[[img], ...]``).
     """
-    from PIL import Image
+    from mmconcepts.data.readers import load_image
 
     if len(images) != len(texts):
         raise MMConceptsError(f"got {len(images)} images for {len(texts)} prompts; pass one image per prompt")
     rgb = []
     for image in images:
         if isinstance(image, (str, os.PathLike)):
-            image = Image.open(image)
+            image = load_image(image)
         rgb.append(image if image.mode == "RGB" else image.convert("RGB"))
     processor.tokenizer.padding_side = "left"
     batch = processor(images=[[im] for im in rgb], text=list(texts), return_tensors="pt", padding=True)
     return dict(batch.items())
+
+
+def context_length(model) -> int | None:
+    """The most positions ``model``'s language model reads: ``max_position_embeddings`` of its text config
+    (or of its config); ``None`` when the config does not say."""
+    config = getattr(model, "config", None)
+    for part in (getattr(config, "text_config", None), config):
+        n = getattr(part, "max_position_embeddings", None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
+
+
+def check_room(adapter, prompt_tokens: int, max_new_tokens: int) -> None:
+    """Refuse a generation whose prompt (image tokens included) and ``max_new_tokens`` exceed the model's
+    context: the model would read positions it was never trained on."""
+    context = context_length(getattr(adapter, "model", None))
+    if context is None or prompt_tokens + max_new_tokens <= context:
+        return
+    name = getattr(adapter, "model_id", "the model")
+    if prompt_tokens >= context:
+        raise MMConceptsError(f"the prompt takes {prompt_tokens} tokens (image included), {name}'s whole context "
+                              f"of {context}; use a shorter --instruction or a model with a longer context")
+    raise MMConceptsError(f"the prompt takes {prompt_tokens} tokens (image included) and --max-new-tokens is "
+                          f"{max_new_tokens}: {prompt_tokens + max_new_tokens} exceed {name}'s context of {context} "
+                          f"tokens; pass --max-new-tokens {context - prompt_tokens} or less")
 
 
 class ModelAdapter:
@@ -141,6 +168,11 @@ class ModelAdapter:
         """Number of rows of the unembedding (may exceed ``len(tokenizer)`` when padded)."""
         return int(self.lm_head().weight.shape[0])
 
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the language model reads (:func:`context_length`); ``None``: not said."""
+        return context_length(self.model)
+
     # ---- layers --------------------------------------------------------------------------------------------
     def layer_names(self) -> list[str]:
         """Canonical names of every readable layer: ``"0" .. "N-1"`` then ``"norm"``."""
@@ -230,11 +262,16 @@ class ModelAdapter:
         import torch
         from tqdm.auto import tqdm
 
+        for name, value, low in (("batch_size (--batch-size)", batch_size, 1),
+                                 ("max_new_tokens (--max-new-tokens)", max_new_tokens, 1),
+                                 ("min_new_tokens", min_new_tokens, 0)):
+            check_count(name, value, low)  # a batch size of -1 would caption nothing, silently
         prompt = self.prompt(instruction)
         captions: list[str] = []
         for start in tqdm(range(0, len(images), batch_size), disable=not progress, leave=False, desc="caption"):
             chunk = images[start:start + batch_size]
             batch = self.encode(chunk, [prompt] * len(chunk))
+            check_room(self, batch["input_ids"].shape[1], max_new_tokens)
             with torch.inference_mode():
                 out = self.model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                           do_sample=False)

@@ -77,7 +77,7 @@ def load_head(model: str | os.PathLike | None = None, *, dtype: str = "float32",
         of :func:`~mmconcepts.models.loading.load_model`).
     """
     torch_dtype = resolve_dtype(dtype)
-    source, is_local = _locate(model)
+    source, is_local = _locate(model, revision)
     common = {"trust_remote_code": bool(trust_remote_code), "revision": revision}
     config = read_config(source, is_local, common)
     adapter_cls = _choose_adapter(config, source)

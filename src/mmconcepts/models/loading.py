@@ -79,9 +79,12 @@ def _hub_error(model_id: str, exc: BaseException) -> MMConceptsError:
     return MMConceptsError(f"could not load model '{model_id}': {first}")
 
 
-def _locate(model: str | os.PathLike | None) -> tuple[str, bool]:
-    """``(source, is_local)``; checks that a local folder exists and holds a config."""
+def _locate(model: str | os.PathLike | None, revision: str | None = None) -> tuple[str, bool]:
+    """``(source, is_local)``; checks that a local folder exists and holds a config, and refuses a
+    ``revision`` of the shipped model (it has one version; the revision would be recorded and ignored)."""
     if model is None or model == EMBEDDED_MODEL:
+        if revision is not None:
+            raise MMConceptsError(shipped_revision_error(revision))
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise MMConceptsError(f"the shipped default model is missing at {DEFAULT_MODEL_DIR} (it is not built "
                                   "yet); pass --model with a hub id or a local model folder")
@@ -99,6 +102,12 @@ def _locate(model: str | os.PathLike | None) -> tuple[str, bool]:
         raise MMConceptsError(f"model folder '{text}' does not exist; pass an existing folder or a hub id "
                               "such as llava-hf/llava-1.5-7b-hf")
     return text, False
+
+
+def shipped_revision_error(revision) -> str:
+    """The one-line refusal of ``--revision`` with the shipped model."""
+    return (f"--revision {revision} does not apply to the shipped model {EMBEDDED_MODEL} (it has a single "
+            "version, in the package); drop --revision, or pass --model with a hub id")
 
 
 def _choose_adapter(config, source: str) -> type[ModelAdapter]:
@@ -211,7 +220,7 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     device = resolve_device(device)
     if device_map is not None and device_map not in DEVICE_MAPS:
         raise MMConceptsError(f"unknown device map {device_map!r}: choose auto (or leave it out)")
-    source, is_local = _locate(model)
+    source, is_local = _locate(model, revision)
     from transformers import AutoModelForImageTextToText
 
     common = {"trust_remote_code": bool(trust_remote_code), "revision": revision}

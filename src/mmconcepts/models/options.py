@@ -61,6 +61,11 @@ class ModelOptions:
         object.__setattr__(self, "device", check_device(self.device))
         if self.model is not None:
             object.__setattr__(self, "model", str(self.model))
+        if self.revision is not None:
+            from mmconcepts.models.loading import EMBEDDED_MODEL, shipped_revision_error
+
+            if self.model == EMBEDDED_MODEL:  # None may still follow a store made with a hub model
+                raise MMConceptsError(shipped_revision_error(self.revision))
 
     def following(self, manifest: dict | None) -> "ModelOptions":
         """These options with every unset field taken from a feature store's manifest (its run record)."""
@@ -68,13 +73,19 @@ class ModelOptions:
             return self
         made = manifest.get("model_options") or {"model": manifest.get("model"),
                                                  "revision": manifest.get("revision")}
+        from mmconcepts.models.loading import EMBEDDED_MODEL
+
         same_model = self.model is None or self.model == made.get("model")
+        model = self.model if self.model is not None else made.get("model")
+        # a revision recorded for the shipped model (by older versions, which ignored it) is not followed
+        recorded = (made.get("commit") or made.get("revision")) if same_model and model not in (None, EMBEDDED_MODEL) \
+            else None
         return replace(
             self,
-            model=self.model if self.model is not None else made.get("model"),
+            model=model,
             model_dtype=self.model_dtype or made.get("model_dtype"),
             device_map=self.device_map or (made.get("device_map") if same_model else None),
-            revision=self.revision or ((made.get("commit") or made.get("revision")) if same_model else None),
+            revision=self.revision or recorded,
             trust_remote_code=self.trust_remote_code or bool(same_model and made.get("trust_remote_code")),
         )
 

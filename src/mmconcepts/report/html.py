@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.files import atomic_write_text
 from mmconcepts.report.comparisons import _explanations, _metrics, _overlap, _sweep
 from mmconcepts.report.maps import attach_maps, read_maps
@@ -49,6 +49,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     """
     from mmconcepts import __version__
 
+    check_count("n_explanations (--n-explanations)", n_explanations, 0)  # never a slice: -1 is not "all but one"
     concepts_dir = Path(concepts_dir)
     out = Path(out)
     if not concepts_dir.is_dir():
@@ -59,6 +60,10 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     if not (concepts_dir / "grounding.json").is_file():
         raise MMConceptsError(f"{concepts_dir} has no grounding.json: run `mmconcepts learn` without --no-ground, "
                               "or pass a grounded concepts folder")
+    from mmconcepts.grounding.concepts import load_concepts
+
+    if (concepts_dir / "dictionary.safetensors").exists():  # made by learn: its files checked against each other
+        load_concepts(concepts_dir, require_grounding=True)
     grounding = _read_json(concepts_dir / "grounding.json", "rerun `mmconcepts learn` to rewrite it")
     summary = _read_json(concepts_dir / "summary.json", "rerun mmconcepts learn to rewrite it", required=False)
     if summary is None:

@@ -207,24 +207,20 @@ PIXEL_ART_MAX = 128
 def _thumbnail_cached(path: str, mtime: float, size: int) -> tuple[str, bool]:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))
-        pixel = max(im.size) <= PIXEL_ART_MAX
-        im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
-        if pixel:
-            factor = max(1, size // max(im.size))
-            if factor > 1:
-                im = im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
-            fmt = "PNG"
-        else:
-            im.thumbnail((size, size), Image.Resampling.LANCZOS)
-            fmt = "JPEG"
-        if fmt == "JPEG" and im.mode != "RGB":
-            background = Image.new("RGB", im.size, "white")
-            background.paste(im, mask=im.getchannel("A"))
-            im = background
-        buf = io.BytesIO()
-        im.save(buf, format=fmt, **({"quality": 85, "optimize": True} if fmt == "JPEG" else {"optimize": True}))
+    from mmconcepts.data.readers import load_image
+
+    im = load_image(path, draft=(size, size))  # upright, RGB (alpha over white), as the model read it
+    pixel = max(im.size) <= PIXEL_ART_MAX
+    if pixel:
+        factor = max(1, size // max(im.size))
+        if factor > 1:
+            im = im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+        fmt = "PNG"
+    else:
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        fmt = "JPEG"
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **({"quality": 85, "optimize": True} if fmt == "JPEG" else {"optimize": True}))
     mime = "image/png" if fmt == "PNG" else "image/jpeg"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii"), pixel
 
@@ -252,9 +248,11 @@ def placeholder(size: int, text: str = "missing") -> str:
 def thumbnail(path, size: int = 192) -> dict:
     """``{"src": data URI, "pixel": bool, "missing": bool}`` for the image at ``path`` (``size`` px at most).
 
-    Small images (pixel art such as 64x64 ShapesWorld scenes) are upscaled by an integer factor with nearest
-    neighbour so they stay crisp; photographs are downscaled and stored as JPEG. A missing or unreadable file
-    gives a grey placeholder that says "missing", never an exception.
+    The image is read by :func:`mmconcepts.data.load_image`: upright (EXIF orientation applied), as the model
+    read it. Small images (pixel art such as 64x64 ShapesWorld scenes) are upscaled by an integer factor with
+    nearest neighbour so they stay crisp; photographs are downscaled and stored as JPEG. A missing or
+    unreadable file (a symlink loop, a truncated file, more pixels than Pillow allows) gives a grey placeholder
+    that says "missing", never an exception.
     """
     try:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
@@ -288,10 +286,11 @@ def file_data_uri(path) -> str | None:
 def _open_rgb(image):
     from PIL import Image
 
+    from mmconcepts.data.readers import load_image
+
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    with Image.open(image) as im:
-        return im.convert("RGB")
+    return load_image(image)  # upright: the map's box is in the pixels the model read
 
 
 def overlay_png_bytes(image, grid, box, size: int = 192) -> bytes:

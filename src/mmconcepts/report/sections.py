@@ -159,6 +159,10 @@ def _word_bars(words: list[dict]) -> list[dict]:
 
 
 def _images(raw, path: Path, fix: str, limit: int, px: int, base: Path) -> list[dict]:
+    """The thumbnails of image entries: each the original (its link from ``base``, else the absolute path it
+    had when written, ``image_absolute``), else the copy a concepts folder carries (``thumbnail``, from
+    ``learn --copy-images``), else a placeholder that says "missing"."""
+    from mmconcepts.grounding.concepts import image_exists
     from mmconcepts.report.plots import thumbnail
 
     if raw is None:
@@ -174,12 +178,19 @@ def _images(raw, path: Path, fix: str, limit: int, px: int, base: Path) -> list[
         file = item.get("image")
         if isinstance(file, str) and file and not os.path.isabs(file):
             file = str(base / file)
+        shown = file
+        if isinstance(file, str) and file and not image_exists(file):
+            fallback, carried = item.get("image_absolute"), item.get("thumbnail")
+            if isinstance(fallback, str) and fallback and image_exists(fallback):
+                file = shown = fallback
+            elif isinstance(carried, str) and carried and image_exists(base / carried):
+                shown = str(base / carried)
         images.append({
             "id": "" if item.get("id") is None else str(item.get("id")),
             "caption": "" if item.get("caption") is None else str(item.get("caption")),
             "activation": _num(item.get("activation")),
             "path": "" if file is None else str(file),
-            "thumb": thumbnail(file, 2 * px),
+            "thumb": thumbnail(shown, 2 * px),
         })
     return images
 

@@ -12,13 +12,13 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
 from mmconcepts.data.shapesworld import caption, render, sample_scene
-from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import replace_dir, write_json
+from mmconcepts.errors import MMConceptsError, check_count
+from mmconcepts.files import write_json
+from mmconcepts.outputs import FolderLock, check_disjoint, clean_debris, new_temp_dir, swap_in
 from mmconcepts.models.llava import LlavaAdapter
 from mmconcepts.evaluation.captions import caption_accuracy
 from mmconcepts.toy.build import build_model, build_processor
@@ -32,13 +32,17 @@ def _prompt(processor) -> str:
 
 
 def _save(model, processor, out: Path, card: dict) -> None:
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    processor.tokenizer.padding_side = "left"
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    write_json(tmp / "training.json", card, indent=2)
-    replace_dir(tmp, out)
+    import shutil
+
+    tmp = new_temp_dir(out)
+    try:
+        processor.tokenizer.padding_side = "left"
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        write_json(tmp / "training.json", card, indent=2)
+        swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _carry_vocabulary(model, old_vocab: dict[str, int], new_vocab: dict[str, int]) -> None:
@@ -96,7 +100,19 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
             raise MMConceptsError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and 0 <= lr < 1):
         raise MMConceptsError(f"--lr must be a learning rate in [0, 1), got {lr!r}")
+    check_count("seed (--seed)", seed, 0)
+    check_count("step_offset (--step-offset)", step_offset, 0)
     out = Path(out)
+    check_disjoint(out, [init_from])
+    with FolderLock(out):  # one trainer per checkpoint folder; each save is swapped in whole
+        clean_debris(out)
+        return _train(out, steps, batch_size, lr, seed, eval_every, n_eval, warmup, init_from, step_offset)
+
+
+def _train(out: Path, steps, batch_size, lr, seed, eval_every, n_eval, warmup, init_from, step_offset) -> dict:
+    """The training loop of :func:`train`, ``out`` locked."""
+    import torch
+
     processor = build_processor()
     if init_from is not None:
         model = _load_checkpoint(init_from, processor.tokenizer)

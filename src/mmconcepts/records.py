@@ -1,0 +1,345 @@
+"""Typed records of the files the pipeline writes: one class per file, and the only way those files are read.
+
+``docs/FORMAT.md`` is the normative description of every file; these classes follow it (a divergence is a
+bug). A record is a dataclass whose fields are the entries a reader relies on, each checked for its type
+on read (:meth:`Record.from_json`); entries it does not declare are kept in ``extra`` and written back, so
+a file written by a newer mmconcepts round-trips. What a record cannot check alone, it checks against its
+siblings (:func:`check_concepts_folder`, :func:`check_shard`): a shard's dtype and width against the
+manifest, a dictionary's size and the layer recorded inside its safetensors header against
+``summary.json``, every concept present in ``grounding.json``. Every mismatch is a one-line
+:class:`~mmconcepts.errors.MMConceptsError` naming the file and what to do.
+
+Records keep the mapping interface the stages used before them (``record["layer"]``, ``record.get(...)``),
+so a stage can move to attributes one at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import read_json, write_json
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
+          "object": object}
+
+
+def _accepts(annotation: str, value) -> bool:
+    """Whether ``value`` fits a field annotation written as a string (``"int | None"``, ``"list"``, ...)."""
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None":
+            if value is None:
+                return True
+            continue
+        kind = _TYPES.get(part.split("[")[0], object)
+        if kind is int and isinstance(value, bool):
+            continue
+        if kind in (float, (int, float)) and isinstance(value, bool):
+            continue
+        if isinstance(value, kind):
+            return True
+    return False
+
+
+@dataclasses.dataclass(kw_only=True)
+class Record:
+    """Base of the file records: declared fields checked on read, the rest carried in ``extra``."""
+
+    FILE: ClassVar[str] = ""
+    FIX: ClassVar[str] = "make the folder again"
+
+    extra: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def _fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    @classmethod
+    def from_json(cls, data: Any, source: str | os.PathLike | None = None):
+        """The record of a JSON object, every declared entry checked; a one-line error naming ``source``."""
+        where = source or cls.FILE
+        if not isinstance(data, dict):
+            raise MMConceptsError(f"{where} is not a JSON object; {cls.FIX}")
+        values, extra = {}, {}
+        declared = {f.name: f for f in cls._fields()}
+        for key, value in data.items():
+            if key == "format_version":
+                continue
+            (values if key in declared else extra)[key] = value
+        for name, field in declared.items():
+            required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            if name not in values:
+                if required:
+                    raise MMConceptsError(f"{where} has no {name!r} entry; {cls.FIX}")
+                continue
+            if not _accepts(str(field.type), values[name]):
+                raise MMConceptsError(f"{where}: {name!r} should be {field.type}, not {type(values[name]).__name__} "
+                                      f"{_short(values[name])}; {cls.FIX}")
+        record = cls(**values, extra=extra)
+        record.validate(where)
+        return record
+
+    def validate(self, where) -> None:
+        """Checks that span several entries (overridden per file); raise a one-line error."""
+
+    def to_json(self) -> dict:
+        """The JSON object (declared entries, then the extra ones), without ``format_version``."""
+        out = {f.name: getattr(self, f.name) for f in self._fields()}
+        return {**out, **self.extra}
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike):
+        """Read ``folder/FILE`` (a one-line error when it is missing, corrupt, newer or malformed)."""
+        path = Path(folder) / cls.FILE
+        return cls.from_json(read_json(path, cls.FIX), path)
+
+    def write(self, folder: str | os.PathLike, indent: int | None = 2) -> Path:
+        """Write ``folder/FILE`` atomically, with ``format_version``."""
+        return write_json(Path(folder) / self.FILE, self.to_json(), indent=indent)
+
+    # the mapping interface the stages used before the records
+    def __getitem__(self, key: str):
+        data = self.to_json()
+        if key not in data:
+            raise KeyError(key)
+        return data[key]
+
+    def get(self, key: str, default=None):
+        return self.to_json().get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_json()
+
+    def keys(self):
+        return self.to_json().keys()
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_count(where, name: str, value, fix: str, low: int = 0) -> None:
+    if value is not None and value < low:
+        raise MMConceptsError(f"{where}: {name!r} is {value}, below {low}; {fix}")
+
+
+# ---------------------------------------------------------------------------------------------- feature store
+
+STORE_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+
+
+@dataclasses.dataclass(kw_only=True)
+class Manifest(Record):
+    """``manifest.json`` of a feature store: the run record (see docs/FORMAT.md)."""
+
+    FILE: ClassVar[str] = "manifest.json"
+    FIX: ClassVar[str] = "extract the features again"
+
+    layers: list
+    dtype: str
+    hidden_size: int
+    model: str | None = None
+    token: str | None = None
+    tokens: list | None = None
+    complete: bool = False
+    n_samples: int | None = None
+    n_shards: int | None = None
+    num_layers: int | None = None
+    shard_size: int | None = None
+    counts: dict | None = None
+
+    def validate(self, where) -> None:
+        if not self.layers or not all(isinstance(x, str) for x in self.layers):
+            raise MMConceptsError(f"{where} lists no layers; {self.FIX}")
+        if self.dtype not in STORE_DTYPES:
+            raise MMConceptsError(f"{where}: unknown storage dtype {self.dtype!r} (expected "
+                                  f"{', '.join(STORE_DTYPES)}); {self.FIX}")
+        if self.token is None and not self.tokens:
+            raise MMConceptsError(f"{where} names no token of interest; {self.FIX}")
+        _check_count(where, "hidden_size", self.hidden_size, self.FIX, 1)
+        for name in ("n_samples", "n_shards", "shard_size"):
+            _check_count(where, name, getattr(self, name), self.FIX)
+        if self.complete and (self.n_samples is None or self.n_shards is None):
+            raise MMConceptsError(f"{where} is marked complete without n_samples and n_shards; {self.FIX}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Progress(Record):
+    """``progress.json`` of a feature store: what is committed (for ``--resume``)."""
+
+    FILE: ClassVar[str] = "progress.json"
+    FIX: ClassVar[str] = "extract again with --overwrite"
+
+    shards: int
+    pending: int = 0  # stores of format 1 wrote none
+    n_samples: int
+    n_captions: int = 0
+    position: int
+    counts: dict = dataclasses.field(default_factory=dict)
+
+    def validate(self, where) -> None:
+        for name in ("shards", "pending", "n_samples", "n_captions", "position"):
+            _check_count(where, name, getattr(self, name), self.FIX)
+        if self.pending > self.n_samples:
+            raise MMConceptsError(f"{where}: {self.pending} pending rows of {self.n_samples}; {self.FIX}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class MetadataRow(Record):
+    """One line of ``metadata.jsonl``: a kept (image, word) sample."""
+
+    FILE: ClassVar[str] = "metadata.jsonl"
+    FIX: ClassVar[str] = "extract the features again"
+
+    id: object = None
+    index: int | None = None
+    image: str | None = None
+    caption: str = ""
+    token: str | None = None
+    position: int | None = None
+
+
+def read_jsonl(file: str | os.PathLike, record: type[Record] | None = None, fix: str = "extract the features again"
+               ) -> list[dict]:
+    """The rows of a JSON Lines file, each an object (and, with ``record``, checked by it); a one-line error
+    naming the file and the line of the first bad row."""
+    file = Path(file)
+    rows = []
+    try:
+        with open(file, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise MMConceptsError(f"{file} line {number} is not valid JSON; {fix}") from None
+                if not isinstance(row, dict):
+                    raise MMConceptsError(f"{file} line {number} is not a JSON object; {fix}")
+                if record is not None:
+                    record.from_json(row, f"{file} line {number}")
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise MMConceptsError(f"{file} is not UTF-8 text; {fix}") from None
+    except OSError as exc:
+        from mmconcepts.outputs import os_error
+
+        raise os_error(exc, f"cannot read {file}") from None
+    return rows
+
+
+def check_shard(file: str | os.PathLike, manifest, rows: int | None = None) -> int:
+    """Check a shard's header against the store's manifest (tensor ``features``, storage dtype, width
+    ``hidden_size``, and ``rows`` rows when given); its number of rows."""
+    from safetensors import safe_open
+
+    file = Path(file)
+    fix = "extract the features again"
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            if "features" not in f.keys():
+                raise MMConceptsError(f"{file} holds no 'features' tensor; {fix}")
+            sliced = f.get_slice("features")
+            shape, dtype = list(sliced.get_shape()), sliced.get_dtype()
+    except MMConceptsError:
+        raise
+    except FileNotFoundError:
+        raise MMConceptsError(f"{file} is missing; {fix}") from None
+    except Exception as exc:  # safetensors raises its own types for a truncated or foreign file
+        raise MMConceptsError(f"cannot read {file} ({type(exc).__name__}); {fix}") from None
+    expected = STORE_DTYPES.get(manifest["dtype"])
+    if dtype != expected:
+        raise MMConceptsError(f"{file} is stored as {dtype}, but the manifest says {manifest['dtype']} ({expected}); "
+                              f"{fix}")
+    if len(shape) != 2 or shape[1] != manifest["hidden_size"]:
+        raise MMConceptsError(f"{file} has shape {shape}, expected rows x {manifest['hidden_size']} (the "
+                              f"manifest's hidden_size); {fix}")
+    if rows is not None and shape[0] != rows:
+        raise MMConceptsError(f"{file} has {shape[0]} rows, the store's progress says {rows}; {fix}")
+    return int(shape[0])
+
+
+# ------------------------------------------------------------------------------------------- concepts folder
+
+@dataclasses.dataclass(kw_only=True)
+class Summary(Record):
+    """``summary.json`` of a concepts folder: what was learnt, from where, how well."""
+
+    FILE: ClassVar[str] = "summary.json"
+    FIX: ClassVar[str] = "run `mmconcepts learn` again"
+
+    method: str
+    layer: str
+    n_samples: int
+    n_concepts: int
+    hidden_size: int
+    features: str
+    token: str | None = None
+    model: str | None = None
+
+    def validate(self, where) -> None:
+        if not self.method or not self.layer:
+            raise MMConceptsError(f"{where} names no method or layer; {self.FIX}")
+        _check_count(where, "n_concepts", self.n_concepts, self.FIX, 1)
+        _check_count(where, "hidden_size", self.hidden_size, self.FIX, 1)
+        _check_count(where, "n_samples", self.n_samples, self.FIX)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Grounding(Record):
+    """``grounding.json`` of a concepts folder: every concept's words and top images."""
+
+    FILE: ClassVar[str] = "grounding.json"
+    FIX: ClassVar[str] = "run `mmconcepts learn` again"
+
+    concepts: list
+
+    def validate(self, where) -> None:
+        for i, concept in enumerate(self.concepts):
+            if not isinstance(concept, dict) or concept.get("index") != i:
+                raise MMConceptsError(f"{where}: concept {i} is missing or out of place; {self.FIX}")
+            if not isinstance(concept.get("words"), list) or not all(
+                    isinstance(w, dict) and isinstance(w.get("word"), str) for w in concept["words"]):
+                raise MMConceptsError(f"{where}: concept {i} has malformed words; {self.FIX}")
+            if not isinstance(concept.get("images"), list) or not all(
+                    isinstance(im, dict) and isinstance(im.get("image"), str) for im in concept["images"]):
+                raise MMConceptsError(f"{where}: concept {i} has malformed images; {self.FIX}")
+
+
+def check_concepts_folder(path: str | os.PathLike, summary: Summary, dictionary, activations,
+                          grounding: dict | None) -> None:
+    """The files of a concepts folder agree: the dictionary's K and D and the activations' shape with
+    ``summary.json``, the provenance in the dictionary's safetensors header (layer, token, ...) with
+    ``summary.json``, and ``grounding.json`` has exactly one entry per concept."""
+    from mmconcepts.decompose.learn import PROVENANCE
+    from mmconcepts.decompose.persistence import read_provenance
+
+    path = Path(path)
+    fix = "run `mmconcepts learn` again (or copy the whole folder from one run)"
+    K, D = (int(n) for n in dictionary.components_.shape)
+    if (K, D) != (summary.n_concepts, summary.hidden_size):
+        raise MMConceptsError(f"{path}: the dictionary has {K} concepts of width {D}, summary.json says "
+                              f"{summary.n_concepts} of width {summary.hidden_size}; {fix}")
+    if tuple(activations.shape) != (summary.n_samples, K):
+        raise MMConceptsError(f"{path}: activations.safetensors is {tuple(activations.shape)}, summary.json says "
+                              f"{summary.n_samples} samples x {K} concepts; {fix}")
+    recorded = read_provenance(path)
+    for key in PROVENANCE:
+        if key in recorded and recorded[key] != str(summary.get(key)):
+            raise MMConceptsError(f"{path}: summary.json says {key}={summary.get(key)!r}, but the dictionary was "
+                                  f"learnt with {key}={recorded[key]!r}; {fix}")
+    if grounding is not None:
+        expected = 2 * K if getattr(dictionary, "signed_activations", False) else K
+        n = len(grounding.get("concepts") or [])
+        if n != expected:
+            raise MMConceptsError(f"{path / 'grounding.json'} grounds {n} concepts, the dictionary has {expected}; "
+                                  "ground the folder again (`mmconcepts learn --overwrite`)")
+
+
+#: Every record, by file name (docs/FORMAT.md lists the same files).
+RECORDS: dict[str, type[Record]] = {cls.FILE: cls for cls in (Manifest, Progress, MetadataRow, Summary, Grounding)}

@@ -142,11 +142,11 @@ def test_the_command_resumes_a_finished_benchmark_and_prints_the_table(bench, ca
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seeds", "0,x"], "expected comma-separated integers, got '0,x'"),
+    (["--seeds", "0,x"], "expected an integer >= 0, got 'x'"),
     (["--methods", "semi-nmf,no_such_module_q:Cls"], "cannot import module 'no_such_module_q'"),
     (["--methods", "ica"], "unknown method 'ica'"),
     (["--data", "somewhere"], "give --data and --test-data together"),
-    (["--n-concepts", "0"], "n_concepts must be distinct integers >= 1"),
+    (["--n-concepts", "0"], "argument -k/--n-concepts: must be an integer >= 1"),
 ])
 def test_bad_flags_are_one_line_errors_and_write_nothing(tmp_path, capsys, argv, message):
     assert main(["benchmark", "--out", str(tmp_path / "b"), *argv]) == 2

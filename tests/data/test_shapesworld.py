@@ -117,7 +117,7 @@ def test_cli_writes_the_layout(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--n", "0"], "--n must be a positive"),
+    (["--n", "0"], "argument --n: must be an integer >= 1"),
     (["--split", "dev"], "unknown split"),
 ])
 def test_cli_bad_input(tmp_path, capsys, args, message):
@@ -131,7 +131,7 @@ def test_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["shapesworld", "--out", str(blocker / "d"), "--n", "2"]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert "a file of that name is in the way" in capsys.readouterr().err
 
 
 def test_refuses_non_empty_output(tmp_path):

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.outputs import os_error, umask
 
 #: Version of every JSON layout the project writes (``"format_version"`` in each file).
 FORMAT_VERSION = 2
@@ -38,8 +39,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     import tempfile
 
     path = Path(path)
-    from mmconcepts.outputs import os_error, umask
-
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:

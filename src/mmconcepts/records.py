@@ -8,9 +8,6 @@ siblings (:func:`check_concepts_folder`, :func:`check_shard`): a shard's dtype a
 manifest, a dictionary's size and the layer recorded inside its safetensors header against
 ``summary.json``, every concept present in ``grounding.json``. Every mismatch is a one-line
 :class:`~mmconcepts.errors.MMConceptsError` naming the file and what to do.
-
-Records keep the mapping interface the stages used before them (``record["layer"]``, ``record.get(...)``),
-so a stage can move to attributes one at a time.
 """
 
 from __future__ import annotations
@@ -100,22 +97,6 @@ class Record:
     def write(self, folder: str | os.PathLike, indent: int | None = 2) -> Path:
         """Write ``folder/FILE`` atomically, with ``format_version``."""
         return write_json(Path(folder) / self.FILE, self.to_json(), indent=indent)
-
-    # the mapping interface the stages used before the records
-    def __getitem__(self, key: str):
-        data = self.to_json()
-        if key not in data:
-            raise KeyError(key)
-        return data[key]
-
-    def get(self, key: str, default=None):
-        return self.to_json().get(key, default)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.to_json()
-
-    def keys(self):
-        return self.to_json().keys()
 
 
 def _short(value) -> str:
@@ -233,9 +214,9 @@ def read_jsonl(file: str | os.PathLike, record: type[Record] | None = None, fix:
     return rows
 
 
-def check_shard(file: str | os.PathLike, manifest, rows: int | None = None) -> int:
+def check_shard(file: str | os.PathLike, manifest) -> int:
     """Check a shard's header against the store's manifest (tensor ``features``, storage dtype, width
-    ``hidden_size``, and ``rows`` rows when given); its number of rows."""
+    ``hidden_size``); its number of rows."""
     from safetensors import safe_open
 
     file = Path(file)
@@ -259,8 +240,6 @@ def check_shard(file: str | os.PathLike, manifest, rows: int | None = None) -> i
     if len(shape) != 2 or shape[1] != manifest["hidden_size"]:
         raise MMConceptsError(f"{file} has shape {shape}, expected rows x {manifest['hidden_size']} (the "
                               f"manifest's hidden_size); {fix}")
-    if rows is not None and shape[0] != rows:
-        raise MMConceptsError(f"{file} has {shape[0]} rows, the store's progress says {rows}; {fix}")
     return int(shape[0])
 
 
@@ -316,8 +295,7 @@ def check_concepts_folder(path: str | os.PathLike, summary: Summary, dictionary,
     """The files of a concepts folder agree: the dictionary's K and D and the activations' shape with
     ``summary.json``, the provenance in the dictionary's safetensors header (layer, token, ...) with
     ``summary.json``, and ``grounding.json`` has exactly one entry per concept."""
-    from mmconcepts.decompose.learn import PROVENANCE
-    from mmconcepts.decompose.persistence import read_provenance
+    from mmconcepts.decompose.persistence import PROVENANCE, read_provenance
 
     path = Path(path)
     fix = "run `mmconcepts learn` again (or copy the whole folder from one run)"
@@ -330,8 +308,8 @@ def check_concepts_folder(path: str | os.PathLike, summary: Summary, dictionary,
                               f"{summary.n_samples} samples x {K} concepts; {fix}")
     recorded = read_provenance(path)
     for key in PROVENANCE:
-        if key in recorded and recorded[key] != str(summary.get(key)):
-            raise MMConceptsError(f"{path}: summary.json says {key}={summary.get(key)!r}, but the dictionary was "
+        if key in recorded and recorded[key] != str(getattr(summary, key)):
+            raise MMConceptsError(f"{path}: summary.json says {key}={getattr(summary, key)!r}, but the dictionary was "
                                   f"learnt with {key}={recorded[key]!r}; {fix}")
     if grounding is not None:
         expected = 2 * K if getattr(dictionary, "signed_activations", False) else K
@@ -340,6 +318,3 @@ def check_concepts_folder(path: str | os.PathLike, summary: Summary, dictionary,
             raise MMConceptsError(f"{path / 'grounding.json'} grounds {n} concepts, the dictionary has {expected}; "
                                   "ground the folder again (`mmconcepts learn --overwrite`)")
 
-
-#: Every record, by file name (docs/FORMAT.md lists the same files).
-RECORDS: dict[str, type[Record]] = {cls.FILE: cls for cls in (Manifest, Progress, MetadataRow, Summary, Grounding)}

@@ -326,7 +326,7 @@ def test_steer_starts_at_the_step_the_token_is_predicted(setup, tmp_path):
     write_json(folder / "summary.json", {**summary, "token": word})
     # the dictionary records the token it was learnt for: relearnt for this word as far as the files go
     from mmconcepts.decompose import load_dictionary
-    from mmconcepts.decompose.learn import provenance
+    from mmconcepts.decompose.persistence import provenance
 
     load_dictionary(folder).save(folder, provenance=provenance({**summary, "token": word}))
     (result,) = steer(folder, [images[index]], 0, strength=20.0, positions="after", model=adapter,

@@ -50,7 +50,7 @@ def _no_debris(parent: Path) -> None:
 
 
 @pytest.fixture()
-def run(tmp_path, tiny_pipeline):
+def run(tmp_path, tiny_pipeline, tiny_llava_dir):
     """A private copy of the tiny pipeline's store and concepts folder (tests tamper with them)."""
     root = tmp_path / "run"
     root.mkdir()
@@ -65,7 +65,7 @@ def run(tmp_path, tiny_pipeline):
     summary = json.loads((root / "concepts" / "summary.json").read_text())
     summary["features"] = "../features-train"
     (root / "concepts" / "summary.json").write_text(json.dumps(summary))
-    return {"root": root, "adapter": tiny_pipeline["adapter"], "model": tiny_pipeline["root"]}
+    return {"root": root, "adapter": tiny_pipeline["adapter"], "model": tiny_llava_dir}
 
 
 # ------------------------------------------------------------------------------------------ the locking itself
@@ -165,9 +165,9 @@ def test_extract_into_its_own_dataset_is_refused_and_nothing_deleted(run, capsys
     data = run["root"] / "data-train"
     before = _digest(data)
     _one_line_error(capsys, ["extract", "--data", data, "--out", data, "--token", "dog", "--overwrite",
-                             "--mode", "teacher", "--model", run["model"] / "llava"], "input")
+                             "--mode", "teacher", "--model", run["model"]], "input")
     _one_line_error(capsys, ["extract", "--data", data, "--out", data / "features", "--token", "dog",
-                             "--mode", "teacher", "--model", run["model"] / "llava"], "inside the input")
+                             "--mode", "teacher", "--model", run["model"]], "inside the input")
     assert _digest(data) == before
 
 
@@ -202,7 +202,7 @@ def test_learn_killed_at_any_time_leaves_the_old_folder_or_the_new_one(run, dela
     concepts = run["root"] / "concepts"
     before = _digest(concepts)
     argv = ["learn", "--features", str(run["root"] / "features-train"), "--layer", "norm", "-k", "3", "--out",
-            str(concepts), "--overwrite", "--model", str(run["model"] / "llava"), "--seed", "3"]
+            str(concepts), "--overwrite", "--model", str(run["model"]), "--seed", "3"]
     child = subprocess.Popen([sys.executable, "-c", "import sys; from mmconcepts.cli import main; "
                               f"sys.exit(main({argv!r}))"], stderr=subprocess.PIPE)
     time.sleep(delay)

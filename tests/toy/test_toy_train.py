@@ -55,7 +55,7 @@ def test_bad_arguments_one_line_error_nothing_written(tmp_path, capsys):
     from mmconcepts.cli import main
 
     for args, message in ((["--init-from", str(tmp_path / "missing")], "no checkpoint there"),
-                          (["--steps", "0"], "--steps must be a positive integer"),
+                          (["--steps", "0"], "argument --steps: must be an integer >= 1"),
                           (["--lr", "-1"], "--lr must be")):
         assert main(["train-toy", "--out", str(tmp_path / "out"), *args]) == 2
         err = capsys.readouterr().err

@@ -21,15 +21,6 @@ from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import link_fields, write_json
 from mmconcepts.outputs import FolderLock, OutputFolder, check_writable_target, os_error
 
-def provenance(summary: dict) -> dict[str, str]:
-    """What a dictionary's safetensors header records of where it was learnt, checked against ``summary.json``
-    on every read (:class:`mmconcepts.records.Summary`)."""
-    return {key: str(summary[key]) for key in PROVENANCE}
-
-
-#: The summary entries a dictionary also carries in its own file (:func:`provenance`).
-PROVENANCE = ("layer", "token", "method", "n_samples", "n_concepts", "hidden_size")
-
 #: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
 STREAM_BYTES = 4 << 30
 
@@ -264,6 +255,8 @@ def _fit_and_write(model, features, out, manifest, layer_name, token, method, n_
     try:
         with OutputFolder(out, overwrite=overwrite, inputs=[features]) as tmp:
             try:
+                from mmconcepts.decompose.persistence import provenance
+
                 model.save(tmp, provenance=provenance(summary))
                 save_file({"activations": V}, str(tmp / "activations.safetensors"))
             except OSError as exc:

@@ -107,6 +107,16 @@ def save_dictionary(model: ConceptDictionary, path: str | os.PathLike, provenanc
 #: The safetensors header's metadata key of a dictionary's provenance.
 PROVENANCE_KEY = "mmconcepts.provenance"
 
+#: The ``summary.json`` entries a dictionary also carries in its own file (:func:`provenance`).
+PROVENANCE = ("layer", "token", "method", "n_samples", "n_concepts", "hidden_size")
+
+
+def provenance(summary: dict) -> dict[str, str]:
+    """What a dictionary's safetensors header records of where it was learnt (:data:`PROVENANCE` of its
+    ``summary.json``), checked against ``summary.json`` on every read
+    (:func:`mmconcepts.records.check_concepts_folder`)."""
+    return {key: str(summary[key]) for key in PROVENANCE}
+
 
 def read_provenance(path: str | os.PathLike) -> dict[str, str]:
     """The provenance :func:`save_dictionary` wrote into the header of ``path/dictionary.safetensors`` (``{}``

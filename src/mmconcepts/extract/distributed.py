@@ -128,12 +128,10 @@ def extract_ranks(rank: Rank, dataset, out: Path, manifest: dict, run_part, *, r
 def merge(parts: list[Path], out: Path, manifest: dict) -> dict:
     """Concatenate finished part stores, in order, into the store ``out`` (one writer: the same shard size,
     counts summed, captions and rows in order). Refuses a word kept in no image, as a single run does."""
-    import json
-
     from safetensors.torch import load_file
 
     from mmconcepts.extract.settings import RUN_COUNTS, WORD_COUNTS, store_counts
-    from mmconcepts.extract.store import FeatureStoreWriter, read_manifest, store_tokens
+    from mmconcepts.extract.store import FeatureStoreWriter, read_manifest, read_metadata_rows, store_tokens
     from mmconcepts.extract.features import load_captions
 
     layers = list(manifest["layers"])
@@ -145,7 +143,7 @@ def merge(parts: list[Path], out: Path, manifest: dict) -> dict:
         made = read_manifest(part)
         if not made.get("complete"):
             raise MMConceptsError(f"{part} did not finish; rerun the launch with --resume")
-        rows = [json.loads(line) for line in (part / "metadata.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metadata_rows(part)
         taken = 0
         for i in range(made["n_shards"]):
             features = {layer: load_file(part / "shards" / layer / f"shard-{i:05d}.safetensors")["features"].float()

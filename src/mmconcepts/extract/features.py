@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract.store import (_read_jsonl, _shard_name, data_root, read_manifest, store_token, store_tokens,
-                                      stored_layer)
+from mmconcepts.extract.store import (_shard_name, data_root, read_manifest, read_metadata_rows, store_token,
+                                      store_tokens, stored_layer)
 from mmconcepts.files import resolve
+from mmconcepts.records import read_jsonl
 
 
 def _rows_of(path: Path, manifest: dict, token: str | None) -> frozenset | None:
@@ -34,7 +35,7 @@ def _rows_of(path: Path, manifest: dict, token: str | None) -> frozenset | None:
 def _token_rows(file: str, mtime_ns: int, token: str) -> frozenset:
     """The rows of one word, read once per metadata file version (a streaming fit reads the shards once a
     pass; the metadata need not be read again each time)."""
-    return frozenset(i for i, row in enumerate(_read_jsonl(Path(file))) if row.get("token") == token)
+    return frozenset(i for i, row in enumerate(read_metadata_rows(Path(file).parent)) if row.get("token") == token)
 
 
 @functools.lru_cache(maxsize=16)
@@ -206,7 +207,7 @@ def load_metadata(path: str | os.PathLike, token: str | None = None) -> list[dic
     as a path on this machine (the store keeps it relative to its dataset's root, see :func:`data_root`)."""
     path = Path(path)
     manifest = read_manifest(path)
-    rows = _read_jsonl(path / "metadata.jsonl")
+    rows = read_metadata_rows(path)
     if len(store_tokens(manifest)) > 1:
         token = store_token(manifest, token, path)
         rows = [row for row in rows if row.get("token") == token]
@@ -223,7 +224,7 @@ def load_captions(path: str | os.PathLike) -> list[dict]:
     """Every scanned image's generated caption (generate mode): ``{"index", "id", "caption", "kept", "tokens"}``
     rows (``tokens``: the words kept from it)."""
     file = Path(path) / "captions.jsonl"
-    return _read_jsonl(file) if file.exists() else []
+    return read_jsonl(file) if file.exists() else []
 
 
 def load_features(path: str | os.PathLike, layer: str | int, token: str | None = None):

@@ -118,12 +118,12 @@ def store_token(manifest: dict, token: str | None = None, path=None) -> str:
     return token
 
 
-def _read_jsonl(file: Path) -> list[dict]:
-    """The rows of ``metadata.jsonl`` (each checked by :class:`~mmconcepts.records.MetadataRow`) or of
-    ``captions.jsonl``; a one-line error naming the file and line of a bad row."""
+def read_metadata_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a store's ``metadata.jsonl`` as written, each checked by
+    :class:`~mmconcepts.records.MetadataRow` (a one-line error naming the line of a bad row)."""
     from mmconcepts.records import MetadataRow, read_jsonl
 
-    return read_jsonl(file, MetadataRow if Path(file).name == MetadataRow.FILE else None)
+    return read_jsonl(Path(path) / MetadataRow.FILE, MetadataRow)
 
 
 #: Manifest entries that are outcomes or places, not settings: a resumed run may differ in them.
@@ -243,7 +243,7 @@ class FeatureStoreWriter:
         _truncate_lines(self.path / "metadata.jsonl", state["n_samples"])
         _truncate_lines(self.path / "captions.jsonl", state["n_captions"])
         if pending:
-            self._meta = _read_jsonl(self.path / "metadata.jsonl")[state["n_samples"] - pending:]
+            self._meta = read_metadata_rows(self.path)[state["n_samples"] - pending:]
             self._meta_written = pending
 
     @property

@@ -270,12 +270,15 @@ def copy_thumbnails(images: list[list[dict]], folder) -> None:
             im["thumbnail"] = written[im["image"]]
 
 
-def read_summary(path: str | os.PathLike) -> dict:
-    """The ``summary.json`` of a concepts folder, checked (:class:`~mmconcepts.records.Summary`)."""
-    path = Path(path)
+def _summary_record(path: Path) -> Summary:
     if not (path / Summary.FILE).exists():
         raise MMConceptsError(f"summary.json missing in {path}; is this a folder made by `mmconcepts learn`?")
-    return Summary.read(path).to_json()
+    return Summary.read(path)
+
+
+def read_summary(path: str | os.PathLike) -> dict:
+    """The ``summary.json`` of a concepts folder, checked (:class:`~mmconcepts.records.Summary`)."""
+    return _summary_record(Path(path)).to_json()
 
 
 def read_grounding(path: str | os.PathLike) -> dict | None:
@@ -295,7 +298,7 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
     path = Path(path)
     if not path.is_dir():
         raise MMConceptsError(f"concepts folder not found: {path}; create it with `mmconcepts learn`")
-    summary = read_summary(path)
+    summary = _summary_record(path)
     dictionary = load_dictionary(path)
     try:
         activations = load_file(str(path / "activations.safetensors"))["activations"]
@@ -305,8 +308,8 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
     grounding = read_grounding(path)
     if require_grounding and grounding is None:
         raise MMConceptsError(f"{path} has no grounding.json; run `mmconcepts learn` without --no-ground")
-    check_concepts_folder(path, Summary.from_json(summary, path / Summary.FILE), dictionary, activations, grounding)
-    return ConceptSet(path, dictionary, summary, activations, grounding)
+    check_concepts_folder(path, summary, dictionary, activations, grounding)
+    return ConceptSet(path, dictionary, summary.to_json(), activations, grounding)
 
 
 def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None = None,

@@ -56,7 +56,7 @@ def test_bad_arguments_one_line_error_nothing_written(tmp_path, capsys):
 
     for args, message in ((["--init-from", str(tmp_path / "missing")], "no checkpoint there"),
                           (["--steps", "0"], "argument --steps: must be an integer >= 1"),
-                          (["--lr", "-1"], "--lr must be")):
+                          (["--lr", "-1"], "argument --lr: must be a number >= 0")):
         assert main(["train-toy", "--out", str(tmp_path / "out"), *args]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

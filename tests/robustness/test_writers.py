@@ -349,3 +349,25 @@ def test_point_activations_do_not_depend_on_the_batch_or_the_threads():
         assert torch.equal(model.transform(Z), full)
     finally:
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------- the hub
+
+def test_an_unreachable_hub_is_one_fast_line(monkeypatch, capsys):
+    """No network and a hub id not in the cache: one line at once (a name lookup), not half a minute of
+    retries. The lookup is patched to fail, so nothing leaves the machine."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    start = time.perf_counter()
+    line = _one_line_error(capsys, ["info", "--model", "nobody-here/no-such-model"], "cannot be reached",
+                           "not in the local cache")
+    assert time.perf_counter() - start < 10, line

@@ -22,8 +22,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from mmconcepts.models.base import ModelAdapter
-from mmconcepts.models.loading import (_choose_adapter, _hub_error, _locate, commit_of, load_model, load_processor,
-                                      model_name, read_config, resolve_dtype)
+from mmconcepts.models.loading import (_choose_adapter, _hub_error, _locate, commit_of, hub_options, load_model,
+                                      load_processor, model_name, read_config, resolve_dtype)
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -78,7 +78,7 @@ def load_head(model: str | os.PathLike | None = None, *, dtype: str = "float32",
     """
     torch_dtype = resolve_dtype(dtype)
     source, is_local = _locate(model, revision)
-    common = {"trust_remote_code": bool(trust_remote_code), "revision": revision}
+    common = hub_options(source, is_local, revision, trust_remote_code)
     config = read_config(source, is_local, common)
     adapter_cls = _choose_adapter(config, source)
     processor = load_processor(source, common)
@@ -92,7 +92,7 @@ def load_head(model: str | os.PathLike | None = None, *, dtype: str = "float32",
 
 
 # ---- the checkpoint's files ----------------------------------------------------------------------------------
-def _resolver(source: str, is_local: bool, revision: str | None):
+def _resolver(source: str, is_local: bool, common: dict):
     """A function ``filename -> local path or None`` for the checkpoint's files (hub files fetched on demand)."""
     if is_local:
         def local(filename: str):
@@ -103,7 +103,9 @@ def _resolver(source: str, is_local: bool, revision: str | None):
 
     def hub(filename: str):
         try:  # missing or not reachable -> None (then the full loader gives its own error, if any)
-            return cached_file(source, filename, revision=revision, _raise_exceptions_for_missing_entries=False,
+            return cached_file(source, filename, revision=common["revision"],
+                               local_files_only=common.get("local_files_only", False),
+                               _raise_exceptions_for_missing_entries=False,
                                _raise_exceptions_for_connection_errors=False)
         except OSError as exc:  # unknown repository or revision, gated: one-line error
             raise _hub_error(source, exc) from None
@@ -179,7 +181,7 @@ def _head_adapter(source, is_local, config, processor, adapter_cls, torch_dtype,
         raise _Fallback from None
     from transformers import AutoModelForImageTextToText
 
-    resolve = _resolver(source, is_local, common["revision"])
+    resolve = _resolver(source, is_local, common)
     key_files, resolved = _checkpoint_keys(resolve)
     try:
         with init_empty_weights():

@@ -51,6 +51,36 @@ def _is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+def _hub_unreachable() -> bool:
+    """Whether the hub's host name cannot even be resolved (no network). A name lookup only: nothing is sent
+    to the hub, and where it resolves the usual loading (with its retries and errors) goes on."""
+    import socket
+
+    try:
+        socket.getaddrinfo(_hub_host(), 443)
+    except OSError:  # socket.gaierror: no DNS, no network
+        return True
+    return False
+
+
+def hub_options(source: str, is_local: bool, revision: str | None, trust_remote_code: bool) -> dict:
+    """The keywords of every ``from_pretrained`` of one model: ``revision``, ``trust_remote_code``, and
+    ``local_files_only`` for a hub id when the hub cannot be reached, so that the cache answers at once
+    instead of after half a minute of retries, and what it lacks is one line (:func:`read_config`)."""
+    options = {"trust_remote_code": bool(trust_remote_code), "revision": revision}
+    if not is_local and not _is_offline() and _hub_unreachable():
+        options["local_files_only"] = True
+    return options
+
+
 def _hub_error(model_id: str, exc: BaseException) -> MMConceptsError:
     """A one-line error for a hub id that could not be loaded, chosen by the types huggingface_hub raises
     (transformers wraps them in an ``OSError`` whose cause chain holds them)."""
@@ -135,6 +165,11 @@ def read_config(source: str, is_local: bool, common: dict):
         if is_local:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise MMConceptsError(f"could not read the config of '{source}': {first}") from None
+        if common.get("local_files_only"):
+            raise MMConceptsError(f"could not load model '{source}': the Hugging Face hub ({_hub_host()}) cannot be "
+                                  "reached and the model is not in the local cache; pass a local folder, or "
+                                  "download it where the hub can be reached (HF_HUB_OFFLINE=1 skips the hub)") \
+                from None
         raise _hub_error(source, exc) from None
 
 
@@ -223,7 +258,7 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     source, is_local = _locate(model, revision)
     from transformers import AutoModelForImageTextToText
 
-    common = {"trust_remote_code": bool(trust_remote_code), "revision": revision}
+    common = hub_options(source, is_local, revision, trust_remote_code)
     config = read_config(source, is_local, common)
     adapter_cls = adapter or _choose_adapter(config, source)
     processor = load_processor(source, common)

@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from safetensors.torch import load_file
 
 from decompose_helpers import make_store, match_cosine, planted
+from mmconcepts.cli import main
 from mmconcepts.decompose import load_dictionary
 from mmconcepts.decompose.distributed import Local, my_rows, row_range
 from mmconcepts.extract.features import count_feature_rows, iter_feature_shards, load_features
@@ -86,17 +87,14 @@ def test_row_ranges_read_only_their_rows_in_store_order(tmp_path, monkeypatch, s
 
 
 def _learn_on_ranks(tmp_path, store, method, ranks=2, k=5):
-    """``mmconcepts learn`` in one process and on ``ranks`` gloo ranks: the two folders."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """``mmconcepts learn`` in this process and on ``ranks`` gloo ranks: the two folders."""
     args = ["learn", "--features", str(store), "--method", method, "-k", str(k), "--no-ground", "--device", "cpu",
             "--stream"]
-    single = subprocess.run([sys.executable, "-m", "mmconcepts", *args, "--out", str(tmp_path / "one")],
-                            env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
     launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
                                "--master_port", str(29700 + os.getpid() % 200), "-m", "mmconcepts", *args,
-                               "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
-                              timeout=300)
+                               "--out", str(tmp_path / "two")], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300)
     assert launched.returncode == 0, launched.stderr
     return tmp_path / "one", tmp_path / "two"
 
@@ -138,25 +136,9 @@ def test_two_ranks_learn_the_single_process_dictionary(tmp_path, method):
     if method == "nmf":
         Z = Z.clamp(min=0)
     store = make_store(tmp_path / "store", Z, shard_size=100)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["learn", "--features", str(store), "--method", method, "-k", "5", "--no-ground", "--device", "cpu",
-            "--stream"]
-    single = subprocess.run([sys.executable, "-m", "mmconcepts", *args, "--out", str(tmp_path / "one")],
-                            env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr
-    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                            "--master_port", str(29700 + os.getpid() % 200), "-m", "mmconcepts", *args,
-                            "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
-    assert ranks.returncode == 0, ranks.stderr
-    one, two = load_dictionary(tmp_path / "one"), load_dictionary(tmp_path / "two")
-    assert match_cosine(one.components_, two.components_) >= 0.99
-    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
-    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert s2["ranks"] == 2 and s2["n_samples"] == s1["n_samples"] == 1200
-    assert abs(s2["relative_error"] - s1["relative_error"]) <= 0.01 * s1["relative_error"]
-    V = load_file(tmp_path / "two" / "activations.safetensors")["activations"]
-    assert V.shape == (1200, 5)  # every rank's rows, in store order: they match the dictionary's encoding
-    assert torch.allclose(V, two.transform(Z), atol=5e-2 * float(V.abs().max()))
+    _assert_same_dictionary(*_learn_on_ranks(tmp_path, store, method), Z)
+
+
 @pytest.mark.slow
 def test_ranks_that_leave_rank_0_fewer_rows_than_concepts_are_refused_on_every_rank(tmp_path):
     """Rank 0 seeds the concepts on its own rows: too few of them is a one-line error, on every rank alike."""

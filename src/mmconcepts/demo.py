@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from mmconcepts.errors import MMConceptsError, check_count
+from mmconcepts.errors import check_count
 from mmconcepts.files import write_json
 from mmconcepts.outputs import OutputFolder
 

@@ -47,7 +47,8 @@ def run(args) -> int:
         write_heatmaps(result, args.image, args.heatmap_out)
     print(json.dumps(result) if args.json else format_explanation(result))
     if result["token_found"]:  # a concepts folder copied without its dataset: say which images it cannot show
-        from mmconcepts.grounding.concepts import missing_images, read_grounding
+        from mmconcepts.grounding.concepts import read_grounding
+        from mmconcepts.grounding.images import missing_images
 
         warning = missing_images(read_grounding(args.concepts), args.concepts)
         if warning:

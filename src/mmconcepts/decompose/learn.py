@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any

@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.files import atomic_write_bytes, atomic_write_text, read_json, resolve_field, write_json
+from mmconcepts.files import atomic_write_bytes, atomic_write_text, resolve_field, write_json
 from mmconcepts.outputs import make_dirs, new_temp_dir, swap_in
 
 DTYPES = ("float16", "bfloat16", "float32")

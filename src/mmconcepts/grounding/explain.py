@@ -22,7 +22,7 @@ from mmconcepts.errors import MMConceptsError, check_count
 def top_concepts(activations, concepts, top: int = 3) -> list[dict]:
     """The ``top`` most activated concepts of one activation vector, with their words and images (each the
     original, or the thumbnail the concepts folder carries when the original is not on this machine)."""
-    from mmconcepts.grounding.concepts import shown_image
+    from mmconcepts.grounding.images import shown_image
 
     values, indices = activations.float().topk(min(top, activations.shape[-1]))
     return [{"index": int(k), "activation": round(float(v), 5), "words": concepts.words(int(k)),

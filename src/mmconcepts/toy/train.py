@@ -92,8 +92,6 @@ def train(out: str | os.PathLike, steps: int = 3000, batch_size: int = 32, lr: f
     another vocabulary keeps the rows of the words it knew); ``step_offset`` shifts the data seeds so a
     continued run sees new scenes.
     """
-    import torch
-
     for name, value in (("steps", steps), ("batch_size", batch_size),
                         ("eval_every", eval_every), ("n_eval", n_eval), ("warmup", warmup)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

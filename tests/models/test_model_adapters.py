@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from mmconcepts.models.streams import find_stream
 from PIL import Image
 
 from mmconcepts.errors import MMConceptsError
@@ -69,9 +71,24 @@ def test_prompt_uses_chat_template(adapter):
 
 
 def test_prompt_without_chat_template(adapter, monkeypatch):
+    template = adapter.processor.chat_template
+    expected = adapter.prompt("say hi")
     monkeypatch.setattr(adapter.processor, "chat_template", None)
-    with pytest.raises(MMConceptsError, match="no chat template"):
+    monkeypatch.setattr(adapter.tokenizer, "chat_template", template)
+    assert adapter.prompt("say hi") == expected  # the processor lost it: the tokenizer's template serves
+    monkeypatch.setattr(adapter.tokenizer, "chat_template", None)
+    with pytest.raises(MMConceptsError, match="no chat template.*--prompt-template"):
         adapter.prompt()
+    monkeypatch.setattr(adapter, "prompt_template", "Q: {image} {instruction} A:")
+    assert adapter.prompt("say hi") == f"Q: {adapter.processor.image_token} say hi A:"
+
+
+@pytest.mark.parametrize("template", ["{instruction} {question}", "{instruction} {", "{0}"])
+def test_a_bad_prompt_template_is_one_line(template):
+    from mmconcepts.models.options import ModelOptions
+
+    with pytest.raises(MMConceptsError, match="--prompt-template"):
+        ModelOptions(prompt_template=template)
 
 
 def test_encode_left_pads_and_matches_unbatched(adapter):
@@ -107,7 +124,7 @@ def test_hooks_equal_output_hidden_states(adapter):
     names = ["0", adapter.resolve_layer(-2), adapter.resolve_layer(-1), "norm"]
     seen, handles = {}, []
     for name in names:
-        hook = (lambda n: lambda mod, args, out: seen.__setitem__(n, ModelAdapter.hidden_from_output(out)))(name)
+        hook = (lambda n: lambda mod, args, out: seen.__setitem__(n, adapter.hidden_from_output(out)))(name)
         handles.append(adapter.layer_module(name).register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -150,10 +167,21 @@ def test_resolve_layers_and_layer_module(adapter):
         adapter.resolve_layers(" , ")
 
 
-def test_hidden_from_output():
-    t = torch.zeros(2, 3)
-    assert ModelAdapter.hidden_from_output(t) is t
-    assert ModelAdapter.hidden_from_output((t, None)) is t
+def test_find_stream_in_every_container():
+    t = torch.arange(2 * 3 * 4.0).reshape(2, 3, 4)
+    assert find_stream(t)[0] is t
+    assert find_stream((t, None))[0] is t and find_stream([None, t])[0] is t
+    assert find_stream({"last_hidden_state": t})[0] is t
+    stack = torch.stack([t, t + 100, t + 200])  # AltUp streams
+    hidden, rebuild = find_stream(stack, active=1)
+    assert hidden.equal(t + 100)
+    rebuilt = rebuild(torch.zeros_like(t))
+    assert rebuilt.shape == stack.shape and rebuilt[1].eq(0).all() and rebuilt[2].equal(t + 200)
+    hidden, rebuild = find_stream((None, stack), active=0)
+    out = rebuild(hidden * 0)
+    assert isinstance(out, tuple) and out[0] is None and out[1][0].eq(0).all() and out[1][1].equal(t + 100)
+    with pytest.raises(MMConceptsError, match="holds no batch x positions x width"):
+        find_stream(torch.zeros(2, 3))
 
 
 def test_info(adapter, kind):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract.hooks import PositionRecorder, StepRecorder
-from mmconcepts.models.base import check_room, context_length
+from mmconcepts.models.base import context_length
+from mmconcepts.models.prompts import append_tokens, last_positions, teacher_appends
 
 
 class TruncatedCaptionWarning(UserWarning):
@@ -70,15 +71,10 @@ def generate_rows(adapter, batch: Batch, layers, matchers: dict, keep: str, coun
     """Caption the batch once; keep each word's first predicting state. ``matchers``: word -> WordMatcher;
     ``counts``: word -> its counts. Returns ``(features, meta)``, the rows grouped by word (in ``matchers``'
     order), each word's rows in dataset order."""
-    import torch
-
     inputs = adapter.to_device(batch.inputs) if batch.inputs is not None else \
         adapter.encode(batch.images, [prompt] * len(batch.samples))
-    check_room(adapter, inputs["input_ids"].shape[1], max_new_tokens)
-    with StepRecorder(adapter, layers) as recorder, torch.inference_mode():
-        out = adapter.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                     do_sample=False)
-    new_tokens = out[:, inputs["input_ids"].shape[1]:].tolist()
+    with StepRecorder(adapter, layers) as recorder:
+        new_tokens = adapter.generate(inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens).tolist()
     texts = [adapter.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_tokens]
     rows, steps, meta = [], [], []
     kept_words: list[list[str]] = [[] for _ in new_tokens]
@@ -132,6 +128,8 @@ def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, p
         targets.append((len(prompt) + len(sep) + start, word, caption))
     if not chosen:
         return {}, []
+    if teacher_appends(adapter, prompt):
+        return _teacher_appended(adapter, batch, layers, token, chosen, targets, counts, prompt, root)
     inputs = adapter.encode([batch.images[r] for r in chosen], texts)
     context = context_length(adapter.model)
     if context is not None and inputs["input_ids"].shape[1] > context:
@@ -156,6 +154,47 @@ def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, p
         counts["kept"] += 1
     rows = torch.arange(len(chosen))
     with PositionRecorder(adapter, layers, rows, torch.tensor(positions)) as recorder, torch.inference_mode():
+        adapter.model(**inputs)
+    return recorder.gather(), meta
+
+
+def caption_pieces(tokenizer, caption: str, start: int) -> tuple[list[int], int]:
+    """The caption's token ids (read on their own) and the index of the piece holding character ``start``."""
+    enc = tokenizer(caption, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), next(i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start)
+
+
+def _teacher_appended(adapter, batch: Batch, layers, token, chosen, targets, counts: dict, prompt: str, root):
+    """Teacher mode for a processor that puts tokens after the prompt's text: each caption's tokens before the
+    word follow the whole prompt, where generation writes (:func:`~mmconcepts.models.prompts.append_tokens`);
+    the state is each row's last."""
+    import torch
+
+    head = len(prompt) + (0 if prompt[-1:].isspace() else 1)
+    prefixes, keep, meta = [], [], []
+    for row, (char, word, caption) in zip(chosen, targets):
+        ids, piece = caption_pieces(adapter.tokenizer, caption, char - head)
+        prefixes.append(ids[:piece])
+        keep.append((row, piece, caption, len(ids)))
+    inputs = append_tokens(adapter, [batch.images[r] for r, *_ in keep], prompt, prefixes)
+    context = context_length(adapter.model)
+    if context is not None:
+        lengths = (last_positions(inputs) + 1).tolist()
+        fits = [j for j, n in enumerate(lengths) if n < context]  # the piece's own position is inside too
+        counts["beyond_context"] += len(keep) - len(fits)
+        counts["truncated_captions"] += sum(1 for j, n in enumerate(lengths)
+                                            if n - len(prefixes[j]) + keep[j][3] > context)
+        if len(fits) < len(keep):
+            keep, prefixes = [keep[j] for j in fits], [prefixes[j] for j in fits]
+            if not keep:
+                return {}, []
+            inputs = append_tokens(adapter, [batch.images[r] for r, *_ in keep], prompt, prefixes)
+    for row, piece, caption, _ in keep:
+        meta.append(row_meta(batch.indices[row], batch.samples[row], token, caption, piece,
+                             targets[chosen.index(row)][1], root))
+        counts["kept"] += 1
+    rows = torch.arange(len(keep))
+    with PositionRecorder(adapter, layers, rows, last_positions(inputs)) as recorder, torch.inference_mode():
         adapter.model(**inputs)
     return recorder.gather(), meta
 

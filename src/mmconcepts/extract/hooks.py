@@ -12,12 +12,9 @@ hook keeps only ``hidden[row, position[row]]``.
 from __future__ import annotations
 
 
-def _hidden(output):
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
 class _Recorder:
     def __init__(self, adapter, layers: list[str]):
+        self.adapter = adapter
         self.modules = {name: adapter.layer_module(name) for name in layers}
         self._handles = []
 
@@ -44,7 +41,7 @@ class StepRecorder(_Recorder):
 
     def _hook(self, name):
         def hook(module, args, output):
-            self.steps[name].append(_hidden(output)[:, -1, :].detach())
+            self.steps[name].append(self.adapter.hidden_from_output(output)[:, -1, :].detach())
 
         return hook
 
@@ -74,7 +71,7 @@ class PositionRecorder(_Recorder):
 
     def _hook(self, name):
         def hook(module, args, output):
-            hidden = _hidden(output)
+            hidden = self.adapter.hidden_from_output(output)
             self.states[name] = hidden[self.rows.to(hidden.device), self.positions.to(hidden.device)].detach()
 
         return hook

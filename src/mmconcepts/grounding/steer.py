@@ -12,17 +12,6 @@ from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.grounding.directions import (DEFAULT_POSITIONS, DIRECTIONS, _choice, _finite, check_concept,
                                              default_strength, unit_direction)
 from mmconcepts.grounding.steering import POSITIONS, Steering
-from mmconcepts.models.base import check_room
-
-
-def _generate(adapter, pil, prompt: str, reading: dict) -> list[int]:
-    import torch
-
-    inputs = adapter.encode([pil], [prompt])
-    with torch.inference_mode():
-        out = adapter.model.generate(**inputs, max_new_tokens=reading["max_new_tokens"],
-                                     min_new_tokens=reading["min_new_tokens"], do_sample=False)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
 
 
 def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_size: int = 32,
@@ -33,27 +22,21 @@ def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_siz
     (one per image; ``None``: 0). ``per_row`` holds Steering keywords given one per image (``direction``
     ``N x D``, ``strength``, ``concept``): each call gets its rows' share, so many interventions share a
     batch. Padding after a row's end of text is kept (decoding skips it)."""
-    import torch
-
     if batch_size < 1:
         raise MMConceptsError(f"batch_size must be >= 1, got {batch_size}")
     result: list[list[int]] = []
     for start in range(0, len(pils), batch_size):
         chunk = pils[start:start + batch_size]
         inputs = adapter.encode(chunk, [prompt] * len(chunk))
-        kwargs = dict(max_new_tokens=reading["max_new_tokens"], min_new_tokens=reading["min_new_tokens"],
-                      do_sample=False)
-        check_room(adapter, inputs["input_ids"].shape[1], kwargs["max_new_tokens"])
-        with torch.inference_mode():
-            if steering is None:
-                out = adapter.model.generate(**inputs, **kwargs)
-            else:
-                rows = [0] * len(chunk) if steps is None else [int(s or 0) for s in steps[start:start + len(chunk)]]
-                share = {key: value[start:start + len(chunk)] for key, value in (per_row or {}).items()}
-                with Steering(adapter, step=rows, **steering, **share):
-                    out = adapter.model.generate(**inputs, **kwargs)
-        width = inputs["input_ids"].shape[1]
-        result.extend(out[i, width:].tolist() for i in range(len(chunk)))
+        lengths = dict(max_new_tokens=reading["max_new_tokens"], min_new_tokens=reading["min_new_tokens"])
+        if steering is None:
+            new = adapter.generate(inputs, **lengths)
+        else:
+            rows = [0] * len(chunk) if steps is None else [int(s or 0) for s in steps[start:start + len(chunk)]]
+            share = {key: value[start:start + len(chunk)] for key, value in (per_row or {}).items()}
+            with Steering(adapter, step=rows, **steering, **share):
+                new = adapter.generate(inputs, **lengths)
+        result.extend(new.tolist())
     return result
 
 

@@ -219,11 +219,7 @@ class Steering:
         if edited is None:
             return None
         self.edited.append(call)
-        if isinstance(output, tuple):
-            return (edited, *output[1:])
-        if isinstance(output, list):
-            return [edited, *output[1:]]
-        return edited
+        return self.adapter.replace_hidden(output, edited)
 
     def _vector_like(self, hidden):
         key = (hidden.device, hidden.dtype)

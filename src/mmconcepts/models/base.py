@@ -4,9 +4,9 @@ Layer names
 -----------
 A decoder layer is addressed by its index (negative allowed); its canonical name is the absolute index as
 a string (``"3"``). The final norm is ``"norm"``. Hidden states are read with forward hooks on
-:meth:`ModelAdapter.layer_module`; a decoder layer's forward output is a tensor in recent transformers and
-a tuple ``(hidden, ...)`` in older ones, so extraction takes ``out[0] if tuple else out``
-(:meth:`ModelAdapter.hidden_from_output`).
+:meth:`ModelAdapter.layer_module`; a decoder layer's forward output is a tensor, a tuple ``(hidden, ...)`` or
+a stack of streams, and :meth:`ModelAdapter.hidden_from_output` finds the ``B x T x D`` states in any of them
+(:mod:`~mmconcepts.models.streams`).
 
 With ``output_hidden_states=True`` transformers returns ``N + 1`` states: the embeddings, the outputs of
 decoder layers ``0 .. N-2`` and the *normed* output of the last layer. So a hook on layer ``i < N-1`` gives
@@ -99,6 +99,8 @@ class ModelAdapter:
     family = "base"
     #: The hub commit the model was loaded at (``None`` for a local folder); set by ``load_model``.
     commit: str | None = None
+    #: The ``--prompt-template`` the model is prompted with (``None``: its chat template); set by ``load_model``.
+    prompt_template: str | None = None
     #: True for an adapter that holds only the unembedding and final norm (``load_head``).
     head_only = False
     model_types: tuple[str, ...] = ()
@@ -211,19 +213,55 @@ class ModelAdapter:
         name = self.resolve_layer(name)
         return self.final_norm() if name == "norm" else self.decoder_layers()[int(name)]
 
-    @staticmethod
-    def hidden_from_output(output) -> "torch.Tensor":
-        """The hidden-state tensor of a hooked module's forward output (``output[0]`` when it is a tuple)."""
-        return output[0] if isinstance(output, (tuple, list)) else output
+    @property
+    def active_stream(self) -> int:
+        """Which of stacked residual streams the model predicts from (Gemma 3n's ``altup_active_idx``; 0)."""
+        config = self.model.config
+        for part in (getattr(config, "text_config", None), config):
+            value = getattr(part, "altup_active_idx", None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return 0
+
+    def hidden_from_output(self, output) -> "torch.Tensor":
+        """The ``B x T x D`` hidden states of a hooked layer's forward output (:func:`~.streams.find_stream`)."""
+        from mmconcepts.models.streams import find_stream
+
+        return find_stream(output, self.active_stream)[0]
+
+    def replace_hidden(self, output, hidden):
+        """``output`` with its hidden states replaced by ``hidden`` (what a forward hook returns to edit them)."""
+        from mmconcepts.models.streams import find_stream
+
+        return find_stream(output, self.active_stream)[1](hidden)
+
+    # ---- generation ----------------------------------------------------------------------------------------
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """Whether the prompt goes into an encoder and the text comes out of a decoder (Florence-2)."""
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    def generate(self, inputs: dict, *, max_new_tokens: int, min_new_tokens: int = 0) -> "torch.Tensor":
+        """Greedy generation from processor ``inputs``: the new token ids only (``B x steps``; rows that end
+        early are padded). A decoder-only model returns the prompt before them; an encoder-decoder one the
+        decoder's start token: both are cut here, the one place that knows."""
+        import torch
+
+        check_room(self, inputs["input_ids"].shape[1], max_new_tokens)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                      do_sample=False)
+        out = getattr(out, "sequences", out)
+        return out[:, 1:] if self.is_encoder_decoder else out[:, inputs["input_ids"].shape[1]:]
 
     # ---- prompting and batching ------------------------------------------------------------------------------
     def prompt(self, instruction: str = DEFAULT_INSTRUCTION) -> str:
-        """A single-turn user message (one image, then ``instruction``) with the generation prompt added."""
-        if not getattr(self.processor, "chat_template", None):
-            raise MMConceptsError(f"the processor of '{self.model_id}' has no chat template; use a chat/instruct "
-                                  "checkpoint or add chat_template.jinja to the model folder")
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        """A single-turn user message (one image, then ``instruction``) with the generation prompt added: the
+        prompt template, the processor's or the tokenizer's chat template, or the family's plain prompt
+        (:func:`~mmconcepts.models.prompts.build_prompt`)."""
+        from mmconcepts.models.prompts import build_prompt
+
+        return build_prompt(self, instruction)
 
     def encode(self, images: list, texts: list[str]):
         """Batch images (one per text) and texts: left padded, on the model's device and dtype.
@@ -259,7 +297,6 @@ class ModelAdapter:
                 min_new_tokens: int = 0, batch_size: int = 32, progress: bool = False) -> list[str]:
         """Greedy captions of images, ``batch_size`` at a time (decoded new tokens, special tokens skipped,
         stripped): the one captioner of every stage (explanations, caption scoring, baselines)."""
-        import torch
         from tqdm.auto import tqdm
 
         for name, value, low in (("batch_size (--batch-size)", batch_size, 1),
@@ -270,12 +307,8 @@ class ModelAdapter:
         captions: list[str] = []
         for start in tqdm(range(0, len(images), batch_size), disable=not progress, leave=False, desc="caption"):
             chunk = images[start:start + batch_size]
-            batch = self.encode(chunk, [prompt] * len(chunk))
-            check_room(self, batch["input_ids"].shape[1], max_new_tokens)
-            with torch.inference_mode():
-                out = self.model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                          do_sample=False)
-            new = out[:, batch["input_ids"].shape[1]:]
+            new = self.generate(self.encode(chunk, [prompt] * len(chunk)), max_new_tokens=max_new_tokens,
+                                min_new_tokens=min_new_tokens)
             captions += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return captions
 

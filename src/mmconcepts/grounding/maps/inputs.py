@@ -124,6 +124,12 @@ def _teacher(adapter, image, prompt: str, caption: str, matcher) -> TokenReading
     match = matcher.find(caption or "")
     if match is None:
         return TokenReading(image, [], caption or "", False)
+    from mmconcepts.extract.batches import caption_pieces
+    from mmconcepts.models.prompts import teacher_appends
+
+    if teacher_appends(adapter, prompt):  # the caption follows the processor's own tokens, as generation does
+        ids, piece = caption_pieces(adapter.tokenizer, caption, match[0])
+        return TokenReading(image, ids[:piece], caption, True)
     sep = "" if prompt[-1:].isspace() else " "
     start = len(prompt) + len(sep) + match[0]
     head = encode_inputs(adapter.processor, [image], [prompt])["input_ids"][0].tolist()
@@ -139,31 +145,8 @@ def _teacher(adapter, image, prompt: str, caption: str, matcher) -> TokenReading
 
 def batch_inputs(adapter, readings: list[TokenReading], prompt: str) -> dict:
     """The model's inputs for ``readings``: the processor's outputs for their images with ``prompt``, each
-    row's caption prefix appended, left padded again (on the model's device).
+    row's caption prefix appended, left padded again (on the model's device;
+    :func:`~mmconcepts.models.prompts.append_tokens`)."""
+    from mmconcepts.models.prompts import append_tokens
 
-    Tensors aligned with ``input_ids`` (``attention_mask``, ``mm_token_type_ids``, ...) are extended too:
-    the mask with ones, the others with zeros (text tokens).
-    """
-    import torch
-
-    from mmconcepts.models.base import encode_inputs
-
-    enc = encode_inputs(adapter.processor, [r.image for r in readings], [prompt] * len(readings))
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    aligned = [k for k, v in enc.items() if k not in ("input_ids", "attention_mask") and torch.is_tensor(v)
-               and tuple(v.shape[:2]) == tuple(ids.shape)]
-    lengths = [int(mask[i].sum()) + len(r.prefix) for i, r in enumerate(readings)]
-    width = max(lengths)
-    pad = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else 0
-    new_ids = torch.full((len(readings), width), pad, dtype=ids.dtype)
-    new_mask = torch.zeros((len(readings), width), dtype=mask.dtype)
-    extra = {k: torch.zeros((len(readings), width), dtype=enc[k].dtype) for k in aligned}
-    for i, r in enumerate(readings):
-        keep = mask[i].bool()
-        row = torch.cat([ids[i][keep], torch.tensor(r.prefix, dtype=ids.dtype)])
-        new_ids[i, width - len(row):] = row
-        new_mask[i, width - len(row):] = 1
-        for k in aligned:
-            extra[k][i, width - len(row):width - len(r.prefix)] = enc[k][i][keep]
-    batch = {**enc, "input_ids": new_ids, "attention_mask": new_mask, **extra}
-    return adapter.to_device(batch)
+    return append_tokens(adapter, [r.image for r in readings], prompt, [list(r.prefix) for r in readings])

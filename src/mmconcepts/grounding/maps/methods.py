@@ -34,10 +34,21 @@ the original image, rows top to bottom.
 
 from __future__ import annotations
 
+import warnings
+
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.grounding.maps.settings import ConceptMap, MapSettings
 
 __all__ = ["concept_maps", "maps_of_readings"]
+
+
+#: Cells across and down of the grid occlusion masks for a model whose image tokens have no place on the image.
+OCCLUSION_CELLS = 8
+
+
+class NoImageTokensWarning(UserWarning):
+    """The model's image tokens have no place on the image (Q-Former queries, cross-attention, an encoder):
+    its maps are made by occlusion over a grid of the image instead of the method asked for."""
 
 
 class _Stop(Exception):
@@ -57,14 +68,16 @@ class _Capture:
     def _pre(self, module, args, kwargs):
         import torch
 
-        hidden = args[0] if args else kwargs["hidden_states"]
+        from mmconcepts.models.streams import find_stream
+
+        hidden, rebuild = find_stream(args[0] if args else kwargs["hidden_states"], self.adapter.active_stream)
         self.original = hidden.detach()
         if self.alpha != 1.0:  # a point on the path from the reference to the input, at the image tokens
             hidden = hidden - (1.0 - self.alpha) * self.mask * (hidden - (0 if self.base is None else self.base))
         self.embeddings = hidden.detach().requires_grad_(True) if torch.is_grad_enabled() else hidden.detach()
         if args:
-            return (self.embeddings, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": self.embeddings}
+            return (rebuild(self.embeddings), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": rebuild(self.embeddings)}
 
     def _post(self, module, args, output):
         self.hidden = self.adapter.hidden_from_output(output)
@@ -106,7 +119,7 @@ def _decoder_input(adapter, inputs: dict):
     kept = {}
 
     def hook(module, args, kwargs):
-        kept["hidden"] = (args[0] if args else kwargs["hidden_states"]).detach()
+        kept["hidden"] = adapter.hidden_from_output(args[0] if args else kwargs["hidden_states"]).detach()
         raise _Stop
 
     handle = adapter.decoder_layers()[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -123,7 +136,7 @@ def _decoder_input(adapter, inputs: dict):
 def _image_positions(adapter, inputs: dict, layouts) -> list:
     from mmconcepts.models.patches import image_token_id, image_token_positions
 
-    token = image_token_id(adapter)
+    token = image_token_id(adapter, inputs["input_ids"])
     positions = []
     for row, layout in zip(inputs["input_ids"], layouts):
         found = image_token_positions(row, token)
@@ -148,7 +161,7 @@ def _attribution(adapter, concepts, layer, inputs, ks, layouts, settings, refere
     from mmconcepts.models.patches import image_token_id
 
     base = _decoder_input(adapter, reference) if reference is not None else None
-    mask = (inputs["input_ids"] == image_token_id(adapter))[..., None].to(adapter.dtype)
+    mask = (inputs["input_ids"] == image_token_id(adapter, inputs["input_ids"]))[..., None].to(adapter.dtype)
     alphas = [1.0] if settings.steps == 0 else [(i + 0.5) / settings.steps for i in range(settings.steps)]
     z_input = w = None
     if alphas != [1.0]:  # the explained state: one forward pass without gradient
@@ -236,19 +249,29 @@ def maps_of_readings(adapter, concepts, readings, pairs, settings: MapSettings, 
     from PIL import Image
 
     from mmconcepts.grounding.maps.inputs import TokenReading, batch_inputs
-    from mmconcepts.models.patches import patch_layout
+    from mmconcepts.models.patches import patch_layout, uniform_layout
 
     layer = adapter.resolve_layer(concepts.summary["layer"])
     layouts = {}
+    todo = [j for j, (i, _) in enumerate(pairs) if readings[i].found]
+    method = settings.method
+    if method != "occlusion" and todo:
+        try:
+            patch_layout(adapter, readings[pairs[todo[0]][0]].image.size)
+        except MMConceptsError as exc:  # no image tokens on the image: occlusion needs none
+            warnings.warn(f"{exc}; the maps are made by occlusion over a {OCCLUSION_CELLS} x {OCCLUSION_CELLS} "
+                          "grid of the image", NoImageTokensWarning, stacklevel=2)
+            method = "uniform-occlusion"
 
     def layout_of(i):
         if i not in layouts:
-            layouts[i] = patch_layout(adapter, readings[i].image.size)
+            size = readings[i].image.size
+            layouts[i] = uniform_layout(size, OCCLUSION_CELLS) if method == "uniform-occlusion" else \
+                patch_layout(adapter, size)
         return layouts[i]
 
     result: list = [None] * len(pairs)
-    todo = [j for j, (i, _) in enumerate(pairs) if readings[i].found]
-    if settings.method == "occlusion":
+    if method in ("occlusion", "uniform-occlusion"):
         by_image: dict = {}
         for j in todo:
             by_image.setdefault(pairs[j][0], []).append(j)

@@ -174,7 +174,8 @@ def test_token_not_read_gives_no_map(tiny_pipeline, image):
 
 
 def test_model_without_image_tokens_is_one_line(tiny_pipeline, image, monkeypatch):
-    """A model that names no image token, and one whose image tokens cannot be placed, fail in one line."""
+    """A model that names no image token fails in one line; one whose image tokens cannot be placed is refused by
+    the layout in one line, and its maps are made by occlusion over a grid of the image, with a warning."""
     from types import SimpleNamespace
 
     from mmconcepts.models.patches import image_token_id
@@ -186,10 +187,21 @@ def test_model_without_image_tokens_is_one_line(tiny_pipeline, image, monkeypatc
     assert "\n" not in str(info.value)
     adapter = tiny_pipeline["adapter"]
     cs = load_concepts(tiny_pipeline["concepts"])
-    monkeypatch.setattr(adapter.model.config, "model_type", "fuyu")
-    with pytest.raises(MMConceptsError, match="cannot place the image tokens of 'fuyu'") as info:
-        concept_maps(cs, [image], [0], adapter, mode="teacher", captions=[CAPTION])
+    from mmconcepts.grounding.maps.methods import OCCLUSION_CELLS, NoImageTokensWarning
+    from mmconcepts.models.patches import patch_layout
+
+    from PIL import Image
+
+    size = Image.open(image).size
+    monkeypatch.setattr(adapter.model.config, "model_type", "mllama")
+    monkeypatch.setattr(adapter, "_layouts", {}, raising=False)  # layouts are kept per adapter and image size
+    with pytest.raises(MMConceptsError, match="'mllama' image tokens cannot be placed") as info:
+        patch_layout(adapter, size)
     assert "\n" not in str(info.value)
+    with pytest.warns(NoImageTokensWarning, match="occlusion over a 8 x 8 grid"):
+        [[m]] = concept_maps(cs, [image], [0], adapter, mode="teacher", captions=[CAPTION])
+    assert m.method == "occlusion" and m.grid.shape == (OCCLUSION_CELLS, OCCLUSION_CELLS)
+    assert tuple(m.box) == (0, 0, *size)
 
 
 def test_image_that_fails_to_load_is_one_line(tiny_pipeline, tmp_path):

@@ -171,3 +171,25 @@ def test_families_without_placed_tokens_are_refused_in_one_line(family, family_m
     with pytest.raises(MMConceptsError) as caught:
         patch_layout(adapter, (40, 36))
     assert "\n" not in str(caught.value)
+
+
+def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without_a_norm(family_models,
+                                                                                        tmp_path_factory, tmp_path):
+    """Florence-2's BART decoder has no final norm: "norm" hooks the last layer's output, and grounding a
+    concept of another layer applies no norm (the last layer's output is what the unembedding reads)."""
+    from mmconcepts.decompose import learn
+    from mmconcepts.grounding import load_concepts
+    from mmconcepts.grounding.settings import GroundingSettings
+
+    adapter = _adapter("florence2", family_models, tmp_path_factory)
+    assert adapter.family == "encoder_decoder"
+    assert isinstance(adapter.final_norm(), torch.nn.Identity)
+    assert adapter.layer_module("norm") is adapter.decoder_layers()[-1]
+    info = adapter.info()
+    assert info["decoder_layers"].startswith("model.language_model.decoder.layers") and "post-norm" in info["final_norm"]
+    _teacher_store(adapter, tmp_path, 4)
+    assert GroundingSettings().norm_for("1")  # effect decoding of layer 1 goes through the final norm
+    learn(tmp_path / "teacher", "1", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
+          grounding=GroundingSettings(), grounding_model=adapter)
+    concepts = load_concepts(tmp_path / "concepts", require_grounding=True)
+    assert len(concepts.grounding["concepts"]) == 2

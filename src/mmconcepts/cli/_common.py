@@ -35,10 +35,10 @@ def add_model_args(parser: argparse.ArgumentParser, follows_store: bool = False)
                    help=f"hub branch, tag or commit (default: {'the commit the store was made with' if record else 'main'})")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="run code shipped with the checkpoint (off unless asked for)")
+    template = "the store's" if record else "the model's chat template"
     g.add_argument("--prompt-template", default=None, metavar="TEMPLATE",
                    help="prompt a model without a chat template: {instruction} is the instruction, {image} the "
-                        "image placeholder, e.g. 'Question: {instruction} Answer:' (default: "
-                        f"{'the store' + chr(39) + 's' if record else 'the model' + chr(39) + 's chat template'})")
+                        f"image placeholder, e.g. 'Question: {{instruction}} Answer:' (default: {template})")
 
 
 def model_options(args: argparse.Namespace):

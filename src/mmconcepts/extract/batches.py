@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract.hooks import PositionRecorder, StepRecorder
+from mmconcepts.extract.token_match import pieces
 from mmconcepts.models.base import context_length
 from mmconcepts.models.prompts import append_tokens, last_positions, teacher_appends
 
@@ -141,11 +142,9 @@ def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, p
     length = ids.shape[1]
     positions, meta = [], []
     for j, (text, (char, word, caption)) in enumerate(zip(texts, targets)):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = enc["offset_mapping"]
-        piece = next(i for i, (a, b) in enumerate(offsets) if b > char)
-        position = length - (len(offsets) - piece)  # the caption sits at the end of a left-padded row
-        if int(ids[j, position]) != enc["input_ids"][piece]:
+        text_ids, piece = pieces(tokenizer, text, char)
+        position = length - (len(text_ids) - piece)  # the caption sits at the end of a left-padded row
+        if int(ids[j, position]) != text_ids[piece]:
             raise MMConceptsError(f"teacher mode cannot align the caption tokens of {adapter.model_id}; "
                                   "use --mode generate")
         positions.append(position - 1)  # the state from which the piece is predicted
@@ -158,41 +157,34 @@ def _teacher_word(adapter, batch: Batch, layers, token, matcher, counts: dict, p
     return recorder.gather(), meta
 
 
-def caption_pieces(tokenizer, caption: str, start: int) -> tuple[list[int], int]:
-    """The caption's token ids (read on their own) and the index of the piece holding character ``start``."""
-    enc = tokenizer(caption, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), next(i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start)
-
-
 def _teacher_appended(adapter, batch: Batch, layers, token, chosen, targets, counts: dict, prompt: str, root):
     """Teacher mode for a processor that puts tokens after the prompt's text: each caption's tokens before the
     word follow the whole prompt, where generation writes (:func:`~mmconcepts.models.prompts.append_tokens`);
     the state is each row's last."""
     import torch
 
-    head = len(prompt) + (0 if prompt[-1:].isspace() else 1)
-    prefixes, keep, meta = [], [], []
+    head = len(prompt) + (0 if prompt[-1:].isspace() else 1)  # targets count from the prompt's start
+    keep, prefixes = [], []
     for row, (char, word, caption) in zip(chosen, targets):
-        ids, piece = caption_pieces(adapter.tokenizer, caption, char - head)
+        ids, piece = pieces(adapter.tokenizer, caption, char - head)
+        keep.append((row, piece, caption, word, len(ids)))
         prefixes.append(ids[:piece])
-        keep.append((row, piece, caption, len(ids)))
     inputs = append_tokens(adapter, [batch.images[r] for r, *_ in keep], prompt, prefixes)
     context = context_length(adapter.model)
     if context is not None:
         lengths = (last_positions(inputs) + 1).tolist()
         fits = [j for j, n in enumerate(lengths) if n < context]  # the piece's own position is inside too
         counts["beyond_context"] += len(keep) - len(fits)
-        counts["truncated_captions"] += sum(1 for j, n in enumerate(lengths)
-                                            if n - len(prefixes[j]) + keep[j][3] > context)
+        counts["truncated_captions"] += sum(1 for n, prefix, item in zip(lengths, prefixes, keep)
+                                            if n - len(prefix) + item[4] > context)
         if len(fits) < len(keep):
             keep, prefixes = [keep[j] for j in fits], [prefixes[j] for j in fits]
             if not keep:
                 return {}, []
             inputs = append_tokens(adapter, [batch.images[r] for r, *_ in keep], prompt, prefixes)
-    for row, piece, caption, _ in keep:
-        meta.append(row_meta(batch.indices[row], batch.samples[row], token, caption, piece,
-                             targets[chosen.index(row)][1], root))
-        counts["kept"] += 1
+    meta = [row_meta(batch.indices[row], batch.samples[row], token, caption, piece, word, root)
+            for row, piece, caption, word, _ in keep]
+    counts["kept"] += len(keep)
     rows = torch.arange(len(keep))
     with PositionRecorder(adapter, layers, rows, last_positions(inputs)) as recorder, torch.inference_mode():
         adapter.model(**inputs)

@@ -69,10 +69,16 @@ def _decode(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-def piece_in_text(tokenizer, text: str, start_char: int) -> int | None:
-    """Index of the token of ``tokenizer(text)`` (no special tokens) whose span holds ``start_char``."""
+def pieces(tokenizer, text: str, start_char: int) -> tuple[list[int], int | None]:
+    """The ids of ``tokenizer(text)`` (no special tokens) and the index of the one whose span holds
+    ``start_char`` (the first piece of a word starting there); ``None`` past the text."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     for i, (a, b) in enumerate(enc["offset_mapping"]):
         if a <= start_char < b or (a >= start_char and b > a):
-            return i
-    return None
+            return list(enc["input_ids"]), i
+    return list(enc["input_ids"]), None
+
+
+def piece_in_text(tokenizer, text: str, start_char: int) -> int | None:
+    """Index of the token of ``tokenizer(text)`` (no special tokens) whose span holds ``start_char``."""
+    return pieces(tokenizer, text, start_char)[1]

@@ -5,7 +5,8 @@ the layers mmconcepts reads and steers are the decoder's (``layers`` of the modu
 or its ``decoder`` child), generation returns decoder tokens after the decoder's start token
 (:meth:`~mmconcepts.models.base.ModelAdapter.generate` cuts it), and teacher mode puts the caption into
 ``decoder_input_ids`` (:func:`~mmconcepts.models.prompts.append_tokens`). A post-norm decoder (BART) has no
-final norm: the last layer's output is what the unembedding reads, so ``"norm"`` is that output.
+final norm: the last layer's output is what the unembedding reads, so ``"norm"`` hooks that output and the
+norm that word decoding applies is the identity.
 """
 
 from __future__ import annotations
@@ -27,19 +28,31 @@ class EncoderDecoderAdapter(ModelAdapter):
         raise MMConceptsError(f"cannot find the decoder layers of {type(self.model).__name__}; this encoder-decoder "
                               "architecture is not supported")
 
-    def final_norm(self):
-        """The decoder's final norm; for a post-norm decoder (none), its last layer, whose output the
-        unembedding reads."""
+    def _own_norm(self):
         for name in ("layer_norm", "norm", "final_layer_norm"):
             module = getattr(self._text_model, name, None)
             if module is not None:
                 return module
-        return self.decoder_layers()[-1]
+        return None
 
-    @property
-    def has_final_norm(self) -> bool:
-        """Whether the decoder applies a norm after its last layer (BART does not)."""
-        return self.final_norm() is not self.decoder_layers()[-1]
+    def final_norm(self):
+        """The decoder's final norm; ``Identity`` for a post-norm decoder (BART), whose last layer's output is
+        what the unembedding reads as it is."""
+        import torch
+
+        return self._own_norm() or torch.nn.Identity()
+
+    def layer_module(self, name):
+        """As for any model, except that ``"norm"`` of a post-norm decoder is its last layer's output."""
+        if self.resolve_layer(name) == "norm" and self._own_norm() is None:
+            return self.decoder_layers()[-1]
+        return super().layer_module(name)
+
+    def info(self) -> dict:
+        info = super().info()
+        if self._own_norm() is None:
+            info["final_norm"] = f"none (post-norm decoder: 'norm' reads {self._module_path(self.decoder_layers()[-1])})"
+        return info
 
     def decoder_start(self) -> list[int]:
         """The ids generation puts before the first new token: the decoder's start token and a forced BOS."""

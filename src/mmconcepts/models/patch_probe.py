@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.models.patches import PatchLayout, TokenGrid
+from mmconcepts.models.patches import PatchLayout, TokenGrid, image_token_id_of
 
 __all__ = ["NOT_SPATIAL", "probe_layout"]
 
@@ -61,19 +61,6 @@ def _probes(size):
     ramp_y = np.repeat(np.broadcast_to(y[:, None], (height, width))[..., None], 3, axis=2)
     return [Image.new("RGB", size, (0, 0, 0)), Image.new("RGB", size, (255, 255, 255)),
             Image.fromarray(np.ascontiguousarray(ramp_x)), Image.fromarray(np.ascontiguousarray(ramp_y))]
-
-
-def _token_id(encoded: dict, processor, config) -> int:
-    ids = encoded["input_ids"][0]
-    candidates = []
-    for owner, name in ((processor, "image_token_id"), (config, "image_token_id"), (config, "image_token_index")):
-        value = getattr(owner, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            candidates.append((int((ids == value).sum()), value))
-    if not candidates or max(candidates)[0] == 0:
-        raise MMConceptsError("the prompt holds no image token the processor or the config names; concept maps "
-                              "need a model that reads the image as tokens of its prompt")
-    return max(candidates)[1]
 
 
 def _array(values):
@@ -214,6 +201,7 @@ def _patch_rows(m: dict, n: int, groups: list[tuple[int, int]]) -> list[TokenGri
     if merge < 1 or merge * merge * n != patches:
         return []
     grids, start, offset = [], 0, 0
+    # crops one after the other (Qwen), or each padded to the same number of rows (LFM2's max_num_patches)
     per_crop = coords.shape[1] // len(groups) if coords.shape[1] != patches else None
     for number, (pr, pc) in enumerate(groups):
         base = number * per_crop if per_crop else offset
@@ -236,8 +224,6 @@ def _patch_rows(m: dict, n: int, groups: list[tuple[int, int]]) -> list[TokenGri
         grids.append(grid)
         start += rows * cols
         offset += pr * pc
-    if len(grids) > 1:
-        grids[-1] = TokenGrid(grids[-1].rows, grids[-1].cols, grids[-1].box, grids[-1].tokens, "global")
     return _name_thumbnail(grids)
 
 
@@ -292,7 +278,8 @@ def probe_layout(processor, config, size, prompt: str) -> PatchLayout:
         raise MMConceptsError(f"'{family}' image tokens cannot be placed on the image: {NOT_SPATIAL[family]}")
     m = measure(processor, prompt, size)
     enc = m["encoded"]
-    n = int((enc["input_ids"][0] == _token_id(enc, processor, config)).sum())
+    ids = enc["input_ids"][0]
+    n = int((ids == image_token_id_of(processor, config, ids, f"'{family}'")).sum())
     grids: list[TokenGrid] = []
     shape = m["shape"]
     if "image_grid_thw" in enc:

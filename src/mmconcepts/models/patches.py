@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from mmconcepts.errors import MMConceptsError
 
-__all__ = ["LAYOUTS", "PatchLayout", "TokenGrid", "image_token_id", "image_token_positions", "layout_for",
-           "patch_layout", "uniform_layout"]
+__all__ = ["LAYOUTS", "PatchLayout", "TokenGrid", "image_token_id", "image_token_id_of", "image_token_positions",
+           "layout_for", "patch_layout", "uniform_layout"]
 
 
 @dataclass(frozen=True)
@@ -166,27 +166,36 @@ def _overlap_weights(a0: float, a1: float, n: int, b0: float, b1: float, m: int)
 # ---- the image tokens in a prompt -------------------------------------------------------------------------
 
 def image_token_id(adapter, input_ids=None) -> int:
+    """:func:`image_token_id_of` a loaded :class:`~mmconcepts.models.ModelAdapter`."""
+    return image_token_id_of(adapter.processor, adapter.model.config, input_ids, f"'{adapter.model_id}'")
+
+
+def image_token_id_of(processor, config, input_ids=None, name: str = "the model") -> int:
     """The id of the image placeholder token the model replaces by image features: of the ids the processor
     and the config name, the one ``input_ids`` hold most (a processor may name a placeholder the prompt no
-    longer holds: Ovis2's ``<image>`` becomes ``<IMG_ATOM>`` tokens).
+    longer holds: Ovis2's ``<image>`` becomes ``<IMG_ATOM>`` tokens, Gemma 3's ``<start_of_image>`` is
+    followed by ``<image_soft_token>`` ones).
 
     Raises
     ------
     MMConceptsError
-        When neither the processor nor the config names one (a model that does not read images as tokens).
+        When neither the processor nor the config names one, or ``input_ids`` hold none of them (a model
+        that does not read images as tokens).
     """
     found = []
-    for owner, name in ((adapter.processor, "image_token_id"), (adapter.model.config, "image_token_id"),
-                        (adapter.model.config, "image_token_index")):
-        value = getattr(owner, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    for owner, attribute in ((processor, "image_token_id"), (config, "image_token_id"),
+                             (config, "image_token_index")):
+        value = getattr(owner, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0 and value not in found:
             found.append(value)
     if not found:
-        raise MMConceptsError(f"'{adapter.model_id}' names no image token (image_token_id); concept maps need a "
-                              "model that reads an image as tokens of its prompt")
-    if input_ids is None:
-        return found[0]
-    return max(found, key=lambda v: (int((input_ids == v).sum()), -found.index(v)))
+        raise MMConceptsError(f"{name} names no image token (image_token_id); concept maps need a model that reads "
+                              "an image as tokens of its prompt")
+    counts = [int((input_ids == v).sum()) for v in found] if input_ids is not None else [1] * len(found)
+    if max(counts) == 0:
+        raise MMConceptsError(f"the prompt of {name} holds none of its image tokens ({', '.join(map(str, found))}); "
+                              "concept maps need a model that reads an image as tokens of its prompt")
+    return found[counts.index(max(counts))]
 
 
 def image_token_positions(input_ids, token_id: int):

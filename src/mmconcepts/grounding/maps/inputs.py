@@ -124,19 +124,18 @@ def _teacher(adapter, image, prompt: str, caption: str, matcher) -> TokenReading
     match = matcher.find(caption or "")
     if match is None:
         return TokenReading(image, [], caption or "", False)
-    from mmconcepts.extract.batches import caption_pieces
+    from mmconcepts.extract.token_match import pieces
     from mmconcepts.models.prompts import teacher_appends
 
     if teacher_appends(adapter, prompt):  # the caption follows the processor's own tokens, as generation does
-        ids, piece = caption_pieces(adapter.tokenizer, caption, match[0])
+        ids, piece = pieces(adapter.tokenizer, caption, match[0])
         return TokenReading(image, ids[:piece], caption, True)
     sep = "" if prompt[-1:].isspace() else " "
     start = len(prompt) + len(sep) + match[0]
     head = encode_inputs(adapter.processor, [image], [prompt])["input_ids"][0].tolist()
     full = encode_inputs(adapter.processor, [image], [prompt + sep + caption])["input_ids"][0].tolist()
-    enc = adapter.tokenizer(prompt + sep + caption, add_special_tokens=False, return_offsets_mapping=True)
-    piece = next(i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start)
-    position = len(full) - (len(enc["input_ids"]) - piece)  # the piece's index in the whole sequence
+    text_ids, piece = pieces(adapter.tokenizer, prompt + sep + caption, start)
+    position = len(full) - (len(text_ids) - piece)  # the piece's index in the whole sequence
     if full[:len(head)] != head or position < len(head):
         raise MMConceptsError(f"teacher mode cannot align the caption tokens of {adapter.model_id} after its "
                               "prompt; use --mode generate")

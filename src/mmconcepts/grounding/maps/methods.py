@@ -254,24 +254,23 @@ def maps_of_readings(adapter, concepts, readings, pairs, settings: MapSettings, 
     layer = adapter.resolve_layer(concepts.summary["layer"])
     layouts = {}
     todo = [j for j, (i, _) in enumerate(pairs) if readings[i].found]
-    method = settings.method
-    if method != "occlusion" and todo:
+    uniform = False  # occlusion over a grid of the image: for a model whose image tokens have no place on it
+    if settings.method != "occlusion" and todo:
         try:
             patch_layout(adapter, readings[pairs[todo[0]][0]].image.size)
-        except MMConceptsError as exc:  # no image tokens on the image: occlusion needs none
+        except MMConceptsError as exc:
             warnings.warn(f"{exc}; the maps are made by occlusion over a {OCCLUSION_CELLS} x {OCCLUSION_CELLS} "
                           "grid of the image", NoImageTokensWarning, stacklevel=2)
-            method = "uniform-occlusion"
+            uniform = True
 
     def layout_of(i):
         if i not in layouts:
             size = readings[i].image.size
-            layouts[i] = uniform_layout(size, OCCLUSION_CELLS) if method == "uniform-occlusion" else \
-                patch_layout(adapter, size)
+            layouts[i] = uniform_layout(size, OCCLUSION_CELLS) if uniform else patch_layout(adapter, size)
         return layouts[i]
 
     result: list = [None] * len(pairs)
-    if method in ("occlusion", "uniform-occlusion"):
+    if settings.method == "occlusion" or uniform:
         by_image: dict = {}
         for j in todo:
             by_image.setdefault(pairs[j][0], []).append(j)

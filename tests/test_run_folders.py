@@ -32,6 +32,9 @@ def test_model_options_follow_the_run_record_unless_told_otherwise():
         ModelOptions(model_dtype="int8")
 
 
+TEMPLATE = "USER: {image}\n{instruction} ASSISTANT:"
+
+
 def test_the_manifest_records_every_setting(tiny_llava_dir, tmp_path):
     from tests.fixtures.datasets import write_images_dataset
 
@@ -39,12 +42,16 @@ def test_the_manifest_records_every_setting(tiny_llava_dir, tmp_path):
     assert main(["extract", "--model", str(tiny_llava_dir), "--model-dtype", "bfloat16", "--device", "cpu",
                  "--data", str(data), "--token", "dog", "--also", "dogs,puppy", "--mode", "teacher", "--keep",
                  "generated", "--limit", "4", "--layers", "0,-1", "--instruction", "What is in the image?",
-                 "--max-new-tokens", "7", "--dtype", "bfloat16", "--out", str(tmp_path / "s"), "--quiet"]) == 0
+                 "--max-new-tokens", "7", "--dtype", "bfloat16", "--out", str(tmp_path / "s"), "--quiet",
+                 "--prompt-template", TEMPLATE]) == 0
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert m["format_version"] == FORMAT_VERSION and m["complete"]
     assert m["model_options"] | {"device": None} == {"model": str(tiny_llava_dir), "revision": None, "commit": None,
                                                       "model_dtype": "bfloat16", "device_map": None,
-                                                      "device": None, "trust_remote_code": False}
+                                                      "device": None, "trust_remote_code": False,
+                                                      "prompt_template": TEMPLATE}
+    assert m["prompt"] == "USER: <image>\nWhat is in the image? ASSISTANT:"
+    assert ModelOptions(device="cpu").following(m).prompt_template == TEMPLATE  # later stages prompt the same way
     assert (m["token"], m["also"], m["mode"], m["keep"], m["limit"], m["split"], m["layers"], m["dtype"]) == \
         ("dog", ["dogs", "puppy"], "teacher", "generated", 4, None, ["0", "2"], "bfloat16")
     assert m["instruction"] == "What is in the image?" and "What is in the image?" in m["prompt"]

@@ -13,6 +13,8 @@ For each family of :data:`tests.fixtures.families.ALL` (built offline with the f
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -58,32 +60,38 @@ def _own_state(adapter, image, prefix: list[int], layer: str):
     return state[0, int(last_positions(inputs)[0])].float()
 
 
-#: Every family runs the whole chain (the tiny models make it ~1 s a family).
-CHAINED = sorted(ALL)
+@pytest.fixture(scope="module")
+def family_stores():
+    return {}
 
 
-def _teacher_store(adapter, tmp_path, n: int):
+def _teacher_store(family, family_models, family_stores, tmp_path_factory):
+    """The family's teacher-mode store of 'dog' over 4 images (built once for the module's tests)."""
     from mmconcepts.extract import extract
     from tests.fixtures.datasets import write_images_dataset
 
-    data = write_images_dataset(tmp_path / "data", n=n, captions=(CAPTION, "the dog runs"), seed=1)
-    manifest = extract(data, "dog", out=tmp_path / "teacher", model=adapter, layers=["1", "norm"], mode="teacher",
-                       progress=False)
-    assert manifest["counts"]["kept"] == n
-    return data, manifest
+    if family not in family_stores:
+        adapter = _adapter(family, family_models, tmp_path_factory)
+        root = tmp_path_factory.mktemp(f"store-{family}")
+        data = write_images_dataset(root / "data", n=4, captions=(CAPTION, "the dog runs"), seed=1)
+        manifest = extract(data, "dog", out=root / "teacher", model=adapter, layers=["1", "norm"], mode="teacher",
+                           progress=False)
+        assert manifest["counts"]["kept"] == 4
+        family_stores[family] = (data, root / "teacher", manifest)
+    return family_stores[family]
 
 
 @pytest.mark.parametrize("family", sorted(ALL))
-def test_family_stores_the_models_own_states(family, family_models, tmp_path_factory, tmp_path):
+def test_family_stores_the_models_own_states(family, family_models, family_stores, tmp_path_factory):
     from PIL import Image
 
     from mmconcepts.extract import load_features
     from mmconcepts.grounding.maps.inputs import read_images
 
     adapter = _adapter(family, family_models, tmp_path_factory)
-    _, manifest = _teacher_store(adapter, tmp_path, 3)
-    features, rows = load_features(tmp_path / "teacher", "norm")
-    first, _ = load_features(tmp_path / "teacher", "1")
+    _, store, manifest = _teacher_store(family, family_models, family_stores, tmp_path_factory)
+    features, rows = load_features(store, "norm")
+    first, _ = load_features(store, "1")
     for i in (0, 2):  # images of two sizes, so rows of one batch are padded differently
         image = Image.open(rows[i]["image"]).convert("RGB")
         reading = read_images(adapter, [image], {"token": "dog", "also": (), "instruction": manifest["instruction"],
@@ -97,8 +105,8 @@ def test_family_stores_the_models_own_states(family, family_models, tmp_path_fac
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", CHAINED)
-def test_family_runs_the_chain(family, family_models, tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("family", sorted(ALL))
+def test_family_runs_the_chain(family, family_models, family_stores, tmp_path_factory, tmp_path):
     from mmconcepts.decompose import learn
     from mmconcepts.extract import extract, load_features
     from mmconcepts.grounding import explain
@@ -107,32 +115,24 @@ def test_family_runs_the_chain(family, family_models, tmp_path_factory, tmp_path
     from mmconcepts.grounding.steer import steer
 
     adapter = _adapter(family, family_models, tmp_path_factory)
-    data, _ = _teacher_store(adapter, tmp_path, 6)
+    data, store, _ = _teacher_store(family, family_models, family_stores, tmp_path_factory)
     try:  # a random model rarely says "dog": generation must run, and may keep nothing
         extract(data, "dog", out=tmp_path / "gen", model=adapter, layers=["1", "norm"], mode="generate",
                 max_new_tokens=3, progress=False)
     except MMConceptsError as exc:
         assert "was kept in no image" in str(exc)
-    _, rows = load_features(tmp_path / "teacher", "norm")
-    learn(tmp_path / "teacher", "norm", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
+    _, rows = load_features(store, "norm")
+    learn(store, "norm", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
           grounding=GroundingSettings(), grounding_model=adapter)
     explanation = explain(tmp_path / "concepts", rows[0]["image"], model=adapter, mode="teacher", caption=CAPTION,
                           top=2)
     assert explanation["token_found"] and len(explanation["concepts"]) == 2
-    with pytest.warns(UserWarning) if family in NOT_PLACED else _nothing():
+    with pytest.warns(UserWarning) if family in NOT_PLACED else contextlib.nullcontext():
         (maps,) = concept_maps(tmp_path / "concepts", [rows[0]["image"]], [[0]], model=adapter, mode="teacher",
                                captions=[CAPTION], method="projection")
     assert maps[0] is not None and np.isfinite(maps[0].grid).all()
     (row,) = steer(tmp_path / "concepts", [rows[0]["image"]], 0, model=adapter, strength=4.0, max_new_tokens=3)
     assert isinstance(row, dict)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.mark.parametrize("family", sorted(set(ALL) - NOT_PLACED))
@@ -173,7 +173,7 @@ def test_families_without_placed_tokens_are_refused_in_one_line(family, family_m
     assert "\n" not in str(caught.value)
 
 
-def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without_a_norm(family_models,
+def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without_a_norm(family_models, family_stores,
                                                                                         tmp_path_factory, tmp_path):
     """Florence-2's BART decoder has no final norm: "norm" hooks the last layer's output, and grounding a
     concept of another layer applies no norm (the last layer's output is what the unembedding reads)."""
@@ -187,9 +187,9 @@ def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without
     assert adapter.layer_module("norm") is adapter.decoder_layers()[-1]
     info = adapter.info()
     assert info["decoder_layers"].startswith("model.language_model.decoder.layers") and "post-norm" in info["final_norm"]
-    _teacher_store(adapter, tmp_path, 4)
+    _, store, _ = _teacher_store("florence2", family_models, family_stores, tmp_path_factory)
     assert GroundingSettings().norm_for("1")  # effect decoding of layer 1 goes through the final norm
-    learn(tmp_path / "teacher", "1", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
+    learn(store, "1", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
           grounding=GroundingSettings(), grounding_model=adapter)
     concepts = load_concepts(tmp_path / "concepts", require_grounding=True)
     assert len(concepts.grounding["concepts"]) == 2

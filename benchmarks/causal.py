@@ -1,4 +1,4 @@
-"""Causal evaluation on the demo's data: methods x controls x metrics (:mod:`mmconcepts.evaluation.causal`).
+"""Causal evaluation on the demo's data: methods x controls x metrics (:mod:`mmconcepts.evaluation.causal.interventions`).
 
 Reads (or makes, with ``mmconcepts demo --seed N``) a demo folder: the Semi-NMF concepts of the token
 "circle" at layer "norm" of the shipped ShapesWorld captioner, the comparison methods its evaluation learnt
@@ -47,9 +47,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mmconcepts.evaluation import causal as C
+    from mmconcepts.evaluation.causal import interventions as C
     from mmconcepts.extract.features import load_metadata
-    from mmconcepts.grounding.concepts import load_concepts
+    from mmconcepts.concepts.concept_set import load_concepts
     from mmconcepts.models import load_model
 
     demo = Path(args.demo or f"/tmp/causal-demo-{args.seed}")

@@ -8,7 +8,7 @@ mix (the parent stays small: Linux carries a parent's peak into the child at ``e
 resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``, and ``VmHWM`` as a cross-check) of
 
 (a) **full**: :func:`mmconcepts.models.load_model` (``device="cpu"``, ``dtype="float32"``), then
-    :func:`mmconcepts.grounding.text.concept_scores` of ``--n-concepts`` random concepts with the effect
+    :func:`mmconcepts.concepts.decoding.concept_scores` of ``--n-concepts`` random concepts with the effect
     decoding (the path grounding took before :func:`~mmconcepts.models.head.load_head`);
 (b) **head**: :func:`mmconcepts.models.head.load_head`, then the same scores;
 
@@ -155,7 +155,7 @@ def child(mode: str, folder: str, out: str, n_concepts: int, text: dict | None =
         return
     import torch
 
-    from mmconcepts.grounding.text import concept_scores
+    from mmconcepts.concepts.decoding import concept_scores
     from mmconcepts.models import load_model
     from mmconcepts.models.head import load_head
 

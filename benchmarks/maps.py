@@ -4,7 +4,7 @@ the toy, and what they cost on LLaVA-1.5-7B.
 Reads (or makes, with ``mmconcepts demo --seed N``) demo folders: the Semi-NMF concepts of the token "circle"
 at layer "norm" of the shipped ShapesWorld captioner and the test feature store. For every test image whose
 first circle is known it maps the image's top-1 concept with each method and variant, scores the maps against
-the circle (:mod:`mmconcepts.evaluation.maps`) and prints one row per method and baseline:
+the circle (:mod:`mmconcepts.evaluation.attribution.map_scores`) and prints one row per method and baseline:
 
 - ``attribution``: the default (blank-image reference, the gradient halfway: integrated gradients with one
   midpoint), and its variants ``grad x input`` (zero reference, gradient at the input: the textbook method),
@@ -35,7 +35,7 @@ from pathlib import Path
 
 
 def variants():
-    from mmconcepts.grounding.maps import MapSettings
+    from mmconcepts.attribution import MapSettings
 
     return {"attribution": MapSettings("attribution"),
             "attribution: grad x input": MapSettings("attribution", baseline="zero", steps=0),
@@ -60,9 +60,9 @@ PASSES = {"attribution": "blank + 1 fwd + 1 fwd/bwd",
 def evaluate_demo(demo: Path, names, n_images):
     import torch
 
-    from mmconcepts.evaluation.maps import heatmap_evaluation
+    from mmconcepts.evaluation.attribution.map_scores import heatmap_evaluation
     from mmconcepts.extract.features import load_features
-    from mmconcepts.grounding.concepts import load_concepts
+    from mmconcepts.concepts.concept_set import load_concepts
     from mmconcepts.models import load_model
 
     cs = load_concepts(demo / "concepts")

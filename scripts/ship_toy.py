@@ -25,7 +25,7 @@ def main(checkpoint: str, lineage: str, *logs: str) -> int:
     from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
     from mmconcepts.data.shapesworld import write_dataset
-    from mmconcepts.evaluation.captions import score_model
+    from mmconcepts.evaluation.captioning import score_model
     from mmconcepts.models import ModelOptions
 
     checkpoint = Path(checkpoint)

@@ -79,7 +79,7 @@ def tiny_pipeline(tmp_path_factory, tiny_adapters):
     """Teacher-mode features of 'dog' from the tiny LLaVA (train 24, test 8) and grounded Semi-NMF concepts."""
     from mmconcepts.decompose import learn
     from mmconcepts.extract import extract
-    from mmconcepts.grounding import ground
+    from mmconcepts.concepts import ground
     from tests.fixtures.datasets import write_images_dataset
 
     root = tmp_path_factory.mktemp("pipeline")

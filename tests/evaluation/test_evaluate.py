@@ -13,11 +13,11 @@ from mmconcepts.evaluation.evaluate import evaluate
 def test_metrics_follow_from_the_concepts_words_and_activations(tiny_pipeline, tiny_clip_dir, minilm_dir,
                                                                  tmp_path):
     """Every row is the pure score of a concepts folder: recompute it from the folder and compare."""
-    from mmconcepts.evaluation import metrics as M
-    from mmconcepts.evaluation.scoring import Scorers, TestSet, score
-    from mmconcepts.evaluation.scorers import BERTScorer, CLIPScorer
+    from mmconcepts.evaluation.grounding import ground_truth as M
+    from mmconcepts.evaluation.grounding.scoring import Scorers, TestSet, score
+    from mmconcepts.evaluation.grounding.model_scores import BERTScorer, CLIPScorer
     from mmconcepts.extract import load_features
-    from mmconcepts.grounding import load_concepts
+    from mmconcepts.concepts import load_concepts
 
     metrics = evaluate(tiny_pipeline["concepts"], tiny_pipeline["test"], tmp_path / "eval",
                        model=tiny_pipeline["adapter"], clip_model=str(tiny_clip_dir), bert_model=str(minilm_dir),
@@ -49,7 +49,7 @@ def test_comparison_methods_are_learnt_as_learn_learns_them(tiny_pipeline, tmp_p
     """A comparison is the folder `mmconcepts learn` would write: the method's defaults (Semi-NMF's relative
     L1), the main folder's K, seed and grounding; scored, it equals that folder scored."""
     from mmconcepts.decompose import learn
-    from mmconcepts.grounding import ground, load_concepts
+    from mmconcepts.concepts import ground, load_concepts
 
     learn(tiny_pipeline["train"], "norm", method="pca", n_concepts=3, out=tmp_path / "pca", seed=0)
     ground(tmp_path / "pca", model=tiny_pipeline["adapter"], decode="centered", min_ratio=0.2)
@@ -73,7 +73,7 @@ def test_pca_concepts_have_two_sides(tiny_pipeline, tmp_path):
     """A PCA component is two concepts, +u and -u: a sample far on the negative side is explained by it."""
     from mmconcepts.decompose import learn
     from mmconcepts.extract import load_features
-    from mmconcepts.grounding import ground, load_concepts
+    from mmconcepts.concepts import ground, load_concepts
 
     learn(tiny_pipeline["train"], "norm", method="pca", n_concepts=3, out=tmp_path / "pca", seed=0)
     grounding = ground(tmp_path / "pca", model=tiny_pipeline["adapter"], min_ratio=0)

@@ -86,7 +86,7 @@ def test_family_stores_the_models_own_states(family, family_models, family_store
     from PIL import Image
 
     from mmconcepts.extract import load_features
-    from mmconcepts.grounding.maps.inputs import read_images
+    from mmconcepts.attribution.inputs import read_images
 
     adapter = _adapter(family, family_models, tmp_path_factory)
     _, store, manifest = _teacher_store(family, family_models, family_stores, tmp_path_factory)
@@ -109,10 +109,10 @@ def test_family_stores_the_models_own_states(family, family_models, family_store
 def test_family_runs_the_chain(family, family_models, family_stores, tmp_path_factory, tmp_path):
     from mmconcepts.decompose import learn
     from mmconcepts.extract import extract, load_features
-    from mmconcepts.grounding import explain
-    from mmconcepts.grounding.maps import concept_maps
-    from mmconcepts.grounding.settings import GroundingSettings
-    from mmconcepts.grounding.steer import steer
+    from mmconcepts.concepts import explain
+    from mmconcepts.attribution import concept_maps
+    from mmconcepts.concepts.settings import GroundingSettings
+    from mmconcepts.interventions.steer_captions import steer
 
     adapter = _adapter(family, family_models, tmp_path_factory)
     data, store, _ = _teacher_store(family, family_models, family_stores, tmp_path_factory)
@@ -178,8 +178,8 @@ def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without
     """Florence-2's BART decoder has no final norm: "norm" hooks the last layer's output, and grounding a
     concept of another layer applies no norm (the last layer's output is what the unembedding reads)."""
     from mmconcepts.decompose import learn
-    from mmconcepts.grounding import load_concepts
-    from mmconcepts.grounding.settings import GroundingSettings
+    from mmconcepts.concepts import load_concepts
+    from mmconcepts.concepts.settings import GroundingSettings
 
     adapter = _adapter("florence2", family_models, tmp_path_factory)
     assert adapter.family == "encoder_decoder"

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.grounding.text import WordGrounder, concept_scores
+from mmconcepts.concepts.decoding import WordGrounder, concept_scores
 from mmconcepts.models import DEFAULT_MODEL_DIR, EMBEDDED_MODEL, load_model
 from mmconcepts.models import head as head_module
 from mmconcepts.models.head import load_head, match_key

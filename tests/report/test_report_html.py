@@ -15,7 +15,7 @@ from report_data import ATTR, SCRIPT, make_folders
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.report import build_report
-from mmconcepts.evaluation.metrics import overlap_matrix
+from mmconcepts.evaluation.grounding.ground_truth import overlap_matrix
 from mmconcepts.report.comparisons import word_overlap
 from mmconcepts.report.sections import fmt
 from mmconcepts.report.plots import thumbnail

@@ -93,7 +93,7 @@ def concepts(tmp_path_factory, adapter):
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.decompose import learn
     from mmconcepts.extract import extract
-    from mmconcepts.grounding import ground
+    from mmconcepts.concepts import ground
 
     root = tmp_path_factory.mktemp("robust-concepts")
     write_dataset(root / "train", n=12, seed=1, split="train")
@@ -126,7 +126,7 @@ def test_exif_orientation_is_applied_by_the_dataset_reader_and_the_loader(tmp_pa
 
 def test_explain_reads_the_image_upright(tmp_path, monkeypatch, adapter, concepts):
     from mmconcepts.extract import extraction
-    from mmconcepts.grounding import explain
+    from mmconcepts.concepts import explain
 
     photo = _write_exif_jpeg(tmp_path / "photo.jpg")
     seen = []
@@ -233,7 +233,7 @@ def test_explain_and_steer_on_a_too_large_image_exit_2_with_one_line(tmp_path, m
 
 
 def test_the_report_leaves_out_a_too_large_or_looping_image(tmp_path, monkeypatch):
-    from mmconcepts.report.maps import attach_maps
+    from mmconcepts.report.concept_maps import attach_maps
     from mmconcepts.report.plots import thumbnail
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", PIXEL_LIMIT)

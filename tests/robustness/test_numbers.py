@@ -28,7 +28,7 @@ def inputs(tmp_path_factory):
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.decompose import learn
     from mmconcepts.extract import extract
-    from mmconcepts.grounding import ground
+    from mmconcepts.concepts import ground
     from mmconcepts.models import load_model
 
     root = tmp_path_factory.mktemp("numbers")
@@ -157,10 +157,10 @@ def test_evaluation_settings_refuse_a_bert_layer_that_is_not_a_count(value):
 
 def test_entry_points_refuse_bad_counts(inputs, tmp_path):
     from mmconcepts.data.shapesworld import write_dataset
-    from mmconcepts.demo import run_demo
-    from mmconcepts.evaluation.sweep import sweep
-    from mmconcepts.grounding import explain
-    from mmconcepts.grounding.steer import steer
+    from mmconcepts.workflows.demo import run_demo
+    from mmconcepts.workflows.sweep import sweep
+    from mmconcepts.concepts import explain
+    from mmconcepts.interventions.steer_captions import steer
     from mmconcepts.report import build_report
     from mmconcepts.toy.train import train
 
@@ -253,7 +253,7 @@ def test_a_generation_longer_than_the_context_is_refused(inputs, tmp_path, capsy
 
 # ---- --revision of the shipped model ---------------------------------------------------------------------------
 def test_revision_of_the_shipped_model_is_refused(inputs, tmp_path, capsys):
-    from mmconcepts.benchmark import BenchmarkSettings
+    from mmconcepts.workflows.benchmark import BenchmarkSettings
     from mmconcepts.extract import read_manifest
     from mmconcepts.models import EMBEDDED_MODEL, ModelOptions, load_model
     from mmconcepts.models.head import load_head

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.grounding.settings import GroundingSettings
+from mmconcepts.concepts.settings import GroundingSettings
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def shared(tmp_path_factory):
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.extract import extract
     from mmconcepts.extract.features import load_metadata
-    from mmconcepts.grounding import explain
+    from mmconcepts.concepts import explain
     from mmconcepts.models import load_model
 
     root = tmp_path_factory.mktemp("shareable")

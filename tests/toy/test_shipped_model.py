@@ -3,7 +3,7 @@
 import json
 
 from mmconcepts.data.shapesworld import write_dataset
-from mmconcepts.evaluation.captions import score_model
+from mmconcepts.evaluation.captioning import score_model
 from mmconcepts.models import DEFAULT_MODEL_DIR, EMBEDDED_MODEL, load_model
 
 # the bar (shape >= 0.95, exact >= 0.85 on 500 images) less a margin for 96 images

@@ -1,6 +1,6 @@
 """``mmconcepts benchmark``: every (token, seed, K, method) cell, and the table with 95% intervals.
 
-The flags are generated from :class:`~mmconcepts.benchmark.settings.BenchmarkSettings` (each field's
+The flags are generated from :class:`~mmconcepts.workflows.benchmark.settings.BenchmarkSettings` (each field's
 ``metadata`` says its kind and help, its default is the dataclass's); the model options are the shared
 group of :func:`~mmconcepts.cli._common.add_model_args`.
 """
@@ -41,7 +41,7 @@ def _default_text(value) -> str:
 
 
 def register(sub) -> None:
-    from mmconcepts.benchmark.settings import BenchmarkSettings
+    from mmconcepts.workflows.benchmark.settings import BenchmarkSettings
 
     p = sub.add_parser("benchmark", help="every token x seed x method: the metrics with 95%% confidence intervals",
                        description="Learn, ground and evaluate every method on every (token, seed, K), and write "
@@ -71,8 +71,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from dataclasses import fields as settings_fields
 
-    from mmconcepts.benchmark import BenchmarkSettings, run_benchmark
-    from mmconcepts.benchmark.tables import apart_lines, metric_table
+    from mmconcepts.workflows.benchmark import BenchmarkSettings, run_benchmark
+    from mmconcepts.workflows.benchmark.tables import apart_lines, metric_table
 
     from mmconcepts.errors import MMConceptsError
 

@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmconcepts.demo import headline, run_demo
+    from mmconcepts.workflows.demo import headline, run_demo
 
     metrics = run_demo(args.out, n_train=args.n_train, n_test=args.n_test, n_concepts=args.n_concepts,
                        seed=args.seed, overwrite=args.overwrite, bertscore=args.bertscore, causal=args.causal,

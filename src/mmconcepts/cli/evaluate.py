@@ -58,7 +58,7 @@ def run(args) -> int:
                        heatmaps=tuple(args.heatmaps), overwrite=args.overwrite)
     print((Path(args.out) / "metrics.md").read_text())
     if args.causal:
-        from mmconcepts.evaluation.causal import METRICS, format_table
+        from mmconcepts.evaluation.causal.interventions import METRICS, format_table
 
         rows = {**metrics["methods"], **metrics["baselines"]}
         print(format_table({name: row for name, row in rows.items() if any(m in row for m in METRICS)}))

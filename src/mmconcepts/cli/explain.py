@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mmconcepts.cli._common import add_model_args, model_options, positive_int
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.grounding.maps.settings import METHODS
+from mmconcepts.attribution.settings import METHODS
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmconcepts.grounding import explain, format_explanation
+    from mmconcepts.concepts import explain, format_explanation
 
     method = args.heatmaps or ("attribution" if args.heatmap_out else None)
     if args.heatmap_out and Path(args.heatmap_out).exists() and not Path(args.heatmap_out).is_dir():
@@ -47,8 +47,8 @@ def run(args) -> int:
         write_heatmaps(result, args.image, args.heatmap_out)
     print(json.dumps(result) if args.json else format_explanation(result))
     if result["token_found"]:  # a concepts folder copied without its dataset: say which images it cannot show
-        from mmconcepts.grounding.concepts import read_grounding
-        from mmconcepts.grounding.images import missing_images
+        from mmconcepts.concepts.concept_set import read_grounding
+        from mmconcepts.concepts.images import missing_images
 
         warning = missing_images(read_grounding(args.concepts), args.concepts)
         if warning:

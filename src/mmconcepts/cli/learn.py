@@ -6,7 +6,7 @@ import argparse
 
 from mmconcepts.cli._common import (add_model_args, fraction, model_options, nonnegative_float, nonnegative_int,
                                     positive_int)
-from mmconcepts.grounding.settings import DECODINGS, MIN_RATIO
+from mmconcepts.concepts.settings import DECODINGS, MIN_RATIO
 
 #: The methods of :data:`mmconcepts.decompose.METHODS` (listed here so ``--help`` needs no torch import).
 METHOD_NAMES = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
@@ -78,7 +78,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from mmconcepts.decompose import learn
-    from mmconcepts.grounding.settings import GroundingSettings
+    from mmconcepts.concepts.settings import GroundingSettings
 
     # grounding runs inside learn, before the new folder is swapped in: a failure leaves --out as it was
     settings = None if args.no_ground else GroundingSettings(
@@ -95,14 +95,14 @@ def run(args) -> int:
 
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return 0  # under torchrun, rank 0 writes, reports and grounds
-    from mmconcepts.grounding.concepts import read_summary
+    from mmconcepts.concepts.concept_set import read_summary
 
     s = read_summary(out)
     print(f"learnt {s['n_concepts']} {s['method']} concepts from {s['n_samples']} samples of layer {s['layer']} "
           f"in {s['seconds']:.1f} s ({s['n_iter']} iterations): relative error {s['relative_error']:.4f}, "
           f"sparsity {s['sparsity']:.2f}, {s['active_per_sample']:.1f} active concepts/sample -> {out}")
     if not args.no_ground:
-        from mmconcepts.grounding.concepts import read_grounding
+        from mmconcepts.concepts.concept_set import read_grounding
 
         for concept in read_grounding(out)["concepts"]:
             words = ", ".join(w["word"] for w in concept["words"][:6]) or "(no word)"

@@ -26,8 +26,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it was written."""
-    from mmconcepts.grounding.concepts import read_grounding
-    from mmconcepts.grounding.images import missing_images
+    from mmconcepts.concepts.concept_set import read_grounding
+    from mmconcepts.concepts.images import missing_images
     from mmconcepts.report import build_report
 
     path = build_report(args.concepts, args.eval_dir, out=args.out, n_explanations=args.n_explanations)

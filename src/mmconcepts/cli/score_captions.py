@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmconcepts.evaluation.captions import score_model
+    from mmconcepts.evaluation.captioning import score_model
 
     result = score_model(args.data, model=model_options(args), batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, **data_kwargs(args))

@@ -19,7 +19,7 @@ def register(sub) -> None:
                    help="index of the concept to steer with")
     p.add_argument("--strength", type=float, default=None, metavar="S",
                    help="norm of the added vector (the direction is unit); default: the concept's typical "
-                        "contribution times 16, calibrated on ShapesWorld (see mmconcepts.evaluation.causal)")
+                        "contribution times 16, calibrated on ShapesWorld (see mmconcepts.evaluation.causal.interventions)")
     p.add_argument("--ablate", action="store_true",
                    help="remove the concept's contribution v_k u_k (where it is active) instead of adding it")
     p.add_argument("--direction", choices=("concept", "centred", "random", "diffmean"), default="concept",
@@ -46,8 +46,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from mmconcepts.errors import MMConceptsError
-    from mmconcepts.grounding.concepts import load_concepts
-    from mmconcepts.grounding.steer import format_steering, steer
+    from mmconcepts.concepts.concept_set import load_concepts
+    from mmconcepts.interventions.steer_captions import format_steering, steer
 
     if bool(args.image) == bool(args.data):
         raise MMConceptsError("give the images with --image IMG (repeatable) or --data DIR, not both or neither")

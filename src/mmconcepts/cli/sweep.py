@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmconcepts.evaluation.sweep import sweep
+    from mmconcepts.workflows.sweep import sweep
 
     result = sweep(args.features, args.test_features, args.layers, args.out, method=args.method,
                    n_concepts=args.n_concepts, clip_model=args.clip_model, bert_model=args.bert_model,

@@ -123,9 +123,9 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
         store's only word.
     stream : bool or None
         Read the store shard by shard (methods with ``fit_shards``); None: when the features exceed 4 GiB.
-    grounding : :class:`~mmconcepts.grounding.settings.GroundingSettings` or None
+    grounding : :class:`~mmconcepts.concepts.settings.GroundingSettings` or None
         Ground the concepts (``grounding.json``) before the folder is swapped in, with ``grounding_model`` (as
-        :func:`~mmconcepts.grounding.ground` takes it): a grounding that fails leaves ``out`` as it was.
+        :func:`~mmconcepts.concepts.ground` takes it): a grounding that fails leaves ``out`` as it was.
     **method_kwargs
         Further parameters of the method (``max_iter=...``, ``tol=...``, ``k=...``).
 
@@ -262,7 +262,7 @@ def _fit_and_write(model, features, out, manifest, layer_name, token, method, n_
                 raise os_error(exc, f"cannot write the dictionary into {out}") from None
             write_json(tmp / "summary.json", summary, indent=2)
             if grounding is not None:
-                from mmconcepts.grounding import ground
+                from mmconcepts.concepts import ground
 
                 ground(tmp, model=grounding_model, settings=grounding)
     finally:

@@ -2,14 +2,14 @@
 
 Given a grounded concepts folder (learnt on a training store) and a test store (same model, same token),
 :func:`evaluate` makes every other set of concepts it compares an ordinary concepts folder, by the same
-:func:`~mmconcepts.decompose.learn` and :func:`~mmconcepts.grounding.ground` calls as the main one, with the
+:func:`~mmconcepts.decompose.learn` and :func:`~mmconcepts.concepts.ground` calls as the main one, with the
 same defaults, number of concepts, seed, device and grounding settings:
 
 - ``concepts/<method>/``: each comparison method, learnt on the training store;
 - ``baselines/noise-imgs/``: the Noise-Imgs baseline, a store of uniform-noise images read with the
-  training captions (:mod:`mmconcepts.evaluation.noise`) and the main method learnt on it;
+  training captions (:mod:`mmconcepts.data.noise`) and the main method learnt on it;
 
-then scores them all with the pure :func:`~mmconcepts.evaluation.scoring.score` on the test samples, with
+then scores them all with the pure :func:`~mmconcepts.evaluation.grounding.scoring.score` on the test samples, with
 two more baselines: **rnd-words** (each main concept's words replaced by as many random words of the same
 pool) and **gt-captions** (the reference captions in place of the words). Output (see
 :mod:`mmconcepts.evaluation.results`): ``metrics.json``, ``metrics.md``, ``overlap.json``,
@@ -48,7 +48,7 @@ class EvaluationSettings:
     seed : seed of the comparison methods, the random words and the noise.
     n_noise : noise images (``None``: as many as training samples, at most 512).
     n_explanations : test samples whose local explanation is kept.
-    causal : also run the causal evaluation (:mod:`mmconcepts.evaluation.causal`: steer and ablate with each
+    causal : also run the causal evaluation (:mod:`mmconcepts.evaluation.causal.interventions`: steer and ablate with each
         concept, read the captions): ``steering_success``, ``ablation_success``, ``specificity`` and
         ``fluency`` in each method's row, and the ``centred-direction``, ``random-direction`` and ``diffmean``
         baselines. Needs the whole model.
@@ -56,13 +56,13 @@ class EvaluationSettings:
         concept and control).
     causal_methods : the methods whose concepts the causal evaluation steers with (``None``: every compared
         method); the main method's controls are always measured.
-    heatmaps : concept-map methods (:data:`~mmconcepts.grounding.maps.METHODS`) to measure on ShapesWorld:
+    heatmaps : concept-map methods (:data:`~mmconcepts.attribution.METHODS`) to measure on ShapesWorld:
         the pointing game and energy inside of each test image's top-1 concept
-        (:mod:`mmconcepts.evaluation.maps`) into ``metrics.json``'s ``heatmaps``, and ``maps.json`` (the
+        (:mod:`mmconcepts.evaluation.attribution.map_scores`) into ``metrics.json``'s ``heatmaps``, and ``maps.json`` (the
         first method's maps of the concepts' top images and of the explanations) for the report. Needs the
         whole model.
     extended : also compute the extended metrics of every method (not the baselines):
-        :func:`~mmconcepts.evaluation.extended.extended_metrics` (words per concept, strict and fixed-word
+        :func:`~mmconcepts.evaluation.extended.collect.extended_metrics` (words per concept, strict and fixed-word
         precision and overlap, coverage per attribute kind, sparse probing, stability), merged into its row.
     """
 
@@ -106,7 +106,7 @@ class EvaluationSettings:
         if self.n_noise is not None and (isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int)
                                          or self.n_noise < 1):
             raise MMConceptsError(f"n_noise must be an integer >= 1, got {self.n_noise!r}")
-        from mmconcepts.grounding.maps import METHODS as MAP_METHODS
+        from mmconcepts.attribution import METHODS as MAP_METHODS
 
         object.__setattr__(self, "heatmaps", tuple(self.heatmaps))
         bad = [m for m in self.heatmaps if m not in MAP_METHODS]
@@ -117,15 +117,15 @@ class EvaluationSettings:
 
 
 def _scorers(settings: EvaluationSettings, device: str):
-    from mmconcepts.evaluation.scoring import Scorers
+    from mmconcepts.evaluation.grounding.scoring import Scorers
 
     scorers = Scorers()
     if settings.clip_model is not None:
-        from mmconcepts.evaluation.scorers import CLIPScorer
+        from mmconcepts.evaluation.grounding.model_scores import CLIPScorer
 
         scorers.clip = CLIPScorer(settings.clip_model, device=device)
     if settings.bert_model is not None:
-        from mmconcepts.evaluation.scorers import BERTScorer
+        from mmconcepts.evaluation.grounding.model_scores import BERTScorer
 
         scorers.bert = BERTScorer(settings.bert_model, num_layers=settings.bert_layers, device=device)
     return scorers
@@ -134,10 +134,11 @@ def _scorers(settings: EvaluationSettings, device: str):
 def _same_run(cs, method: str, store, out: Path, adapter, seed: int, device: str, n_concepts: int | None = None):
     """Learn ``method`` on ``store`` into ``out`` as the main folder ``cs`` was learnt (its K, device and,
     for the main method itself, its parameters and sparsity rule), ground it with the main folder's
-    grounding settings, and return the new :class:`~mmconcepts.grounding.concepts.ConceptSet`."""
+    grounding settings, and return the new :class:`~mmconcepts.concepts.concept_set.ConceptSet`."""
     from mmconcepts.decompose import learn
-    from mmconcepts.grounding.concepts import ground, load_concepts
-    from mmconcepts.grounding.settings import GroundingSettings
+    from mmconcepts.concepts.concept_set import load_concepts
+    from mmconcepts.concepts.ground import ground
+    from mmconcepts.concepts.settings import GroundingSettings
 
     summary = cs.summary
     kwargs = {}
@@ -186,7 +187,7 @@ def _evaluate_into(concepts, test_features, out: Path, settings: EvaluationSetti
     """The body of :func:`evaluate` once ``out`` is locked."""
     from mmconcepts.extract.features import load_features
     from mmconcepts.extract.store import read_manifest, store_tokens
-    from mmconcepts.grounding.concepts import load_concepts, model_for
+    from mmconcepts.concepts.concept_set import load_concepts, model_for
     from mmconcepts.models import ModelAdapter
     from mmconcepts.models.options import as_options
 
@@ -202,7 +203,7 @@ def _evaluate_into(concepts, test_features, out: Path, settings: EvaluationSetti
     Z_test, test_meta = load_features(test_features, layer, token)
     if Z_test.shape[0] == 0:
         raise MMConceptsError(f"no test samples in {test_features}")
-    from mmconcepts.evaluation.scoring import TestSet
+    from mmconcepts.evaluation.grounding.scoring import TestSet
 
     test = TestSet(test_meta)
     device = str(model.device) if isinstance(model, ModelAdapter) else as_options(model).device
@@ -218,7 +219,7 @@ def _evaluate_into(concepts, test_features, out: Path, settings: EvaluationSetti
         result.test_features, result.test_features_absolute = link(test_features, out), \
             str(Path(test_features).resolve())
         if settings.heatmaps:
-            from mmconcepts.evaluation.maps import write_heatmaps
+            from mmconcepts.evaluation.attribution.map_scores import write_heatmaps
 
             result.heatmaps = write_heatmaps(tmp, out, cs, test.meta, cs.encode(Z_test), adapter, settings)
         _write(tmp, result, folders, cs, cs.encode(Z_test), test, out, causal)
@@ -227,8 +228,8 @@ def _evaluate_into(concepts, test_features, out: Path, settings: EvaluationSetti
 
 def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
     """``(result, {method: ConceptSet})``: every folder made in ``tmp``, every row scored."""
-    from mmconcepts.evaluation.scoring import gt_captions_scores, score
-    from mmconcepts.grounding.concepts import grounder_for
+    from mmconcepts.evaluation.grounding.scoring import gt_captions_scores, score
+    from mmconcepts.concepts.ground import grounder_for
 
     summary, main = cs.summary, cs.summary["method"]
     train_meta = cs.train_meta()
@@ -245,7 +246,7 @@ def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
     baselines = {}
     main_test = cs.encode(Z_test)
     if "rnd-words" in settings.baselines:
-        from mmconcepts.grounding.words import random_words
+        from mmconcepts.concepts.vocabulary import random_words
 
         pool = grounder_for(cs, adapter).pool()
         rng = random.Random(settings.seed)
@@ -266,9 +267,9 @@ def _evaluate(cs, test, Z_test, settings, scorers, adapter, device, tmp):
 
 def _causal(folders, main, test, settings, adapter, methods, baselines) -> None:
     """The causal metrics into the rows: every method's own directions, and for the main method the
-    centred-direction, random-direction and diffmean controls (:mod:`mmconcepts.evaluation.causal`). Returns what
+    centred-direction, random-direction and diffmean controls (:mod:`mmconcepts.evaluation.causal.interventions`). Returns what
     ``causal.json`` keeps: ``{method: {direction: scores}}`` (per-concept rows and caption pairs)."""
-    from mmconcepts.evaluation.causal import causal_evaluation, metrics_row
+    from mmconcepts.evaluation.causal.interventions import causal_evaluation, metrics_row
 
     detail = {}
     steered = settings.methods if settings.causal_methods is None else settings.causal_methods
@@ -287,9 +288,9 @@ def _causal(folders, main, test, settings, adapter, methods, baselines) -> None:
 
 
 def _extended(folders, Z_test, test, settings, adapter, methods) -> None:
-    """The extended metrics into every method's row (:mod:`mmconcepts.evaluation.extended`); the training
+    """The extended metrics into every method's row (:mod:`mmconcepts.evaluation.extended.collect`); the training
     features are read once, every method being learnt on the same store."""
-    from mmconcepts.evaluation.extended import extended_metrics
+    from mmconcepts.evaluation.extended.collect import extended_metrics
     from mmconcepts.extract.features import load_features
 
     main = next(iter(folders.values()))
@@ -301,8 +302,8 @@ def _extended(folders, Z_test, test, settings, adapter, methods) -> None:
 
 def _noise_imgs(cs, train_meta, Z_test, test, settings, scorers, adapter, device, folder: Path) -> dict:
     """Noise images read with the training captions -> a store -> the main method -> its scores."""
-    from mmconcepts.evaluation.noise import noise_dataset
-    from mmconcepts.evaluation.scoring import score
+    from mmconcepts.data.noise import noise_dataset
+    from mmconcepts.evaluation.grounding.scoring import score
     from mmconcepts.extract.extraction import ExtractionSettings, extract, store_reading
 
     reading = store_reading(cs.manifest, cs.token)
@@ -326,8 +327,8 @@ def _write(tmp: Path, result: EvaluationResult, folders: dict, main, main_test, 
            causal: dict | None = None) -> None:
     """metrics.json, metrics.md, overlap.json, explanations.json and (``--causal``) causal.json into ``tmp``
     (to become ``out``); paths are stored relative to ``out``."""
-    from mmconcepts.evaluation import metrics as M
-    from mmconcepts.grounding.explain import top_concepts
+    from mmconcepts.evaluation.grounding import ground_truth as M
+    from mmconcepts.concepts.explain import top_concepts
 
     overlaps = {m: M.overlap_matrix([set(w) for w in f.word_sets()]) for m, f in folders.items()}
     explanations = []

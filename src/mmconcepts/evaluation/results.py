@@ -10,7 +10,7 @@
                   "methods": {map method: {pointing_game, energy_inside, n_images, seconds_per_image}},
                   "baselines": {centre | random-patch | object-mask: {pointing_game, energy_inside}}}}
 
-(``heatmaps`` only with ``evaluate --heatmaps``; :mod:`mmconcepts.evaluation.maps`.)
+(``heatmaps`` only with ``evaluate --heatmaps``; :mod:`mmconcepts.evaluation.attribution.map_scores`.)
 
 A metric that does not apply is absent, never zero. :data:`METRIC_ORDER` is the order tables show them in.
 """
@@ -22,7 +22,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.evaluation.extended import EXTENDED_METRICS
+from mmconcepts.evaluation.extended.collect import EXTENDED_METRICS
 from mmconcepts.files import read_json
 
 METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1", "bertscore_top3",
@@ -74,7 +74,7 @@ class EvaluationResult:
             cells = [f"{row[c]:.3f}" if isinstance(row.get(c), (int, float)) else "–" for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if self.heatmaps and (self.heatmaps.get("methods") or self.heatmaps.get("baselines")):
-            from mmconcepts.evaluation.maps import markdown_table
+            from mmconcepts.evaluation.attribution.map_scores import markdown_table
 
             lines += ["", *markdown_table(self.heatmaps)]
         return "\n".join(lines) + "\n"

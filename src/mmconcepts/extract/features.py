@@ -242,3 +242,11 @@ def load_features(path: str | os.PathLike, layer: str | int, token: str | None =
         raise MMConceptsError(f"feature store {path} is inconsistent ({Z.shape[0]} rows, {len(meta)} metadata "
                               "lines); extract the features again")
     return Z, meta
+
+
+def mean_feature(store, layer, token: str | None = None):
+    """The mean feature of one layer of a store (of one word's rows), read shard by shard (float64 sums)."""
+    total, count = 0.0, 0
+    for shard in iter_feature_shards(store, layer, token):
+        total, count = total + shard.double().sum(dim=0), count + shard.shape[0]
+    return (total / max(count, 1)).float()

@@ -1,6 +1,6 @@
 """``load_head``: only what grounding in words needs -- the unembedding, the final norm and the tokenizer.
 
-Grounding (:mod:`mmconcepts.grounding.text`) reads concepts through ``adapter.lm_head()`` and
+Grounding (:mod:`mmconcepts.concepts.decoding`) reads concepts through ``adapter.lm_head()`` and
 ``adapter.final_norm()``; for LLaVA-1.5-7B in float32 the whole model is 28 GB, the unembedding and norm
 0.5 GB (its checkpoint is float16: read in float32 every weight is converted and held in memory; see
 ``benchmarks/grounding_memory.py``). :func:`load_head` builds the model's module tree on the ``meta`` device (no memory) and reads just

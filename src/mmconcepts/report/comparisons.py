@@ -106,8 +106,8 @@ def _metrics(metrics, path: Path, main: str | None) -> dict | None:
 
 def word_overlap(concepts: list[dict]) -> list[list[float]]:
     """The overlap matrix of the concepts' grounded words, in the convention of ``overlap.json``
-    (:func:`mmconcepts.evaluation.metrics.overlap_matrix`: row ``k`` normalised by ``|T_k|``)."""
-    from mmconcepts.evaluation.metrics import overlap_matrix
+    (:func:`mmconcepts.evaluation.grounding.ground_truth.overlap_matrix`: row ``k`` normalised by ``|T_k|``)."""
+    from mmconcepts.evaluation.grounding.ground_truth import overlap_matrix
 
     return overlap_matrix([{w["word"] for w in c["words"]} for c in concepts])
 

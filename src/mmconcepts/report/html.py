@@ -14,8 +14,8 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.files import atomic_write_text
 from mmconcepts.report.comparisons import _explanations, _metrics, _overlap, _sweep
-from mmconcepts.report.maps import attach_maps, read_maps
-from mmconcepts.report.steering import _steering
+from mmconcepts.report.concept_maps import attach_maps, read_maps
+from mmconcepts.report.interventions import _steering
 from mmconcepts.report.sections import (EXPLAIN_PX, THUMB_PX, _concepts, _facts, _load_activations, _malformed,
                                         _read_json, fmt)
 
@@ -60,7 +60,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     if not (concepts_dir / "grounding.json").is_file():
         raise MMConceptsError(f"{concepts_dir} has no grounding.json: run `mmconcepts learn` without --no-ground, "
                               "or pass a grounded concepts folder")
-    from mmconcepts.grounding.concepts import load_concepts
+    from mmconcepts.concepts.concept_set import load_concepts
 
     if (concepts_dir / "dictionary.safetensors").exists():  # made by learn: its files checked against each other
         load_concepts(concepts_dir, require_grounding=True)

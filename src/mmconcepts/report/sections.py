@@ -162,7 +162,7 @@ def _images(raw, path: Path, fix: str, limit: int, px: int, base: Path) -> list[
     """The thumbnails of image entries: each the original (its link from ``base``, else the absolute path it
     had when written, ``image_absolute``), else the copy a concepts folder carries (``thumbnail``, from
     ``learn --copy-images``), else a placeholder that says "missing"."""
-    from mmconcepts.grounding.images import image_exists
+    from mmconcepts.concepts.images import image_exists
     from mmconcepts.report.plots import thumbnail
 
     if raw is None:

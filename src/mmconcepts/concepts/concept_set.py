@@ -1,0 +1,192 @@
+"""A concepts folder read back: :func:`load_concepts` returns a :class:`ConceptSet`, everything a later stage
+needs (the dictionary, the training activations per concept, the summary, the grounding, the store it was
+learnt from, and the model that store was read with: :func:`model_for`). Grounding itself (writing
+``grounding.json``) is :func:`mmconcepts.concepts.ground.ground`.
+
+Concepts and components
+-----------------------
+A dictionary's components ``u_k`` are its concepts, read on their positive side, when its activations are
+non-negative (Semi-NMF, NMF, K-Means, Simple, the sparse autoencoder). A dictionary with signed activations
+(PCA: ``signed_activations = True``) has two concepts per component: ``+u_k`` with activation ``max(v_k, 0)``
+and ``-u_k`` with activation ``max(-v_k, 0)``, concept ``k`` and concept ``K + k``. Every later stage works
+on concepts (:meth:`ConceptSet.encode`), so a sample strongly on the negative side of a PCA component is
+explained by, and grounded in, that side's words.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import resolve_field
+from mmconcepts.concepts.images import images_at, missing_images
+from mmconcepts.records import Grounding, Summary, check_concepts_folder
+
+def one_sided(activations, signed: bool):
+    """``N x K`` activations as concept activations: unchanged, or ``[max(V, 0), max(-V, 0)]`` (``N x 2K``)."""
+    import torch
+
+    A = activations.float()
+    return torch.cat([A.clamp(min=0), (-A).clamp(min=0)], dim=1) if signed else A
+
+
+def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
+    """Visual grounding: the ``n_images`` most activating samples of every concept (column of ``activations``)."""
+    import torch
+
+    n = min(n_images, activations.shape[0])
+    values, rows = torch.topk(activations.float(), n, dim=0)
+    result = []
+    for k in range(activations.shape[1]):
+        result.append([{"id": meta[r]["id"], "image": meta[r]["image"], "caption": meta[r].get("caption", ""),
+                        "activation": round(float(v), 5)}
+                       for v, r in zip(values[:, k].tolist(), rows[:, k].tolist())])
+    return result
+
+
+@dataclass
+class ConceptSet:
+    """A concepts folder: the dictionary, its training activations (per concept), summary and grounding."""
+
+    path: Path
+    dictionary: object
+    summary: dict
+    raw_activations: object
+    grounding: dict | None
+
+    @property
+    def signed(self) -> bool:
+        """Whether each component is two concepts (its positive and negative side)."""
+        return bool(getattr(self.dictionary, "signed_activations", False))
+
+    @property
+    def activations(self):
+        """``N x n_concepts`` activations of the training samples, one column a concept."""
+        return one_sided(self.raw_activations, self.signed)
+
+    @property
+    def directions(self):
+        """``n_concepts x D``: each concept's direction (or point) in the feature space."""
+        import torch
+
+        U = self.dictionary.components_.float()
+        return torch.cat([U, -U]) if self.signed else U
+
+    def encode(self, Z):
+        """The concept activations of features ``Z`` (``N x n_concepts``)."""
+        return one_sided(self.dictionary.transform(Z), self.signed)
+
+    @property
+    def features(self) -> Path:
+        """The feature store the dictionary was learnt from (found relative to this folder when it moved)."""
+        return resolve_field(self.summary, "features", self.path)
+
+    @property
+    def manifest(self) -> dict:
+        """The run record of that store; when it is gone, the part of it ``grounding.json`` keeps (how it read
+        its images, its model: ``"store"``), else ``{}``."""
+        from mmconcepts.extract.store import read_manifest
+
+        if (self.features / "manifest.json").is_file():
+            return read_manifest(self.features)
+        return dict((self.grounding or {}).get("store") or {})
+
+    @property
+    def n_concepts(self) -> int:
+        return int(self.directions.shape[0])
+
+    def words(self, k: int) -> list[str]:
+        if self.grounding is None:
+            return []
+        return [w["word"] for w in self.grounding["concepts"][k]["words"]]
+
+    def images(self, k: int) -> list[dict]:
+        """Concept ``k``'s top images: ``{"id", "image" (the original's path), "caption", "activation"}``, and
+        ``"thumbnail"`` (the copy this folder carries) when it was grounded with ``copy_images``."""
+        if self.grounding is None:
+            return []
+        return self.grounding["concepts"][k]["images"]
+
+    def missing_images(self) -> str | None:
+        """One line naming the top images found neither at their original place nor as a carried thumbnail,
+        and where they were looked for; ``None`` when every one is found (:func:`missing_images`)."""
+        return missing_images(self.grounding, self.path)
+
+    def word_sets(self) -> list[list[str]]:
+        return [self.words(k) for k in range(self.n_concepts)]
+
+    @property
+    def token(self) -> str | None:
+        """The word of interest the dictionary was learnt for (one word's rows of its store)."""
+        return self.summary.get("token")
+
+    def token_words(self) -> list[str]:
+        """The token of interest and its ``also`` variants: words no concept is grounded in (they say nothing
+        about a concept: every concept of "dog" predicts "dog" and "dogs")."""
+        from mmconcepts.extract.store import store_tokens
+
+        also = store_tokens(self.manifest).get(self.token, []) if self.manifest else []
+        return [w for w in [self.token, *also] if w]
+
+    def train_meta(self) -> list[dict]:
+        """The metadata rows of the training samples (of the dictionary's word)."""
+        from mmconcepts.extract.features import load_metadata
+
+        return load_metadata(self.features, self.token)
+
+
+def _summary_record(path: Path) -> Summary:
+    if not (path / Summary.FILE).exists():
+        raise MMConceptsError(f"summary.json missing in {path}; is this a folder made by `mmconcepts learn`?")
+    return Summary.read(path)
+
+
+def read_summary(path: str | os.PathLike) -> dict:
+    """The ``summary.json`` of a concepts folder, checked (:class:`~mmconcepts.records.Summary`)."""
+    return _summary_record(Path(path)).to_json()
+
+
+def read_grounding(path: str | os.PathLike) -> dict | None:
+    """The ``grounding.json`` of a concepts folder, its image paths resolved (``None`` when it has none)."""
+    path = Path(path)
+    if not (path / "grounding.json").exists():
+        return None
+    return images_at(Grounding.read(path).to_json(), path, to_stored=False)
+
+
+def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> ConceptSet:
+    """Read a concepts folder written by ``mmconcepts learn``."""
+    from safetensors.torch import load_file
+
+    from mmconcepts.decompose import load_dictionary
+
+    path = Path(path)
+    if not path.is_dir():
+        raise MMConceptsError(f"concepts folder not found: {path}; create it with `mmconcepts learn`")
+    summary = _summary_record(path)
+    dictionary = load_dictionary(path)
+    try:
+        activations = load_file(str(path / "activations.safetensors"))["activations"]
+    except Exception:  # missing or truncated file: safetensors raises several error types
+        raise MMConceptsError(f"cannot read {path / 'activations.safetensors'}; run `mmconcepts learn` again") \
+            from None
+    grounding = read_grounding(path)
+    if require_grounding and grounding is None:
+        raise MMConceptsError(f"{path} has no grounding.json; run `mmconcepts learn` without --no-ground")
+    check_concepts_folder(path, summary, dictionary, activations, grounding)
+    return ConceptSet(path, dictionary, summary.to_json(), activations, grounding)
+
+
+def model_for(concepts: ConceptSet, model=None, head: bool = False):
+    """The model a later stage uses for a concepts folder: ``model`` if it is a loaded adapter; else the
+    :class:`~mmconcepts.models.ModelOptions` (or id) ``model``, every unset option following the feature
+    store's run record. ``head``: only the unembedding, final norm and tokenizer (decoding words)."""
+    from mmconcepts.models import ModelAdapter
+    from mmconcepts.models.options import as_options
+
+    if isinstance(model, ModelAdapter):
+        return model
+    options = as_options(model).following(concepts.manifest or {"model": concepts.summary["model"]})
+    return options.load_head() if head else options.load()

@@ -1,0 +1,93 @@
+"""Ground a learnt dictionary in words and images: :func:`ground` adds ``grounding.json`` to the folder written
+by ``mmconcepts learn``: for every concept its words (decoded through the model's unembedding,
+:mod:`mmconcepts.concepts.decoding`) and its most activating training samples (visual grounding).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmconcepts.concepts.concept_set import ConceptSet, load_concepts, model_for, top_samples
+from mmconcepts.concepts.images import copy_thumbnails, images_at
+from mmconcepts.concepts.settings import GroundingSettings
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.files import write_json
+
+#: The part of a feature store's run record that ``grounding.json`` keeps (``"store"``), so a concepts folder
+#: copied without its store still reads an image the way the store did (``explain``, ``steer``).
+STORE_RECORD = ("model", "model_options", "revision", "family", "mode", "keep", "token", "tokens", "also",
+                "instruction", "max_new_tokens", "min_new_tokens")
+
+
+def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None = None,
+                 meta: list[dict] | None = None):
+    """The :class:`~mmconcepts.concepts.decoding.WordGrounder` of a concepts folder: ``settings``, or those its
+    ``grounding.json`` recorded."""
+    from mmconcepts.concepts.decoding import WordGrounder, caption_vocabulary
+
+    settings = settings or GroundingSettings.from_json(concepts.grounding)
+    allowed = None
+    if settings.vocabulary == "captions":
+        meta = meta if meta is not None else concepts.train_meta()
+        allowed = caption_vocabulary(m.get("caption", "") for m in meta)
+    return WordGrounder(model, settings, layer=str(concepts.summary.get("layer")), allowed=allowed,
+                        exclude=[] if settings.keep_token else concepts.token_words())
+
+
+def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | None = None, **fields) -> dict:
+    """Ground every concept of a concepts folder in words and images; writes ``grounding.json``.
+
+    Parameters
+    ----------
+    path : the concepts folder (``mmconcepts learn``).
+    model : a loaded adapter, :class:`~mmconcepts.models.ModelOptions`, a model id/folder, or ``None``: the
+        model the features were extracted with, as the store's run record says. Only the unembedding, the
+        final norm and the tokenizer are read (:func:`~mmconcepts.models.head.load_head`).
+    settings : :class:`~mmconcepts.concepts.settings.GroundingSettings`, or its fields as keywords
+        (``decode="paper"``, ``min_ratio=0``, ...). The token of interest and its ``also`` variants are
+        not grounded words unless ``keep_token``.
+
+    With ``copy_images``, a thumbnail of every concept image is written into ``path/images/`` and recorded as
+    ``"thumbnail"`` (relative to ``path``) next to the image's link.
+
+    Returns
+    -------
+    dict : the content of ``grounding.json`` (image paths absolute).
+    """
+    from mmconcepts.concepts.decoding import typical_strengths
+    from mmconcepts.extract.features import mean_feature
+
+    if settings is None:
+        settings = GroundingSettings(**fields)
+    elif fields:
+        raise MMConceptsError("give the grounding settings either as settings= or as keywords, not both")
+    concepts = load_concepts(path)
+    store = concepts.features
+    meta = concepts.train_meta()
+    if len(meta) != concepts.raw_activations.shape[0]:
+        raise MMConceptsError(f"{store} holds {len(meta)} samples but the dictionary was learnt "
+                              f"on {concepts.raw_activations.shape[0]}; learn it again")
+    model = model_for(concepts, model, head=True)
+    grounder = grounder_for(concepts, model, settings, meta)
+    activations = concepts.activations
+    words = grounder(concepts.directions, base=mean_feature(store, concepts.summary["layer"], concepts.token),
+                     strengths=typical_strengths(activations),
+                     points=getattr(concepts.dictionary, "concepts_are_points", False))
+    images = top_samples(activations, meta, settings.n_images)
+    if settings.copy_images:
+        copy_thumbnails(images, path)
+    K = concepts.dictionary.components_.shape[0]
+    entries = []
+    for k in range(len(words)):
+        entry = {"index": k, "words": words[k], "images": images[k]}
+        if concepts.signed:
+            entry.update(component=k % K, sign=1 if k < K else -1)
+        entries.append(entry)
+    store = {key: value for key, value in concepts.manifest.items() if key in STORE_RECORD}
+    grounding = {**grounder.settings(), "settings": settings.to_json(), "store": store, "concepts": entries}
+    from mmconcepts.outputs import FolderLock
+
+    with FolderLock(path):  # not beside a learn or another ground writing the same folder
+        write_json(Path(path) / "grounding.json", images_at(grounding, Path(path), to_stored=True))
+    return grounding

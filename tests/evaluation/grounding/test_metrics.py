@@ -1,0 +1,151 @@
+"""Overlap and the ShapesWorld ground-truth metrics, on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmconcepts.data.shapesworld import vocabulary
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.grounding.ground_truth import (attribute_vocabulary, coverage, grounding_precision, overlap,
+                                           overlap_matrix, purity, true_words)
+
+
+def obj(shape, colour, size, position):
+    return {"shape": shape, "colour": colour, "size": size, "position": position, "x": 0.0, "y": 0.0}
+
+
+def rec(*objects, background="white"):
+    return {"background": background, "objects": list(objects)}
+
+
+# ------------------------------------------------------------------------------------------------ overlap
+
+def test_overlap_hand_computed():
+    sets = [{"a", "b"}, {"b", "c", "d"}, set()]
+    # row 0: (|T1∩T0| + |T2∩T0|) / |T0| = 1/2, over K-1=2 -> 1/4; row 1: 1/3 / 2 = 1/6; empty row 2: 0
+    assert overlap(sets) == pytest.approx((1 / 4 + 1 / 6 + 0) / 3)
+    assert overlap_matrix(sets) == [[1.0, 0.5, 0.0], [1 / 3, 1.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_overlap_extremes_and_input_forms():
+    assert overlap([{"a"}, {"b"}, {"c"}]) == 0.0
+    assert overlap([{"a", "b"}] * 3) == 1.0
+    assert overlap([{"a", "b"}]) == 0.0  # K = 1
+    assert overlap([["a", "b", "b"], ("b",)]) == pytest.approx((1 / 2 + 1) / 2)  # lists/tuples become sets
+    assert overlap([set(), set()]) == 0.0
+    # a subset: T1 ⊂ T0 -> row 0 = 1/3, row 1 = 1
+    assert overlap([{"a", "b", "c"}, {"a"}]) == pytest.approx((1 / 3 + 1) / 2)
+
+
+def test_overlap_rejects_no_concepts():
+    with pytest.raises(MMConceptsError, match="no"):
+        overlap([])
+    with pytest.raises(MMConceptsError):
+        overlap_matrix("red")
+
+
+# ---------------------------------------------------------------------------------- ShapesWorld vocabulary
+
+def test_attribute_vocabulary_covers_synonyms():
+    vocab = attribute_vocabulary()
+    assert vocab["big"] == ("size", "large") and vocab["large"] == ("size", "large")
+    assert vocab["bottom"] == ("position", "bottom") and vocab["little"] == ("size", "small")
+    assert vocab["red"] == ("colour", "red") and vocab["star"] == ("shape", "star")
+    assert "the" not in vocab and "white" not in vocab  # grammar words and backgrounds name no object value
+    assert set(vocab) <= set(vocabulary())
+
+
+def test_true_words_every_object_with_synonyms():
+    r = rec(obj("circle", "red", "small", "left"), obj("star", "blue", "large", "bottom"), background="grey")
+    assert true_words(r) == {"circle", "red", "small", "little", "left",
+                             "star", "blue", "large", "big", "bottom"}
+    with pytest.raises(MMConceptsError, match="objects"):
+        true_words({"caption": "x"})
+
+
+# ------------------------------------------------------------------------------------ grounding precision
+
+A = rec(obj("circle", "red", "small", "left"))
+B = rec(obj("square", "blue", "large", "bottom"), obj("star", "red", "small", "top"))
+WORDS = [["red", "circle", "picture"], ["big", "square"], [], ["Bottom"]]
+
+
+def test_grounding_precision_top1_skips_images_without_words():
+    # A: red, circle true, picture not -> 2/3; B: big, square -> 1; third image: concept without words, skipped
+    assert grounding_precision(WORDS, [A, B, A], [[0], [1], [2]]) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_grounding_precision_top3_uses_distinct_words():
+    # A: red circle picture big square bottom -> 2/6; B: same words, red bottom big square true -> 4/6
+    assert grounding_precision(WORDS, [A, B], [[0, 1, 3], [0, 3, 1]]) == pytest.approx((2 / 6 + 4 / 6) / 2)
+    # "red" in two concepts counts once
+    assert grounding_precision([["red"], ["red", "green"]], [B], [[0, 1]]) == pytest.approx(1 / 2)
+
+
+def test_grounding_precision_background_and_nan():
+    assert grounding_precision([["white", "red"]], [A], [[0]]) == 0.5  # background colour is not a true word
+    assert math.isnan(grounding_precision([[], []], [A, B], [[0], [1]]))
+
+
+def test_grounding_precision_errors():
+    with pytest.raises(MMConceptsError, match="one row"):
+        grounding_precision(WORDS, [A, B], [[0]])
+    with pytest.raises(MMConceptsError, match="out of range"):
+        grounding_precision(WORDS, [A], [[7]])
+    with pytest.raises(MMConceptsError, match="no test images"):
+        grounding_precision(WORDS, [], [])
+
+
+# ------------------------------------------------------------------------------------ coverage and purity
+
+TRAIN = [
+    rec(obj("circle", "red", "small", "left")),                                         # 0
+    rec(obj("square", "red", "large", "right"), obj("star", "blue", "small", "top")),   # 1
+    rec(obj("circle", "blue", "small", "left")),                                        # 2
+    rec(obj("triangle", "green", "large", "bottom")),                                   # 3
+]
+# concept 0's top-2 images: 0, 1; concept 1's: 3, 2
+ACTS = torch.tensor([[0.9, 0.0], [0.8, 0.1], [0.1, 0.7], [0.0, 0.9]])
+
+
+def test_coverage_hand_computed():
+    # values in >= 2 images: shape=circle, colour=red, colour=blue, size=small, size=large, position=left (6)
+    # images 0 and 1 share red and small; images 2 and 3 share nothing
+    result = coverage(ACTS, TRAIN, n_top=2)
+    assert result["n_values"] == 6 and result["n_top"] == 2
+    assert result["owned"] == {"colour=blue": [], "colour=red": [0], "position=left": [], "shape=circle": [],
+                               "size=large": [], "size=small": [0]}
+    assert result["coverage"] == pytest.approx(2 / 6)
+
+
+def test_coverage_exclude_and_larger_n_top():
+    for exclude in (["small"], ["size=small"], [("size", "small")], ["little", "dog"]):
+        result = coverage(ACTS, TRAIN, n_top=2, exclude=exclude)
+        assert result["n_values"] == 5 and result["coverage"] == pytest.approx(1 / 5)
+    # n_top=3: only size=small is in >= 3 images; concept 0's top-3 (0, 1, 2) all have a small object
+    assert coverage(ACTS, TRAIN, n_top=3) == {"coverage": 1.0, "owned": {"size=small": [0]}, "n_values": 1,
+                                              "n_top": 3}
+    # n_top above N uses all N images; no value is in all 4 images
+    assert math.isnan(coverage(ACTS, TRAIN, n_top=10)["coverage"])
+
+
+def test_purity_hand_computed():
+    # concept 0: red (and small) in both top-2 images -> 1; concept 1: every value in one image -> 1/2
+    assert purity(ACTS, TRAIN, n_top=2) == pytest.approx(0.75)
+    assert purity(ACTS, TRAIN, n_top=2, exclude=["red", "small"]) == pytest.approx(0.5)
+    # n_top=3: concept 0 (0, 1, 2): small in 3 -> 1; concept 1 (3, 2, 1): blue / small / large in 2 -> 2/3
+    assert purity(ACTS, TRAIN, n_top=3) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_coverage_and_purity_errors():
+    with pytest.raises(MMConceptsError, match="attribute records"):
+        coverage(ACTS, TRAIN[:3])
+    with pytest.raises(MMConceptsError, match="N x K"):
+        purity(torch.zeros(4), TRAIN)
+    with pytest.raises(MMConceptsError, match="empty"):
+        purity(torch.zeros(0, 3), [])
+    with pytest.raises(MMConceptsError, match="n_top"):
+        coverage(ACTS, TRAIN, n_top=0)

@@ -60,7 +60,7 @@ PASSES = {"attribution": "blank + 1 fwd + 1 fwd/bwd",
 def evaluate_demo(demo: Path, names, n_images):
     import torch
 
-    from mmconcepts.evaluation.attribution.map_scores import heatmap_evaluation
+    from mmconcepts.evaluation.attribution.heatmaps import heatmap_evaluation
     from mmconcepts.extract.features import load_features
     from mmconcepts.concepts.concept_set import load_concepts
     from mmconcepts.models import load_model
@@ -71,7 +71,7 @@ def evaluate_demo(demo: Path, names, n_images):
     chosen = {k: v for k, v in variants().items() if k in names}
     with torch.no_grad():
         activations = cs.encode(Z)
-    return heatmap_evaluation(cs, meta, activations, adapter, chosen, n_images=n_images)
+    return heatmap_evaluation(cs, meta, activations, adapter, chosen, n_images=n_images).to_json()
 
 
 def estimate_7b(tflops: float) -> dict:

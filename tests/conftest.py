@@ -100,10 +100,10 @@ def tiny_pipeline(tmp_path_factory, tiny_adapters):
 def _no_leaked_methods():
     """A user method a test module registers (``"package.module:Class"``, imported by name) is dropped after
     the module, so the registry every other module sees is the built-in one."""
-    base = sys.modules.get("mmconcepts.decompose.base")
-    before = set(base.METHODS) if base is not None else set()
+    registry = sys.modules.get("mmconcepts.decompose.registry")
+    before = set(registry.METHODS) if registry is not None else set()
     yield
-    base = sys.modules.get("mmconcepts.decompose.base")
-    if base is not None:
-        for name in [n for n in base.METHODS if ":" in n and n not in before]:
-            del base.METHODS[name]
+    registry = sys.modules.get("mmconcepts.decompose.registry")
+    if registry is not None:
+        for name in [n for n in registry.METHODS if ":" in n and n not in before]:
+            del registry.METHODS[name]

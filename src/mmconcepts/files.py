@@ -65,7 +65,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> Path:
-    """Write ``obj`` (a dict) as JSON atomically, with ``"format_version"`` first."""
+    """Write ``obj`` (a dict) as JSON atomically, with ``"format_version"`` first.
+
+    Examples
+    --------
+    >>> write_json("summary.json", {"method": "semi-nmf", "n_concepts": 20}, indent=None)
+    PosixPath('summary.json')
+    >>> open("summary.json").read()
+    '{"format_version": 2, "method": "semi-nmf", "n_concepts": 20}'
+    >>> read_json("summary.json", "run mmconcepts learn again")["n_concepts"]
+    20
+    """
     if not isinstance(obj, dict):
         raise TypeError("write_json writes objects (dicts); wrap lists in a dict")
     return atomic_write_text(path, json.dumps({"format_version": FORMAT_VERSION, **obj}, indent=indent))
@@ -76,6 +86,18 @@ def read_json(path: str | os.PathLike, fix: str) -> dict:
 
     ``fix`` is what the user should do when the file is missing or unreadable (``"run mmconcepts learn
     again"``); it ends the one-line error.
+
+    Examples
+    --------
+    >>> read_json("runs/concepts/summary.json", "run mmconcepts learn again")
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: runs/concepts/summary.json not found; run mmconcepts learn again
+    >>> _ = atomic_write_text("newer.json", '{"format_version": 99}')
+    >>> read_json("newer.json", "run mmconcepts learn again")
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: newer.json has format_version 99, newer than this mmconcepts reads (2); ...
     """
     path = Path(path)
     try:
@@ -115,13 +137,32 @@ def resolve(stored: str | os.PathLike, base: str | os.PathLike) -> Path:
 
 def link_fields(key: str, target: str | os.PathLike, base: str | os.PathLike) -> dict:
     """``{key: link(target, base), key + "_absolute": target}``: the link, and where it pointed when written
-    (the fallback of :func:`resolve_field` when only one of the two folders moved)."""
+    (the fallback of :func:`resolve_field` when only one of the two folders moved).
+
+    Examples
+    --------
+    >>> link_fields("features", "/runs/dog/features", "/runs/dog/concepts")
+    {'features': '../features', 'features_absolute': '/runs/dog/features'}
+    """
     return {key: link(target, base), f"{key}_absolute": str(Path(target).resolve())}
 
 
 def resolve_field(record: dict, key: str, base: str | os.PathLike) -> Path:
     """The path of a :func:`link_fields` entry: the link if it leads somewhere, else the absolute path it
-    had when written (if that still exists), else the link (so the caller's error names it)."""
+    had when written (if that still exists), else the link (so the caller's error names it).
+
+    Examples
+    --------
+    A concepts folder moved away from its feature store still finds it by the absolute path:
+
+    >>> import os
+    >>> from pathlib import Path
+    >>> os.makedirs("runs/features"); os.makedirs("runs/concepts")
+    >>> record = link_fields("features", "runs/features", "runs/concepts")
+    >>> os.rename("runs/concepts", "moved")
+    >>> resolve_field(record, "features", "moved") == Path("runs/features").resolve()
+    True
+    """
     stored = record.get(key)
     if not isinstance(stored, str) or not stored:
         raise MMConceptsError(f"{Path(base) / '...'}: the record has no {key!r} path; make the folder again")

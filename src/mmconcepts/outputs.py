@@ -23,8 +23,23 @@ shared by a team.
 
 Examples
 --------
->>> with OutputFolder("runs/concepts", overwrite=True, inputs=["runs/features"]) as tmp:  # doctest: +SKIP
-...     (tmp / "summary.json").write_text("{}")                    # swapped in when the block ends cleanly
+>>> from pathlib import Path
+>>> with OutputFolder("runs/concepts", inputs=["runs/features"]) as tmp:
+...     _ = (tmp / "summary.json").write_text("{}")        # swapped in when the block ends cleanly
+>>> sorted(p.name for p in Path("runs").iterdir())     # no temp folder or lock file left beside it
+['concepts']
+>>> with OutputFolder("runs/concepts") as tmp:
+...     pass
+Traceback (most recent call last):
+...
+mmconcepts.errors.MMConceptsError: output folder runs/concepts is not empty: pass --overwrite to replace it or ...
+>>> with OutputFolder("runs/concepts", overwrite=True) as tmp:
+...     raise RuntimeError("failed half-way")             # a failed run leaves the old folder as it was
+Traceback (most recent call last):
+...
+RuntimeError: failed half-way
+>>> [p.name for p in Path("runs/concepts").iterdir()]
+['summary.json']
 """
 
 from __future__ import annotations
@@ -80,7 +95,16 @@ def os_error(exc: OSError, doing: str) -> MMConceptsError:
 
 
 def check_disjoint(out: str | os.PathLike, inputs, what: str = "--out") -> None:
-    """Refuse an output that is, contains or lies inside one of ``inputs`` (paths; ``None`` entries skipped)."""
+    """Refuse an output that is, contains or lies inside one of ``inputs`` (paths; ``None`` entries skipped).
+
+    Examples
+    --------
+    >>> check_disjoint("runs/concepts", ["runs/features", None])
+    >>> check_disjoint("runs/features/concepts", ["runs/features"])
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: --out runs/features/concepts lies inside the input runs/features: ...
+    """
     target = Path(out).resolve()
     for given in inputs:
         if given is None:

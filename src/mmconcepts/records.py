@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -104,6 +105,48 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def changed_setting(old: dict, new: dict, ignore: Collection[str] = (), prefix: str = ""
+                    ) -> tuple[str, object, object] | None:
+    """The first setting on which two run records (a store's manifest, a benchmark's settings) differ.
+
+    Nested objects are compared entry by entry; a list and a tuple of the same items are the same setting
+    (a tuple is read back from JSON as a list).
+
+    Parameters
+    ----------
+    old, new : dict
+    ignore : collection of str
+        Dotted names that may differ (counts, versions, where the run ran).
+    prefix : str
+        Prepended to the names (for nested records).
+
+    Returns
+    -------
+    (str, object, object) or None
+        The dotted name and both values; ``None`` when they agree.
+
+    Examples
+    --------
+    >>> changed_setting({"seeds": [0, 1], "model": {"device": "cpu"}}, {"seeds": [0], "model": {"device": "cuda"}},
+    ...                 ignore={"model.device"})
+    ('seeds', [0, 1], [0])
+    >>> changed_setting({"layers": ["0", "norm"]}, {"layers": ("0", "norm")}) is None
+    True
+    """
+    for key in dict.fromkeys([*old, *new]):
+        name = prefix + key
+        if name in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = changed_setting(a, b, ignore, name + ".")
+            if found:
+                return found
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            return name, a, b
+    return None
+
+
 def _check_count(where, name: str, value, fix: str, low: int = 0) -> None:
     if value is not None and value < low:
         raise MMConceptsError(f"{where}: {name!r} is {value}, below {low}; {fix}")
@@ -188,7 +231,16 @@ class MetadataRow(Record):
 def read_jsonl(file: str | os.PathLike, record: type[Record] | None = None, fix: str = "extract the features again"
                ) -> list[dict]:
     """The rows of a JSON Lines file, each an object (and, with ``record``, checked by it); a one-line error
-    naming the file and the line of the first bad row."""
+    naming the file and the line of the first bad row.
+
+    Examples
+    --------
+    >>> _ = open("metadata.jsonl", "w").write('{"index": 0}\\n{"index": "one"}\\n')
+    >>> read_jsonl("metadata.jsonl", MetadataRow)
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: metadata.jsonl line 2: 'index' should be int | None, not str "one"; ...
+    """
     file = Path(file)
     rows = []
     try:
@@ -247,7 +299,22 @@ def check_shard(file: str | os.PathLike, manifest) -> int:
 
 @dataclasses.dataclass(kw_only=True)
 class Summary(Record):
-    """``summary.json`` of a concepts folder: what was learnt, from where, how well."""
+    """``summary.json`` of a concepts folder: what was learnt, from where, how well.
+
+    Examples
+    --------
+    Entries the record does not declare are kept in ``extra`` and written back:
+
+    >>> summary = Summary(method="semi-nmf", layer="norm", n_samples=478, n_concepts=20, hidden_size=192,
+    ...                   features="../features", extra={"seconds": 1.4})
+    >>> again = Summary.read(summary.write(".").parent)
+    >>> again == summary, again.extra
+    (True, {'seconds': 1.4})
+    >>> Summary.from_json({**summary.to_json(), "n_concepts": "20"}, "concepts/summary.json")
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: concepts/summary.json: 'n_concepts' should be int, not str "20"; run ...
+    """
 
     FILE: ClassVar[str] = "summary.json"
     FIX: ClassVar[str] = "run `mmconcepts learn` again"
@@ -288,33 +355,3 @@ class Grounding(Record):
             if not isinstance(concept.get("images"), list) or not all(
                     isinstance(im, dict) and isinstance(im.get("image"), str) for im in concept["images"]):
                 raise MMConceptsError(f"{where}: concept {i} has malformed images; {self.FIX}")
-
-
-def check_concepts_folder(path: str | os.PathLike, summary: Summary, dictionary, activations,
-                          grounding: dict | None) -> None:
-    """The files of a concepts folder agree: the dictionary's K and D and the activations' shape with
-    ``summary.json``, the provenance in the dictionary's safetensors header (layer, token, ...) with
-    ``summary.json``, and ``grounding.json`` has exactly one entry per concept."""
-    from mmconcepts.decompose.persistence import PROVENANCE, read_provenance
-
-    path = Path(path)
-    fix = "run `mmconcepts learn` again (or copy the whole folder from one run)"
-    K, D = (int(n) for n in dictionary.components_.shape)
-    if (K, D) != (summary.n_concepts, summary.hidden_size):
-        raise MMConceptsError(f"{path}: the dictionary has {K} concepts of width {D}, summary.json says "
-                              f"{summary.n_concepts} of width {summary.hidden_size}; {fix}")
-    if tuple(activations.shape) != (summary.n_samples, K):
-        raise MMConceptsError(f"{path}: activations.safetensors is {tuple(activations.shape)}, summary.json says "
-                              f"{summary.n_samples} samples x {K} concepts; {fix}")
-    recorded = read_provenance(path)
-    for key in PROVENANCE:
-        if key in recorded and recorded[key] != str(getattr(summary, key)):
-            raise MMConceptsError(f"{path}: summary.json says {key}={getattr(summary, key)!r}, but the dictionary was "
-                                  f"learnt with {key}={recorded[key]!r}; {fix}")
-    if grounding is not None:
-        expected = 2 * K if getattr(dictionary, "signed_activations", False) else K
-        n = len(grounding.get("concepts") or [])
-        if n != expected:
-            raise MMConceptsError(f"{path / 'grounding.json'} grounds {n} concepts, the dictionary has {expected}; "
-                                  "ground the folder again (`mmconcepts learn --overwrite`)")
-

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmconcepts.decompose import METHODS, ConceptDictionary, learn, load_dictionary, load_method
-from mmconcepts.decompose.custom import CustomDictionary, is_method_spec, resolve_method
+from mmconcepts.decompose.custom import CustomDictionary
+from mmconcepts.decompose.registry import is_method_spec, method_class
 from mmconcepts.errors import MMConceptsError
 
 from decompose_helpers import make_store, planted
@@ -22,14 +23,15 @@ def registry():
     """METHODS as it was before the test (the specs a test registers are dropped afterwards)."""
     before = dict(METHODS)
     yield METHODS
-    METHODS.clear()
+    for name in [n for n in METHODS if n not in before]:
+        del METHODS[name]
     METHODS.update(before)
 
 
 def test_a_plain_estimator_is_wrapped_with_hand_checked_activations(registry):
     cls = load_method(SPEC)
     assert issubclass(cls, CustomDictionary) and cls.method == SPEC and METHODS[SPEC] is cls
-    assert load_method(SPEC) is cls and resolve_method(SPEC) is cls  # registered once
+    assert load_method(SPEC) is cls and method_class(SPEC) is cls  # registered once
     Z = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
     model = cls(n_concepts=2, params={"scale": 2.0}).fit(Z)
     # offset = (2, 3, 4); components = 2 * I[:2]; activations = 2 * (z - offset)[:2]
@@ -120,7 +122,7 @@ def test_state_that_needs_a_pickle_is_refused(registry, tmp_path):
 def test_unknown_names_and_taken_names(registry):
     assert is_method_spec("a.b:C") and not is_method_spec("a.b") and not is_method_spec("a:b:c")
     with pytest.raises(MMConceptsError, match="unknown method 'ica'.*package.module:ClassName"):
-        resolve_method("ica")
+        method_class("ica")
     with pytest.raises(MMConceptsError, match="'semi-nmf' is taken by mmconcepts.decompose.semi_nmf.SemiNMF"):
         type("Impostor", (ConceptDictionary,), {"method": "semi-nmf"})
     assert METHODS["semi-nmf"].__name__ == "SemiNMF"

@@ -137,7 +137,7 @@ def test_refuses_non_empty_out_unless_overwrite(store, tmp_path):
     ({"bogus": 1}, "no parameter bogus"),
     ({"stream": True, "method": "pca"}, "cannot stream"),
     ({"l1": 0.1, "relative_l1": 0.1}, "not both"),
-    ({"relative_l1": 1.5}, "relative_l1 must be"),
+    ({"relative_l1": 1.5}, r"relative_l1 \(--relative-l1\) must be"),
 ])
 def test_bad_arguments_write_nothing(store, tmp_path, kwargs, match):
     path, _ = store

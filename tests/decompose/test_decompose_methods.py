@@ -124,14 +124,3 @@ def test_every_method_round_trips_and_is_deterministic(name, tmp_path):
     assert torch.allclose(loaded.transform(Z), V, atol=1e-5)
     with pytest.raises(MMConceptsError, match="expects 16"):
         loaded.transform(torch.randn(3, 17))
-
-
-def test_docstring_examples():
-    import doctest
-    import importlib
-
-    for name in ("base", "semi_nmf", "nmf", "pca", "kmeans", "simple", "topk_sae", "reference_dl", "nnls",
-                 "persistence", "validation", "_solver"):
-        module = importlib.import_module(f"mmconcepts.decompose.{name}")
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0, name

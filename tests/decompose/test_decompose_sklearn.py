@@ -32,7 +32,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mmconcepts.decompose import METHODS, NMF, PCA, KMeans, ReferenceDL, SemiNMF, Simple, TopKSAE, two_sided
+from mmconcepts.decompose import (METHODS, NMF, PCA, KMeans, ReferenceDL, SemiNMF, Simple, TopKSAE,
+                                  concept_directions, one_sided)
 from mmconcepts.errors import MMConceptsError
 
 from decompose_helpers import planted
@@ -135,7 +136,7 @@ def test_signed_activations_only_for_pca():
     Z = torch.randn(100, 8)
     pca = PCA(3).fit(Z)
     V = pca.transform(Z)
-    U2, V2 = two_sided(pca.components_, V)
+    U2, V2 = concept_directions(pca.components_), one_sided(V)
     assert U2.shape == (6, 8) and V2.shape == (100, 6) and bool((V2 >= 0).all())
     assert torch.allclose(V2 @ U2, V @ pca.components_, atol=1e-5)
     assert bool((V2[:, 3:] > 0).any())  # the negative side is used

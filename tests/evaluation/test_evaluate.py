@@ -13,7 +13,7 @@ from mmconcepts.evaluation.evaluate import evaluate
 def test_metrics_follow_from_the_concepts_words_and_activations(tiny_pipeline, tiny_clip_dir, minilm_dir,
                                                                  tmp_path):
     """Every row is the pure score of a concepts folder: recompute it from the folder and compare."""
-    from mmconcepts.evaluation.grounding import ground_truth as M
+    from mmconcepts.evaluation.grounding import overlap as M
     from mmconcepts.evaluation.grounding.scoring import Scorers, TestSet, score
     from mmconcepts.evaluation.grounding.model_scores import BERTScorer, CLIPScorer
     from mmconcepts.extract import load_features
@@ -92,6 +92,20 @@ def test_metrics_without_scorers_are_absent(tiny_pipeline, tmp_path):
                        model=tiny_pipeline["adapter"], methods=("semi-nmf",), baselines=("gt-captions",))
     assert set(metrics["methods"]["semi-nmf"]) == {"overlap"}
     assert metrics["baselines"]["gt-captions"] == {}
+
+
+def test_caption_accuracy_is_written_with_the_metrics(tiny_pipeline, tmp_path):
+    """A caller's caption accuracy goes into metrics.json (and metrics.md is unchanged by it) when evaluate writes
+    the folder: nothing rewrites a finished file."""
+    accuracy = {"shape": 1.0, "colour": 0.5, "size": 0.5, "position": 1.0, "exact": 0.5, "n_images": 2}
+    metrics = evaluate(tiny_pipeline["concepts"], tiny_pipeline["test"], tmp_path / "eval",
+                       model=tiny_pipeline["adapter"], methods=("semi-nmf",), baselines=(), caption_accuracy=accuracy)
+    on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["caption_accuracy"] == on_disk["caption_accuracy"] == accuracy
+    without = evaluate(tiny_pipeline["concepts"], tiny_pipeline["test"], tmp_path / "eval2",
+                       model=tiny_pipeline["adapter"], methods=("semi-nmf",), baselines=())
+    assert "caption_accuracy" not in without
+    assert (tmp_path / "eval" / "metrics.md").read_text() == (tmp_path / "eval2" / "metrics.md").read_text()
 
 
 def test_bad_input(tiny_pipeline, tmp_path, capsys):

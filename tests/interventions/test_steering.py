@@ -22,7 +22,8 @@ from mmconcepts.concepts.concept_set import ConceptSet
 from mmconcepts.interventions.directions import (DEFAULT_POSITIONS, STRENGTH_FACTOR, concept_direction, default_strength,
                                              diffmean_direction, random_direction)
 from mmconcepts.interventions.steer_captions import steer
-from mmconcepts.interventions.steering import Steering
+from mmconcepts.interventions.steering import Steering, chunk_steering
+from mmconcepts.models.generation import generate_ids
 from mmconcepts.concepts.decoding import typical_strengths
 
 TEACHER = " a dog on the grass"
@@ -121,9 +122,13 @@ def test_a_tuple_output_has_only_its_hidden_state_replaced(setup):
     adapter = setup["adapter"]
     steering = Steering(adapter, "0", _planted(2), 2.0, positions="all")
     h, extra = torch.randn(1, 5, 64), object()
-    out = steering._hook(None, (), (h, extra))
-    assert isinstance(out, tuple) and out[1] is extra and torch.equal(out[0], h + 2.0 * _planted(2))
-    assert torch.equal(steering._hook(None, (), h), h + 2.0 * _planted(2))
+    module = adapter.layer_module("0")
+    known = set(module._forward_hooks)
+    with steering:  # the forward hook the steering holds, called on a made-up output
+        (hook,) = [fn for key, fn in module._forward_hooks.items() if key not in known]
+        out = hook(module, (), (h, extra))
+        assert isinstance(out, tuple) and out[1] is extra and torch.equal(out[0], h + 2.0 * _planted(2))
+        assert torch.equal(hook(module, (), h), h + 2.0 * _planted(2))
 
 
 @pytest.mark.parametrize("positions,step", [("token", 2), ("after", 2), ("all", None), ("after", 0)])
@@ -194,6 +199,26 @@ def test_one_intervention_per_row_matches_each_run_alone(setup):
     steering = Steering(adapter, "norm", U, strengths, positions="all")
     with pytest.raises(MMConceptsError, match="3 per-row interventions for a batch of 1 rows"):
         _recorded(adapter, "norm", steering, lambda: adapter.model(**_inputs(adapter, images[0])))
+
+
+def test_each_chunk_steers_its_own_rows(setup):
+    """:func:`chunk_steering`, the per-chunk context of the generation loop: a chunk of images gets their steps
+    and their share of the per-row interventions; batched steering gives each image's caption alone."""
+    adapter = setup["adapter"]
+    U, strengths = torch.stack([_planted(5), _planted(6), _planted(7)]), [1.0, 3.0, 5.0]
+    make = chunk_steering(adapter, dict(layer="norm", positions="token"), steps=[0, None, 2],
+                          per_row=dict(direction=U, strength=strengths))
+    chunk = make(slice(1, 3))
+    assert chunk.step == [0, 2] and chunk.strength == [3.0, 5.0]
+    torch.testing.assert_close(chunk.edit(torch.zeros(2, 1, 64), 2)[:, 0], torch.stack([torch.zeros(64), 5.0 * U[2]]))
+    assert chunk_steering(adapter, dict(layer="norm", direction=U[0], strength=2.0))(slice(3, 5)).step == [0, 0]
+    images = setup["images"][:3]
+    per_row = dict(direction=U, strength=[20.0, 20.0, 20.0])
+    both = generate_ids(adapter, images, adapter.prompt(), max_new_tokens=4, batch_size=2,
+                        context=chunk_steering(adapter, dict(layer="norm", positions="all"), per_row=per_row))
+    alone = [generate_ids(adapter, [image], adapter.prompt(), max_new_tokens=4, context=lambda rows, i=i: Steering(
+        adapter, "norm", U[i], 20.0, positions="all")) for i, image in enumerate(images)]
+    assert both == [ids for (ids,) in alone]
 
 
 def test_ablating_an_active_concept_removes_its_term(setup):

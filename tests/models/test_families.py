@@ -109,7 +109,7 @@ def test_family_stores_the_models_own_states(family, family_models, family_store
 def test_family_runs_the_chain(family, family_models, family_stores, tmp_path_factory, tmp_path):
     from mmconcepts.decompose import learn
     from mmconcepts.extract import extract, load_features
-    from mmconcepts.concepts import explain
+    from mmconcepts.explanations import explain
     from mmconcepts.attribution import concept_maps
     from mmconcepts.concepts.settings import GroundingSettings
     from mmconcepts.interventions.steer_captions import steer

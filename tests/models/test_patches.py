@@ -15,7 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.models.patches import PatchLayout, TokenGrid, image_token_positions, layout_for
+from mmconcepts.models.image_layout import PatchLayout, TokenGrid
+from mmconcepts.models.patches import image_token_positions, layout_for
 
 
 def _marked(size, box, margin=0.3):

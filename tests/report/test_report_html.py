@@ -15,9 +15,9 @@ from report_data import ATTR, SCRIPT, make_folders
 from mmconcepts.cli import main
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.report import build_report
-from mmconcepts.evaluation.grounding.ground_truth import overlap_matrix
-from mmconcepts.report.comparisons import word_overlap
-from mmconcepts.report.sections import fmt
+from mmconcepts.evaluation.grounding.overlap import overlap_matrix
+from mmconcepts.report.evaluation_sections import word_overlap
+from mmconcepts.report.concept_cards import fmt
 from mmconcepts.report.plots import thumbnail
 
 EXTERNAL = re.compile(r"""(?:\b(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?!data:|#)[a-z][a-z0-9+.-]*:"""
@@ -124,7 +124,7 @@ def test_eval_fallbacks(tmp_path):
 
 def test_sweep_reads_the_sweep_command_format(folders, monkeypatch):
     """mmconcepts sweep stores the swept method under its name and rnd-words as a baseline."""
-    from mmconcepts.report import comparisons as report_sections
+    from mmconcepts.report import evaluation_sections as report_sections
     from mmconcepts.report import plots
 
     seen = {}

@@ -126,7 +126,7 @@ def test_exif_orientation_is_applied_by_the_dataset_reader_and_the_loader(tmp_pa
 
 def test_explain_reads_the_image_upright(tmp_path, monkeypatch, adapter, concepts):
     from mmconcepts.extract import extraction
-    from mmconcepts.concepts import explain
+    from mmconcepts.explanations import explain
 
     photo = _write_exif_jpeg(tmp_path / "photo.jpg")
     seen = []

@@ -159,7 +159,7 @@ def test_entry_points_refuse_bad_counts(inputs, tmp_path):
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.workflows.demo import run_demo
     from mmconcepts.workflows.sweep import sweep
-    from mmconcepts.concepts import explain
+    from mmconcepts.explanations import explain
     from mmconcepts.interventions.steer_captions import steer
     from mmconcepts.report import build_report
     from mmconcepts.toy.train import train

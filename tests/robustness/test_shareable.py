@@ -23,7 +23,7 @@ def shared(tmp_path_factory):
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.extract import extract
     from mmconcepts.extract.features import load_metadata
-    from mmconcepts.concepts import explain
+    from mmconcepts.explanations import explain
     from mmconcepts.models import load_model
 
     root = tmp_path_factory.mktemp("shareable")

@@ -36,7 +36,7 @@ def test_sweep_is_learn_ground_evaluate_at_every_layer(tiny_pipeline, minilm_dir
 def test_report_of_a_real_sweep(tiny_pipeline, tmp_path):
     """The report reads what `mmconcepts sweep` writes (no hand-made sweep.json): the plot has its layers."""
     from mmconcepts.report import build_report
-    from mmconcepts.report import comparisons as sections
+    from mmconcepts.report import evaluation_sections as sections
 
     sweep(tiny_pipeline["train"], tiny_pipeline["test"], ["0", "norm"], tmp_path / "sweep", n_concepts=3,
           model=tiny_pipeline["adapter"])

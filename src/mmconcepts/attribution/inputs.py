@@ -69,7 +69,7 @@ def read_images(adapter, images: list, reading: dict, *, mode: str = "generate",
     list of TokenReading
     """
     from mmconcepts.extract.token_match import WordMatcher
-    from mmconcepts.interventions.steer_captions import generate_batch
+    from mmconcepts.models.generation import decode, generate_ids
 
     matcher = WordMatcher(reading["token"], reading["also"])
     prompt = adapter.prompt(reading["instruction"])
@@ -81,8 +81,9 @@ def read_images(adapter, images: list, reading: dict, *, mode: str = "generate",
     if mode != "generate":
         raise MMConceptsError(f"unknown mode {mode!r}: choose generate or teacher")
     out = []
-    for image, ids in zip(images, generate_batch(adapter, list(images), prompt, reading, batch_size=batch_size)):
-        text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    new = generate_ids(adapter, images, prompt, max_new_tokens=reading["max_new_tokens"],
+                       min_new_tokens=reading["min_new_tokens"], batch_size=batch_size)
+    for image, ids, text in zip(images, new, decode(adapter, new)):
         found = matcher.first_piece(tokenizer, ids)
         out.append(TokenReading(image, list(ids[:found[0]]) if found else [], text, found is not None))
     return out

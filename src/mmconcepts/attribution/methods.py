@@ -51,86 +51,55 @@ class NoImageTokensWarning(UserWarning):
     its maps are made by occlusion over a grid of the image instead of the method asked for."""
 
 
-class _Stop(Exception):
-    """Raised by a hook once the forward pass has given what is needed."""
-
-
 class _Capture:
-    """Hooks of one forward pass: the decoder's input (``leaf``: made a leaf tensor when gradients are on) and
-    one layer's output."""
+    """What one forward pass gives (:func:`_forward`): the decoder's input (``embeddings``, a leaf tensor when
+    gradients are on; ``original``, before any move along the path) and one layer's output (``hidden``)."""
 
-    def __init__(self, adapter, layer: str, leaf: bool, base=None, alpha: float = 1.0, mask=None):
-        self.adapter, self.layer, self.leaf = adapter, layer, leaf
+    def __init__(self, base=None, alpha: float = 1.0, mask=None):
         self.base, self.alpha, self.mask = base, alpha, mask
         self.embeddings = self.hidden = self.original = None
-        self._handles = []
 
-    def _pre(self, module, args, kwargs):
+    def input(self, hidden, call: int):
+        """The decoder input to use: a point on the path from the reference to the input, at the image tokens."""
         import torch
 
-        from mmconcepts.models.streams import find_stream
-
-        hidden, rebuild = find_stream(args[0] if args else kwargs["hidden_states"], self.adapter.active_stream)
         self.original = hidden.detach()
-        if self.alpha != 1.0:  # a point on the path from the reference to the input, at the image tokens
+        if self.alpha != 1.0:
             hidden = hidden - (1.0 - self.alpha) * self.mask * (hidden - (0 if self.base is None else self.base))
         self.embeddings = hidden.detach().requires_grad_(True) if torch.is_grad_enabled() else hidden.detach()
-        if args:
-            return (rebuild(self.embeddings), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": rebuild(self.embeddings)}
+        return self.embeddings
 
-    def _post(self, module, args, output):
-        self.hidden = self.adapter.hidden_from_output(output)
-        raise _Stop  # nothing after the dictionary's layer is needed (no logits)
-
-    def __enter__(self):
-        if self.leaf:
-            first = self.adapter.decoder_layers()[0]
-            self._handles.append(first.register_forward_pre_hook(self._pre, with_kwargs=True))
-        self._handles.append(self.adapter.layer_module(self.layer).register_forward_hook(self._post))
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        return False
+    def output(self, hidden, call: int) -> None:
+        self.hidden = hidden
 
 
 def _forward(adapter, inputs: dict, layer: str, leaf: bool, grad: bool | None = None, base=None,
              alpha: float = 1.0, mask=None) -> _Capture:
+    """One forward pass (``use_cache=False``) that stops after ``layer`` (nothing after the dictionary's layer
+    is needed: no logits); with ``leaf`` the decoder's input is captured and replaced (:meth:`_Capture.input`)."""
     import torch
 
     grad = leaf if grad is None else grad
-    with _Capture(adapter, layer, leaf, base, alpha, mask) as capture:
-        with torch.enable_grad() if grad else torch.no_grad():
-            try:
-                adapter.model(**inputs, use_cache=False)
-            except _Stop:
-                pass
+    capture = _Capture(base, alpha, mask)
+    hooks = adapter.hooks()
+    if leaf:
+        hooks.before(0, capture.input)
+    hooks.record(layer, capture.output).stop_after(layer)
+    with hooks, torch.enable_grad() if grad else torch.no_grad():
+        hooks.forward(inputs, use_cache=False)
     return capture
 
 
 def _decoder_input(adapter, inputs: dict):
     """The decoder's input embeddings of ``inputs``: the vision tower, the projector and the token embeddings
-    run; the forward pass stops at decoder layer 0."""
+    run; the forward pass stops before decoder layer 0."""
     import torch
 
-    kept = {}
-
-    def hook(module, args, kwargs):
-        kept["hidden"] = adapter.hidden_from_output(args[0] if args else kwargs["hidden_states"]).detach()
-        raise _Stop
-
-    handle = adapter.decoder_layers()[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            adapter.model(**inputs, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return kept["hidden"]
+    kept = []
+    hooks = adapter.hooks().before(0, lambda hidden, call: kept.append(hidden.detach())).stop_before(0)
+    with hooks, torch.no_grad():
+        hooks.forward(inputs, use_cache=False)
+    return kept[0]
 
 
 def _image_positions(adapter, inputs: dict, layouts) -> list:
@@ -322,6 +291,29 @@ def concept_maps(concepts, images, concept_indices, model=None, *, settings: Map
     -------
     list of list of (ConceptMap or None)
         For each image, one map per concept asked (``None`` when the caption lacks the token of interest).
+
+    Examples
+    --------
+    Eight concepts of "circle" learnt on 160 ShapesWorld images (concept 3 reads "left", 7 "red"), mapped over a
+    test image of a small red circle on the left:
+
+    >>> from mmconcepts.data import open_dataset
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> from mmconcepts.decompose import learn
+    >>> from mmconcepts.evaluation.attribution.map_scores import energy_inside, pointing_hit
+    >>> from mmconcepts.extract import extract
+    >>> _ = write_dataset("shapes/train", n=160, seed=0)
+    >>> _ = extract("shapes/train", "circle", out="runs/circle", layers=["norm"], mode="teacher", progress=False)
+    >>> _ = learn("runs/circle", "norm", out="runs/concepts", n_concepts=8, seed=0)
+    >>> _ = write_dataset("shapes/test", n=4, seed=0, split="test")
+    >>> left, red = concept_maps("runs/concepts", ["shapes/test/images/000003.png"], [[3, 7]])[0]
+    >>> red.method, red.grid.shape, red.box       # one value per 8 x 8 pixels of the 64 x 64 image
+    ('attribution', (8, 8), (0.0, 0.0, 64.0, 64.0))
+    >>> circle = open_dataset("shapes/test")[3].attributes["objects"][0]
+    >>> circle["colour"], circle["position"], pointing_hit(red.grid, red.box, circle)
+    ('red', 'left', True)
+    >>> round(energy_inside(red.grid, red.box, circle), 2)     # the share of the map inside the circle
+    0.52
     """
     from PIL import Image
 

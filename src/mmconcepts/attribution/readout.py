@@ -9,7 +9,7 @@ reads it at the explained state), and integrated gradients add up to ``w_k . (z 
 
 - for a dictionary whose encoder is a torch function of the state (PCA's projection, K-Means' and Simple's
   ``1 / (1 + distance)``, the sparse autoencoder's top-k ReLU): its gradient by autograd, read through
-  :func:`~mmconcepts.concepts.concept_set.one_sided` for a signed dictionary;
+  :func:`~mmconcepts.decompose.base.one_sided` for a signed dictionary;
 - for Semi-NMF and NMF, which encode by a non-negative lasso (HALS iterations that autograd cannot follow):
   the *local linear readout* on the active set ``A`` (the concepts with ``v > 0``). The optimality conditions
   read ``(U_A U_A^T) v_A = U_A z - l1`` there, so ``v_k(z) = w_k . z - b_k`` with ``w = (U_A U_A^T)^-1 U_A``
@@ -79,7 +79,7 @@ def activation_of(concepts, Z, ks):
     linear readout of a lasso-encoded dictionary, the encoder itself otherwise (module docstring)."""
     import torch
 
-    from mmconcepts.concepts.concept_set import one_sided
+    from mmconcepts.decompose.base import one_sided
 
     index = torch.as_tensor([int(k) for k in ks], device=Z.device)
     if is_lasso_encoded(concepts):

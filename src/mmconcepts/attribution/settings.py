@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.params import Interval, Options, param, validate
 
 METHODS = ("attribution", "occlusion", "projection")
 #: What attribution multiplies the gradient by: ``embedding - reference`` with the reference the embeddings
@@ -29,21 +29,17 @@ class MapSettings:
         pass, split in chunks of this size only to bound memory).
     """
 
-    method: str = "attribution"
-    baseline: str = "blank"
-    steps: int = 1
-    batch_size: int = 16
-    occlusion_batch: int = 128
+    method: str = param("attribution", constraint=Options(METHODS, noun="heatmap method"), flag=None,
+                        help="how the map is computed")
+    baseline: str = param("blank", constraint=Options(BASELINES, noun="attribution baseline"), flag=None,
+                          help="attribution's reference")
+    steps: int = param(1, constraint=Interval(int, 0), flag=None, help="attribution's gradient points")
+    batch_size: int = param(16, constraint=Interval(int, 1), flag=None, help="(image, concept) pairs per pass")
+    occlusion_batch: int = param(128, constraint=Interval(int, 1), flag=None,
+                                 help="masked copies per forward pass of occlusion")
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise MMConceptsError(f"unknown heatmap method {self.method!r}: choose {', '.join(METHODS)}")
-        if self.baseline not in BASELINES:
-            raise MMConceptsError(f"unknown attribution baseline {self.baseline!r}: choose {', '.join(BASELINES)}")
-        for name, low in (("batch_size", 1), ("occlusion_batch", 1), ("steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise MMConceptsError(f"{name} must be an integer >= {low}, got {value!r}")
+        validate(self)
 
 
 @dataclass

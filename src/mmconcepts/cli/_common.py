@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import re
 
-from mmconcepts.models.options import DEVICE_MAPS, MODEL_DTYPES
+from mmconcepts.models.options import ModelOptions
+from mmconcepts.params import add_arguments, fraction, from_args, nonnegative_float, nonnegative_int, positive_int
+
+__all__ = ["LAYER_OPTIONS", "add_data_args", "add_model_args", "data_kwargs", "fraction", "join_layer_values",
+           "layer_list", "model_options", "nonnegative_float", "nonnegative_int", "positive_int", "words"]
 
 #: Options whose value may start with "-" (a negative layer index): ``--layers -1,norm`` is read as written.
 LAYER_OPTIONS = ("--layers", "--layer")
@@ -19,88 +22,16 @@ def add_model_args(parser: argparse.ArgumentParser, follows_store: bool = False)
     ``follows_store``: the command works on a feature store, and every option left out is taken from the
     store's run record (the model, its commit, dtype and placement it was extracted with).
     """
-    record = "the feature store's" if follows_store else None
     g = parser.add_argument_group("model", "how the model is loaded" + (
         "; each option left out is taken from the feature store's run record" if follows_store else ""))
-    g.add_argument("--model", default=None, metavar="ID_OR_DIR",
-                   help=f"hub id or local folder (default: {record or 'the embedded ShapesWorld captioner'})")
-    g.add_argument("--model-dtype", default=None, choices=MODEL_DTYPES,
-                   help=f"dtype the model runs in (default: {record or 'float32'})")
-    g.add_argument("--device", default="auto", type=device_arg, metavar="DEVICE",
-                   help="auto, cpu, cuda or cuda:N (default: auto, CUDA when available)")
-    g.add_argument("--device-map", default=None, choices=DEVICE_MAPS,
-                   help="auto: accelerate spreads a model larger than one GPU over the GPUs and the CPU "
-                        f"(default: {record or 'the whole model on --device'})")
-    g.add_argument("--revision", default=None,
-                   help=f"hub branch, tag or commit (default: {'the commit the store was made with' if record else 'main'})")
-    g.add_argument("--trust-remote-code", action="store_true",
-                   help="run code shipped with the checkpoint (off unless asked for)")
-    template = "the store's" if record else "the model's chat template"
-    g.add_argument("--prompt-template", default=None, metavar="TEMPLATE",
-                   help="prompt a model without a chat template: {instruction} is the instruction, {image} the "
-                        f"image placeholder, e.g. 'Question: {{instruction}} Answer:' (default: {template})")
+    store = {"model": "the feature store's", "model_dtype": "the feature store's", "device_map": "the feature store's",
+             "revision": "the commit the store was made with", "prompt_template": "the store's"}
+    add_arguments(g, ModelOptions, shown=store if follows_store else None)
 
 
-def model_options(args: argparse.Namespace):
+def model_options(args: argparse.Namespace) -> ModelOptions:
     """The :class:`~mmconcepts.models.options.ModelOptions` of a command's model arguments."""
-    from mmconcepts.models.options import ModelOptions
-
-    return ModelOptions(model=args.model, model_dtype=args.model_dtype, device=args.device,
-                        device_map=args.device_map, revision=args.revision,
-                        trust_remote_code=args.trust_remote_code,
-                        prompt_template=getattr(args, "prompt_template", None))
-
-
-def device_arg(text: str) -> str:
-    """argparse type of ``--device``: auto, cpu, cuda, cuda:N (availability is checked when loading)."""
-    from mmconcepts.devices import check_device
-    from mmconcepts.errors import MMConceptsError
-
-    try:
-        return check_device(text)
-    except MMConceptsError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _integer(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type of a count where zero means nothing (``--limit``, ``--batch-size``, ``-k``): an integer >= 1."""
-    return _integer(text, 1)
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type of a count or seed that may be zero (``--seed``, ``--num-workers``): an integer >= 0."""
-    return _integer(text, 0)
-
-
-def _real(text: str, low: float, high: float | None = None) -> float:
-    what = f"a number in [{low:g}, {high:g}]" if high is not None else f"a number >= {low:g}"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not math.isfinite(value) or value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type of a weight, rate or tolerance (``--l1``, ``--tol``, ``--lr``): a finite number >= 0."""
-    return _real(text, 0.0)
-
-
-def fraction(text: str) -> float:
-    """argparse type of a share (``--min-ratio``): a number in [0, 1]."""
-    return _real(text, 0.0, 1.0)
+    return from_args(ModelOptions, args)
 
 
 def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from mmconcepts.concepts import explain, format_explanation
+    from mmconcepts.explanations import explain, format_explanation
 
     method = args.heatmaps or ("attribution" if args.heatmap_out else None)
     if args.heatmap_out and Path(args.heatmap_out).exists() and not Path(args.heatmap_out).is_dir():

@@ -22,14 +22,7 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import resolve_field
 from mmconcepts.concepts.images import images_at, missing_images
-from mmconcepts.records import Grounding, Summary, check_concepts_folder
-
-def one_sided(activations, signed: bool):
-    """``N x K`` activations as concept activations: unchanged, or ``[max(V, 0), max(-V, 0)]`` (``N x 2K``)."""
-    import torch
-
-    A = activations.float()
-    return torch.cat([A.clamp(min=0), (-A).clamp(min=0)], dim=1) if signed else A
+from mmconcepts.records import Grounding, Summary
 
 
 def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
@@ -64,18 +57,21 @@ class ConceptSet:
     @property
     def activations(self):
         """``N x n_concepts`` activations of the training samples, one column a concept."""
+        from mmconcepts.decompose.base import one_sided
+
         return one_sided(self.raw_activations, self.signed)
 
     @property
     def directions(self):
         """``n_concepts x D``: each concept's direction (or point) in the feature space."""
-        import torch
+        from mmconcepts.decompose.base import concept_directions
 
-        U = self.dictionary.components_.float()
-        return torch.cat([U, -U]) if self.signed else U
+        return concept_directions(self.dictionary.components_, self.signed)
 
     def encode(self, Z):
         """The concept activations of features ``Z`` (``N x n_concepts``)."""
+        from mmconcepts.decompose.base import one_sided
+
         return one_sided(self.dictionary.transform(Z), self.signed)
 
     @property
@@ -156,8 +152,48 @@ def read_grounding(path: str | os.PathLike) -> dict | None:
     return images_at(Grounding.read(path).to_json(), path, to_stored=False)
 
 
+def check_concepts_folder(path: str | os.PathLike, summary: Summary, dictionary, activations,
+                          grounding: dict | None) -> None:
+    """The files of a concepts folder agree: the dictionary's K and D and the activations' shape with
+    ``summary.json``, the provenance in the dictionary's safetensors header (layer, token, ...) with
+    ``summary.json``, and ``grounding.json`` has exactly one entry per concept."""
+    from mmconcepts.decompose.persistence import PROVENANCE, read_provenance
+
+    path = Path(path)
+    fix = "run `mmconcepts learn` again (or copy the whole folder from one run)"
+    K, D = (int(n) for n in dictionary.components_.shape)
+    if (K, D) != (summary.n_concepts, summary.hidden_size):
+        raise MMConceptsError(f"{path}: the dictionary has {K} concepts of width {D}, summary.json says "
+                              f"{summary.n_concepts} of width {summary.hidden_size}; {fix}")
+    if tuple(activations.shape) != (summary.n_samples, K):
+        raise MMConceptsError(f"{path}: activations.safetensors is {tuple(activations.shape)}, summary.json says "
+                              f"{summary.n_samples} samples x {K} concepts; {fix}")
+    recorded = read_provenance(path)
+    for key in PROVENANCE:
+        if key in recorded and recorded[key] != str(getattr(summary, key)):
+            raise MMConceptsError(f"{path}: summary.json says {key}={getattr(summary, key)!r}, but the dictionary was "
+                                  f"learnt with {key}={recorded[key]!r}; {fix}")
+    if grounding is not None:
+        expected = 2 * K if getattr(dictionary, "signed_activations", False) else K
+        n = len(grounding.get("concepts") or [])
+        if n != expected:
+            raise MMConceptsError(f"{path / 'grounding.json'} grounds {n} concepts, the dictionary has {expected}; "
+                                  "ground the folder again (`mmconcepts learn --overwrite`)")
+
+
 def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> ConceptSet:
-    """Read a concepts folder written by ``mmconcepts learn``."""
+    """Read a concepts folder written by ``mmconcepts learn``, its files checked against each other.
+
+    ``require_grounding``: refuse a folder without ``grounding.json`` (the words and images of its concepts).
+    :func:`~mmconcepts.decompose.learn` and :func:`~mmconcepts.concepts.ground` show a folder read back.
+
+    Examples
+    --------
+    >>> load_concepts("runs/nothing")
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: concepts folder not found: runs/nothing; create it with `mmconcepts learn`
+    """
     from safetensors.torch import load_file
 
     from mmconcepts.decompose import load_dictionary

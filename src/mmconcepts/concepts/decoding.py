@@ -147,9 +147,19 @@ class WordGrounder:
 
     Examples
     --------
-    >>> grounder = WordGrounder(adapter, layer="norm", exclude={"dog"})      # doctest: +SKIP
-    >>> grounder(U, base=Z.mean(0), strengths=typical_strengths(V))           # doctest: +SKIP
-    [[{'word': 'frisbee', 'score': 0.08}], [{'word': 'leash', 'score': 0.05}], ...]
+    Three directions that are the unembedding rows of "red", "circle" and "left" of the shipped captioner,
+    read with the paper's decoding (the logits), "circle" excluded as the token of interest would be:
+
+    >>> from mmconcepts.models import load_model
+    >>> adapter = load_model()
+    >>> U = adapter.lm_head().weight[adapter.tokenizer.convert_tokens_to_ids(["red", "circle", "left"])]
+    >>> grounder = WordGrounder(adapter, layer="norm", decode="paper", n_words=2, exclude={"circle"})
+    >>> [[w["word"] for w in words] for words in grounder(U)]
+    [['red', 'assistant'], ['square', 'size'], ['left', 'caption']]
+
+    A learnt dictionary is read with the default ``decode="effect"``, which needs the mean training feature
+    and the concepts' typical strengths: ``grounder(U, base=Z.mean(0), strengths=typical_strengths(V))``
+    (:func:`~mmconcepts.concepts.ground.ground` does this for a concepts folder).
     """
 
     def __init__(self, adapter, settings: GroundingSettings | None = None, *, layer: str | None = None,

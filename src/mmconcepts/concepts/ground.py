@@ -54,6 +54,22 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     Returns
     -------
     dict : the content of ``grounding.json`` (image paths absolute).
+
+    Examples
+    --------
+    >>> from mmconcepts.concepts import load_concepts
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> from mmconcepts.decompose import learn
+    >>> from mmconcepts.extract import extract
+    >>> _ = write_dataset("shapes/train", n=160, seed=0)
+    >>> _ = extract("shapes/train", "circle", out="runs/circle", layers=["norm"], mode="teacher", progress=False)
+    >>> _ = learn("runs/circle", "norm", out="runs/concepts", n_concepts=8, seed=0)
+    >>> grounding = ground("runs/concepts")       # with the model the store was read with (the shipped one)
+    >>> [[w["word"] for w in concept["words"]] for concept in grounding["concepts"]]
+    [[], ['large', 'big'], ['square'], ['left'], ['bottom'], [], ['orange'], ['red']]
+    >>> concepts = load_concepts("runs/concepts")
+    >>> concepts.words(7), concepts.images(7)[0]["caption"]
+    (['red'], 'there is a star of small size in orange at the top , a star of big size in red on the right and ...')
     """
     from mmconcepts.concepts.decoding import typical_strengths
     from mmconcepts.extract.features import mean_feature

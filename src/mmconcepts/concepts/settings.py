@@ -18,17 +18,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from mmconcepts.errors import MMConceptsError
+from mmconcepts.params import Boolean, Interval, Options, param, validate
 
 DECODINGS = ("effect", "centered", "paper")
 VOCABULARIES = ("all", "captions")
 #: Default of ``min_ratio``: a grounded word scores at least this share of the concept's best token.
 MIN_RATIO = 0.5
-
-
-def _positive_int(name: str, flag: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MMConceptsError(f"{name} ({flag}) must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,32 +55,30 @@ class GroundingSettings:
         the folder explains and reports without the dataset (``--copy-images``).
     """
 
-    decode: str = "effect"
-    apply_norm: bool | None = None
-    n_words: int = 10
-    top_k: int = 50
-    min_ratio: float | None = MIN_RATIO
-    vocabulary: str = "all"
-    keep_token: bool = False
-    n_images: int = 5
-    copy_images: bool = False
+    decode: str = param("effect", constraint=Options(DECODINGS, noun="decoding"),
+                        help="effect: the words the concept makes the model say; centered: W_U u_k minus the mean "
+                             "concept's; paper: W_U u_k as CoX-LMM")
+    apply_norm: bool | None = param(None, constraint=Boolean(), optional=True,
+                                    help="apply the final norm before decoding",
+                                    shown="for --decode effect, unless the layer is already normed")
+    n_words: int = param(10, constraint=Interval(int, 1), help="most grounded words per concept")
+    top_k: int = param(50, constraint=Interval(int, 1), flag=None, help="how many of the best tokens are read")
+    min_ratio: float | None = param(MIN_RATIO, constraint=Interval(float, 0, 1), optional=True,
+                                    help="keep words scoring at least this share of the concept's best word (0 keeps "
+                                         "every word the concept promotes; not used by --decode paper)")
+    vocabulary: str = param("all", constraint=Options(VOCABULARIES, noun="vocabulary"),
+                            help="all: any word of the tokenizer; captions: only words the model used in the store's "
+                                 "captions")
+    keep_token: bool = param(False, constraint=Boolean(),
+                             help="allow the token of interest itself among the grounded words")
+    n_images: int = param(5, constraint=Interval(int, 1), flag=None,
+                          help="the most activating training samples kept per concept")
+    copy_images: bool = param(False, constraint=Boolean(),
+                              help="carry a small thumbnail of every concept's top images in --out (images/), so "
+                                   "the folder explains and reports without the dataset")
 
     def __post_init__(self):
-        if self.decode not in DECODINGS:
-            raise MMConceptsError(f"unknown decoding {self.decode!r}: choose {', '.join(DECODINGS)}")
-        ratio = self.min_ratio
-        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
-                                  or not 0 <= ratio <= 1):
-            raise MMConceptsError(f"min_ratio (--min-ratio) must be a number in [0, 1] or None, got {ratio!r}")
-        _positive_int("n_words", "--n-words", self.n_words)
-        _positive_int("top_k", "top_k", self.top_k)
-        _positive_int("n_images", "n_images", self.n_images)
-        if self.vocabulary not in VOCABULARIES:
-            raise MMConceptsError(f"unknown vocabulary {self.vocabulary!r}: choose {' or '.join(VOCABULARIES)}")
-        if self.apply_norm is not None and not isinstance(self.apply_norm, bool):
-            raise MMConceptsError(f"apply_norm must be true, false or None, got {self.apply_norm!r}")
-        if not isinstance(self.copy_images, bool):
-            raise MMConceptsError(f"copy_images (--copy-images) must be true or false, got {self.copy_images!r}")
+        validate(self)
 
     @property
     def min_ratio_applied(self) -> float | None:

@@ -50,9 +50,12 @@ class TokenWords:
 
     Examples
     --------
-    >>> words = TokenWords(tokenizer)            # doctest: +SKIP
-    >>> words(tokenizer.convert_tokens_to_ids("Ġdog"))   # doctest: +SKIP
-    'dog'
+    >>> from transformers import AutoTokenizer
+    >>> from mmconcepts.models import DEFAULT_MODEL_DIR
+    >>> tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)      # the shipped captioner's
+    >>> words = TokenWords(tokenizer)
+    >>> [words(i) for i in tokenizer.convert_tokens_to_ids(["red", "the", ","])]
+    ['red', None, None]
     """
 
     def __init__(self, tokenizer):

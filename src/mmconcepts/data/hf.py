@@ -12,12 +12,17 @@ strings keep their real file path.
 
 Examples
 --------
->>> from mmconcepts.data import open_dataset                    # doctest: +SKIP
->>> data = open_dataset("coco_hf", split="test")                # doctest: +SKIP
->>> data[0].image                                               # doctest: +SKIP
-PosixPath('/abs/coco_hf/test#0')
->>> data[0].load().size                                         # doctest: +SKIP
-(640, 480)
+>>> import datasets
+>>> from PIL import Image
+>>> colours = datasets.Dataset.from_dict({"image": [Image.new("RGB", (32, 24), "red")],
+...                                       "caption": ["a red square"]})
+>>> datasets.DatasetDict({"test": colours}).save_to_disk("colours_hf")
+>>> from mmconcepts.data import open_dataset
+>>> data = open_dataset("colours_hf", split="test")
+>>> data.kind, data[0].image.name, data[0].captions
+('hf', 'test#0', ['a red square'])
+>>> data[0].load().size
+(32, 24)
 """
 
 from __future__ import annotations

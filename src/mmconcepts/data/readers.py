@@ -12,9 +12,18 @@ Image paths are resolved against the dataset root and must stay inside it.
 
 Examples
 --------
->>> from mmconcepts.data import open_dataset           # doctest: +SKIP
->>> data = open_dataset("shapes/test")                 # doctest: +SKIP
->>> sample = data[0]; image = sample.load()            # doctest: +SKIP
+>>> from mmconcepts.data import open_dataset
+>>> from mmconcepts.data.shapesworld import write_dataset
+>>> folder = write_dataset("shapes/test", n=4, seed=0, split="test")   # captions.jsonl + images/
+>>> data = open_dataset("shapes/test")
+>>> len(data), data.kind, data.has_attributes
+(4, 'jsonl', True)
+>>> sample = data[0]
+>>> sample.captions[0]
+'a circle at the top of small size in orange , one star in blue on the left of large size and one circle ...'
+>>> image = sample.load()
+>>> image.size, image.mode
+((64, 64), 'RGB')
 """
 
 from __future__ import annotations
@@ -152,6 +161,18 @@ def load_image(path: str | os.PathLike, *, draft: tuple[int, int] | None = None)
         One line naming the file and the reason: a missing file, a directory, a symlink loop or another
         ``OSError``, an unidentified format, a truncated or corrupt file, or more pixels than
         ``PIL.Image.MAX_IMAGE_PIXELS`` allows (a decompression bomb).
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> Image.new("RGBA", (40, 30), (255, 0, 0, 128)).save("logo.png")
+    >>> image = load_image("logo.png")          # alpha composited over white
+    >>> image.mode, image.size, image.getpixel((0, 0))
+    ('RGB', (40, 30), (255, 127, 127))
+    >>> load_image("missing.png")
+    Traceback (most recent call last):
+    ...
+    mmconcepts.data.readers.ImageLoadError: image not found: missing.png
     """
     path = Path(path)
     if "#" in path.name:
@@ -276,6 +297,21 @@ def open_dataset(path: str | os.PathLike, image_root: str | os.PathLike | None =
     image_column : Hugging Face datasets only: the column with the images (default ``"image"``).
     caption_column : Hugging Face datasets only: the column with the captions (default: the first of
         ``caption``, ``captions``, ``sentences``, ``text``).
+
+    Examples
+    --------
+    A ``captions.csv`` whose image takes two rows (two captions):
+
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> Path("pets/images").mkdir(parents=True)
+    >>> Image.new("RGB", (32, 32), "brown").save("pets/images/rex.png")
+    >>> _ = Path("pets/captions.csv").write_text("image,caption\\n"
+    ...                                          "images/rex.png,a dog on the grass\\n"
+    ...                                          "images/rex.png,a brown dog\\n")
+    >>> data = open_dataset("pets")
+    >>> data.kind, len(data), data[0].captions
+    ('csv', 1, ['a dog on the grass', 'a brown dog'])
     """
     check_count("limit (--limit)", limit, 1, optional=True)  # never a slice: -1 would drop the last image
     path = Path(path)

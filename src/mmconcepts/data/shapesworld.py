@@ -10,12 +10,16 @@ evaluation check whether a concept's words are *true* of the images it explains.
 
 Examples
 --------
->>> from mmconcepts.data.shapesworld import sample_scene, render, caption
+>>> from mmconcepts.data.shapesworld import sample_scene, render, caption, canonical_caption
 >>> import random
 >>> scene = sample_scene(random.Random(0))
 >>> image = render(scene)
 >>> image.size
 (64, 64)
+>>> canonical_caption(scene)
+'a small red triangle at the top and a small purple triangle at the bottom'
+>>> caption(scene, random.Random(1))
+'a small triangle in red at the top and a small triangle at the bottom in purple'
 """
 
 from __future__ import annotations
@@ -220,6 +224,12 @@ def parse_caption(text: str) -> list[dict]:
 
     The grammar separates object phrases with "," and "and"; each phrase names one object. Returns one
     ``{"shape", "colour", "size", "position"}`` dict per phrase, ``None`` for an attribute it does not name.
+
+    Examples
+    --------
+    >>> parse_caption("one big circle in red on the left and a square")  # doctest: +NORMALIZE_WHITESPACE
+    [{'shape': 'circle', 'colour': 'red', 'size': 'large', 'position': 'left'},
+     {'shape': 'square', 'colour': None, 'size': None, 'position': None}]
     """
     reverse = {w: value for value, words in SYNONYMS.items() for w in words}
     words = text.lower().replace(",", " , ").split()
@@ -252,6 +262,17 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, split: str = "train
 
     Every line reads ``{"image": "images/000001.png", "captions": [...], "attributes": {...},
     "split": split}``. The same seed always gives the same dataset.
+
+    Examples
+    --------
+    >>> from mmconcepts.data import open_dataset
+    >>> write_dataset("shapes/train", n=8, seed=0)
+    PosixPath('shapes/train')
+    >>> sample = open_dataset("shapes/train")[0]
+    >>> sample.image.name, sample.captions[0]
+    ('000000.png', 'a triangle at the top in blue of little size , a triangle of small size in orange on ...')
+    >>> sample.attributes["objects"][0]
+    {'shape': 'triangle', 'colour': 'blue', 'size': 'small', 'position': 'top', 'x': 31.75..., 'y': 13.26...}
     """
     check_count("n (--n)", n, 1)
     check_count("seed (--seed)", seed, 0)

@@ -4,7 +4,8 @@ One module per method, each a scikit-learn estimator (``BaseEstimator`` + ``Tran
 ``transform``, ``inverse_transform``, ``fit_transform``, ``score``, ``get_params`` / ``set_params``,
 ``clone``, pipelines and ``GridSearchCV``; ``partial_fit`` for the methods that stream) over torch tensors
 (torch in, torch out; NumPy in, NumPy out), with ``components_``, ``n_iter_``, ``reconstruction_err_`` and
-``save`` / :func:`load_dictionary`:
+``save`` / :func:`load_dictionary`. The methods are named in one table, :mod:`~mmconcepts.decompose.registry`
+(:data:`METHODS`):
 
 =============== ============================================================================
 ``semi-nmf``    :class:`SemiNMF`: activations >= 0 (exact zeros), free concepts, optional L1 (the paper)
@@ -17,24 +18,38 @@ One module per method, each a scikit-learn estimator (``BaseEstimator`` + ``Tran
 =============== ============================================================================
 
 A class of your own joins as ``"package.module:ClassName"`` (:mod:`~mmconcepts.decompose.custom`,
-:func:`load_method`). :func:`learn` runs a method on a feature store and writes the dictionary, the training activations and a
-summary; :func:`mmconcepts.decompose.nnls.nnls` encodes new samples on a fixed dictionary (batched
-non-negative lasso with exact zeros).
+:func:`load_method`). :func:`learn` runs a method on a feature store and writes the dictionary, the training
+activations and a summary; :func:`mmconcepts.decompose.nnls.nnls` encodes new samples on a fixed dictionary
+(batched non-negative lasso with exact zeros).
+
+Importing this package does not import torch: the registry and :func:`learn` are read at once, every other
+name (the classes, :func:`load_dictionary`, ...) when first used, so that the command line's ``--help`` stays
+fast.
 """
 
-from mmconcepts.decompose.base import METHODS, ConceptDictionary, load_dictionary, two_sided
-from mmconcepts.decompose.semi_nmf import SemiNMF
-from mmconcepts.decompose.nmf import NMF
-from mmconcepts.decompose.pca import PCA
-from mmconcepts.decompose.kmeans import KMeans
-from mmconcepts.decompose.simple import Simple
-from mmconcepts.decompose.topk_sae import TopKSAE
-from mmconcepts.decompose.reference_dl import ReferenceDL
+from __future__ import annotations
+
+import importlib
+
 from mmconcepts.decompose.learn import learn
-from mmconcepts.decompose.custom import load_method
+from mmconcepts.decompose.registry import BUILTIN, METHOD_NAMES, METHODS, method_class
 
-_ORDER = ("semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl")
-METHODS.update({name: METHODS.pop(name) for name in _ORDER})  # registry in the documented order
+#: Names read from their module when first used (torch is imported then), besides the built-in classes.
+_LAZY = {"ConceptDictionary": "base", "concept_directions": "base", "one_sided": "base",
+         "load_dictionary": "persistence", "load_method": "custom"}
+_CLASSES = {method.class_name: method for method in BUILTIN.values()}
 
-__all__ = ["METHODS", "ConceptDictionary", "load_dictionary", "SemiNMF", "NMF", "PCA", "KMeans", "Simple",
-           "TopKSAE", "ReferenceDL", "learn", "load_method", "two_sided"]
+__all__ = ["METHODS", "METHOD_NAMES", "ConceptDictionary", "concept_directions", "load_dictionary", "SemiNMF", "NMF",
+           "PCA", "KMeans", "Simple", "TopKSAE", "ReferenceDL", "learn", "load_method", "method_class", "one_sided"]
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        return _CLASSES[name].load()
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_CLASSES})

@@ -2,9 +2,9 @@
 
 A concept dictionary factorises features ``Z`` (``N x D``) as ``Z ~ V U``: ``U`` (``components_``,
 ``K x D``) holds one concept a row, ``V`` (``N x K``) the activations of each sample. Every method
-lives in its own module and registers itself in :data:`METHODS` under its command-line name. Saving and
-loading live in :mod:`~mmconcepts.decompose.persistence`, the input and parameter checks in
-:mod:`~mmconcepts.decompose.validation` (both re-exported here).
+lives in its own module, named in :mod:`~mmconcepts.decompose.registry` under its command-line name. Saving
+and loading live in :mod:`~mmconcepts.decompose.persistence`, the input and parameter checks in
+:mod:`~mmconcepts.decompose.validation`.
 """
 
 from __future__ import annotations
@@ -18,50 +18,64 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
-from mmconcepts.decompose.persistence import (FORMAT, FORMAT_VERSION, JSON_NAME,  # noqa: F401 (re-exported)
-                                              TENSORS_NAME, load_dictionary, save_dictionary)
-from mmconcepts.decompose.validation import (as_tensor, check_bool, check_choice,  # noqa: F401 (re-exported)
-                                             check_float, check_int, check_n_concepts, code_stats,
-                                             relative_error, resolve_device)
+from mmconcepts.decompose.persistence import load_dictionary, save_dictionary
+from mmconcepts.decompose.registry import METHODS
+from mmconcepts.decompose.validation import (as_tensor, check_int, check_n_concepts,
+                                             code_stats, relative_error, resolve_device)  # noqa: F401 (code_stats)
 from mmconcepts.errors import MMConceptsError
 
-#: Method name (as ``mmconcepts learn --method`` spells it) -> class. Filled by the subclasses.
-METHODS: dict[str, type[ConceptDictionary]] = {}
-
-__all__ = ["METHODS", "ConceptDictionary", "load_dictionary", "save_dictionary", "two_sided", "as_tensor",
-           "check_int", "check_float", "check_bool", "check_choice", "check_n_concepts", "code_stats",
-           "relative_error", "resolve_device"]
+__all__ = ["ConceptDictionary", "code_stats", "concept_directions", "load_dictionary", "one_sided", "save_dictionary"]
 
 
-def two_sided(components: torch.Tensor, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sides of signed concepts as separate non-negative concepts (for a dictionary whose
-    :attr:`~ConceptDictionary.signed_activations` is True, e.g. PCA).
+def one_sided(activations, signed: bool = True):
+    """The concept activations of a dictionary's activations ``V`` (``N x K``): ``V`` itself, or, for signed
+    activations (:attr:`~ConceptDictionary.signed_activations`, PCA), each side of each component as its own
+    non-negative concept, ``[max(V, 0), max(-V, 0)]`` (``N x 2K``: concept ``k`` is component ``k``'s
+    positive side, concept ``K + k`` its negative side), so that each side can be read (grounded) on its own.
 
-    Concept ``k`` with signed activation ``v`` becomes concept ``k`` (direction ``+u_k``, activation
-    ``max(v, 0)``) and concept ``K + k`` (direction ``-u_k``, activation ``max(-v, 0)``), so that
-    ``V U = V+ U + V- (-U)`` is unchanged and each side can be read (grounded) on its own.
+    Parameters
+    ----------
+    activations : (N, K) tensor
+    signed : bool
+        Whether the activations have both signs.
+
+    Returns
+    -------
+    (N, K) or (N, 2K) float32 tensor
+        Non-negative when ``signed``.
+
+    Examples
+    --------
+    >>> V = torch.tensor([[1.0, -2.0]])
+    >>> one_sided(V).tolist(), one_sided(V, signed=False).tolist()
+    ([[1.0, 0.0, 0.0, 2.0]], [[1.0, -2.0]])
+    """
+    A = activations.float()
+    return torch.cat([A.clamp(min=0), (-A).clamp(min=0)], dim=1) if signed else A
+
+
+def concept_directions(components, signed: bool = True):
+    """The concepts' directions in the feature space: the components ``U`` (``K x D``), or, for signed
+    activations, ``[U; -U]`` (``2K x D``), the directions of the concepts :func:`one_sided` reads, so that
+    ``one_sided(V) @ concept_directions(U) == V @ U``.
 
     Parameters
     ----------
     components : (K, D) tensor
-    activations : (N, K) tensor
+    signed : bool
 
     Returns
     -------
-    components : (2K, D) tensor
-        ``[U; -U]``.
-    activations : (N, 2K) tensor
-        ``[max(V, 0), max(-V, 0)]``, non-negative.
+    (K, D) or (2K, D) float32 tensor
 
     Examples
     --------
     >>> U, V = torch.eye(2, 3), torch.tensor([[1.0, -2.0]])
-    >>> U2, V2 = two_sided(U, V)
-    >>> V2.tolist(), torch.allclose(V2 @ U2, V @ U)
-    ([[1.0, 0.0, 0.0, 2.0]], True)
+    >>> torch.allclose(one_sided(V) @ concept_directions(U), V @ U)
+    True
     """
-    both = torch.cat([activations.clamp(min=0), (-activations).clamp(min=0)], 1)
-    return torch.cat([components, -components]), both
+    U = components.float()
+    return torch.cat([U, -U]) if signed else U
 
 
 class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -80,13 +94,14 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     Attributes
     ----------
     method : str
-        Registry name (class attribute).
+        Registry name (class attribute): a key of :data:`~mmconcepts.decompose.registry.BUILTIN`, or the
+        method spec a class of one's own was loaded under.
     nonnegative_activations : bool
         Class attribute: whether ``transform`` promises activations >= 0.
     signed_activations : bool
         Class attribute: whether activations can be negative, so that each concept has two sides (the
-        samples along ``+u_k`` and those along ``-u_k``); True for PCA only. :func:`two_sided` splits such
-        a dictionary into ``2K`` non-negative concepts for grounding.
+        samples along ``+u_k`` and those along ``-u_k``); True for PCA only. :func:`one_sided` and
+        :func:`concept_directions` read such a dictionary as ``2K`` non-negative concepts.
     concepts_are_points : bool
         Class attribute: whether the concepts are points of the feature space (centroids, samples) rather
         than directions added to it; the text grounding decodes a point as it is and a direction on top of
@@ -113,12 +128,8 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("method")
-        if name:
-            taken = METHODS.get(name)
-            if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
-                raise MMConceptsError(f"the method name {name!r} is taken by {taken.__module__}."
-                                      f"{taken.__qualname__}: give {cls.__qualname__} another method name")
-            METHODS[name] = cls  # the same class defined again (a module reloaded) replaces itself
+        if name:  # defining a class registers nothing (the registry is explicit), but a taken name is refused
+            METHODS.check_free(name, cls)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -165,6 +176,14 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         """Restore what :meth:`_extra_state` saved (called by :func:`load_dictionary` before
         ``_check_loaded``)."""
 
+    def _has_state(self, what: str) -> bool:
+        """Whether the loaded dictionary holds its online state (every name of ``_state_tensors`` and
+        ``_state_scalars``); a one-line MMConceptsError naming ``what`` when it holds only part of it."""
+        present = [hasattr(self, n) for n in (*self._state_tensors, *self._state_scalars)]
+        if any(present) and not all(present):
+            raise MMConceptsError(f"the {what} is incomplete")
+        return any(present)
+
     def _check_loaded(self) -> None:
         """Consistency of loaded attributes; subclasses extend it."""
         U = self.components_
@@ -209,15 +228,27 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         """Activations of the checked ``Z`` (float32, on the compute device); subclasses implement it."""
         raise NotImplementedError
 
-    def _continuing(self) -> bool:
-        """The start of every ``partial_fit``: check the parameters and say whether there is a fitted state to
-        continue (whose number of concepts must be ``n_concepts``)."""
+    def _fit_input(self, Z: Any, *, one_row_per_concept: bool = True) -> tuple[torch.Tensor, Any]:
+        """The start of every ``fit``: the parameters checked, the fitted state forgotten and ``Z`` checked as
+        the training data (non-negative where the method needs it, and with at least one sample per concept
+        unless ``one_row_per_concept`` is False); returns it with what the result goes back as (:meth:`_input`)."""
+        self._check_params()
+        self._clear_fitted()
+        Z, like = self._input(Z, reset=True, nonnegative=self._nonnegative_input)
+        if one_row_per_concept:
+            check_n_concepts(self.n_concepts, Z.shape[0])
+        return Z, like
+
+    def _continuing(self, Z: Any) -> tuple[bool, torch.Tensor]:
+        """The start of every ``partial_fit``: check the parameters, say whether there is a fitted state to
+        continue (whose number of concepts must be ``n_concepts``) and check the batch ``Z`` (against the fitted
+        features, or as the first training data)."""
         self._check_params()
         fitted = hasattr(self, "components_")
         if fitted and self.components_.shape[0] != self.n_concepts:
             raise MMConceptsError(f"n_concepts is {self.n_concepts} but the dictionary has "
                                   f"{self.components_.shape[0]} concepts: call fit to start again")
-        return fitted
+        return fitted, self._input(Z, reset=not fitted, nonnegative=self._nonnegative_input)[0]
 
     def _decode(self, V: torch.Tensor) -> torch.Tensor:
         """Features rebuilt from the checked activations ``V``: ``V @ components_``."""

@@ -22,9 +22,21 @@ like the built-in methods. The class is either
 
 Examples
 --------
->>> cls = load_method("sklearn.decomposition:FastICA")     # doctest: +SKIP
->>> cls.method                                            # doctest: +SKIP
-'sklearn.decomposition:FastICA'
+scikit-learn's truncated SVD as a method: fitted on torch tensors, saved without pickling, loaded by name.
+
+>>> import torch
+>>> from mmconcepts.decompose import load_dictionary
+>>> cls = load_method("sklearn.decomposition:TruncatedSVD")
+>>> cls.method
+'sklearn.decomposition:TruncatedSVD'
+>>> Z = torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+>>> svd = cls(3, seed=0).fit(Z)
+>>> svd.components_.shape, svd.transform(Z).shape
+(torch.Size([3, 8]), torch.Size([100, 3]))
+>>> svd.save("svd")
+PosixPath('svd')
+>>> load_dictionary("svd")
+Custom[sklearn.decomposition:TruncatedSVD](n_concepts=3)
 """
 
 from __future__ import annotations
@@ -32,62 +44,21 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import re
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from mmconcepts.decompose.base import METHODS, ConceptDictionary
-from mmconcepts.decompose.validation import check_int, check_n_concepts, relative_error
+from mmconcepts.decompose.base import ConceptDictionary
+from mmconcepts.decompose.registry import METHODS, is_method_spec
+from mmconcepts.decompose.validation import check_int, relative_error
 from mmconcepts.errors import MMConceptsError
 
-__all__ = ["CustomDictionary", "is_method_spec", "load_method", "resolve_method"]
+__all__ = ["CustomDictionary", "load_method"]
 
-_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 #: Constructor parameters that take the number of concepts, and the seed, in the order they are looked for.
 SIZE_PARAMS = ("n_concepts", "n_components")
 SEED_PARAMS = ("seed", "random_state")
-
-
-def is_method_spec(name: Any) -> bool:
-    """Whether ``name`` is written as a method spec, ``"package.module:ClassName"``.
-
-    Parameters
-    ----------
-    name : object
-
-    Returns
-    -------
-    bool
-
-    Examples
-    --------
-    >>> is_method_spec("mypkg.dictionaries:MyDictionary"), is_method_spec("semi-nmf")
-    (True, False)
-    """
-    return isinstance(name, str) and bool(_SPEC.match(name))
-
-
-def resolve_method(name: str) -> type[ConceptDictionary]:
-    """The dictionary class of a registry name (``"semi-nmf"``) or a method spec (imported, registered).
-
-    Parameters
-    ----------
-    name : str
-
-    Returns
-    -------
-    type
-        A :class:`~mmconcepts.decompose.ConceptDictionary` subclass.
-    """
-    importlib.import_module("mmconcepts.decompose")  # registers the built-in methods
-    if isinstance(name, str) and name in METHODS:
-        return METHODS[name]
-    if is_method_spec(name):
-        return load_method(name)
-    raise MMConceptsError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}, or name your own "
-                          "class as package.module:ClassName")
 
 
 def _import(spec: str):
@@ -135,8 +106,16 @@ def load_method(spec: str) -> type[ConceptDictionary]:
         return METHODS[spec]
     target = _import(spec)
     if issubclass(target, ConceptDictionary):
-        return type(target.__name__, (target,), {"method": spec, "__module__": target.__module__,
-                                                 "__qualname__": target.__qualname__, "__doc__": target.__doc__})
+        cls = type(target.__name__, (target,), {"method": spec, "__module__": target.__module__,
+                                                "__qualname__": target.__qualname__, "__doc__": target.__doc__})
+    else:
+        cls = _wrapped(spec, target)
+    METHODS[spec] = cls
+    return cls
+
+
+def _wrapped(spec: str, target: type) -> type[CustomDictionary]:
+    """A :class:`CustomDictionary` subclass around a scikit-learn-style class, checked for that shape."""
     missing = [name for name in ("fit", "transform") if not callable(getattr(target, name, None))]
     if missing:
         raise MMConceptsError(f"{spec!r} has no {' and no '.join(missing)} method: a dictionary needs "
@@ -233,21 +212,9 @@ class CustomDictionary(ConceptDictionary):
         return torch.from_numpy(np.ascontiguousarray(V))
 
     def fit(self, Z: Any, y: None = None) -> CustomDictionary:
-        """Fit the wrapped estimator on ``Z`` (``N x D``, given to it as float32 NumPy); ``y`` is ignored.
-
-        Parameters
-        ----------
-        Z : (N, D) torch tensor, NumPy array or array-like
-        y : ignored
-
-        Returns
-        -------
-        self
-        """
-        self._check_params()
-        self._clear_fitted()
-        Z, _ = self._input(Z, reset=True)
-        check_n_concepts(self.n_concepts, Z.shape[0])
+        """Fit the wrapped estimator on ``Z`` (``N x D``: a torch tensor, NumPy array or array-like, given to it
+        as float32 NumPy); ``y`` is ignored. Returns ``self``."""
+        Z, _ = self._fit_input(Z)
         X = Z.detach().cpu().numpy()
         estimator = self._make()
         estimator.fit(X)

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from mmconcepts.decompose.base import ConceptDictionary
-from mmconcepts.decompose.validation import (check_choice, check_float, check_int, check_n_concepts,
-                                             relative_error, resolve_device)
+from mmconcepts.decompose.validation import check_choice, check_float, check_int, relative_error, resolve_device
 
 
 def sq_distances(Z: torch.Tensor, C: torch.Tensor, z_sq: torch.Tensor | None = None) -> torch.Tensor:
@@ -231,10 +230,7 @@ class KMeans(DistanceDictionary):
 
     def fit(self, Z: Any, y: None = None) -> KMeans:
         """Cluster the rows of ``Z`` (``N x D``); ``y`` is ignored."""
-        self._check_params()
-        self._clear_fitted()
-        Z, _ = self._input(Z, reset=True)
-        check_n_concepts(self.n_concepts, Z.shape[0])
+        Z, _ = self._fit_input(Z)
         if Z.device.type == "cpu":
             inertia, C, n_iter = self._fit_sklearn(Z)
         else:

@@ -13,33 +13,39 @@ import inspect
 import math
 import os
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
+from mmconcepts.decompose.settings import LearnSettings
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import link_fields, write_json
 from mmconcepts.outputs import FolderLock, OutputFolder, check_writable_target, os_error
+from mmconcepts.params import settings_from
 
 #: Above this many bytes of features, methods that can stream (``fit_shards``) read the store shard by shard.
 STREAM_BYTES = 4 << 30
 
 
 def _l1_methods() -> list[str]:
-    from mmconcepts.decompose.base import METHODS
+    from mmconcepts.decompose.registry import METHODS
 
     return [name for name, cls in METHODS.items() if "l1" in inspect.signature(cls.__init__).parameters]
 
 
-def _build(method: str, n_concepts: int, l1: float | None, relative_l1: float | None, device: str, seed: int,
-           kwargs: dict):
-    """The (unfitted) dictionary, its parameters checked; ``relative_l1`` stands in for ``l1`` until the
-    features' scale is known."""
-    from mmconcepts.decompose.custom import resolve_method
+def _build(settings: LearnSettings):
+    """The (unfitted) dictionary of ``settings``, its parameters checked; the applied ``relative_l1`` stands
+    in for ``l1`` until the features' scale is known."""
+    method, device, relative_l1 = settings.method, settings.device, settings.relative_l1_applied
+    from mmconcepts.decompose.registry import method_class
 
-    cls = resolve_method(method)  # a registry name, or a user's class as "package.module:ClassName"
+    cls = method_class(method)  # a registry name, or a user's class as "package.module:ClassName"
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    params = dict(kwargs)
-    for flag, value in (("--l1", l1), ("--relative-l1", relative_l1)):
+    params = settings.parameters
+    for flag, value in (("--l1", settings.l1), ("--relative-l1", relative_l1)):
         if value is not None:
             if "l1" not in accepted:
                 raise MMConceptsError(f"{flag} does not apply to {method}; it applies to "
@@ -50,12 +56,12 @@ def _build(method: str, n_concepts: int, l1: float | None, relative_l1: float | 
     elif str(device) not in ("cpu", "auto"):
         raise MMConceptsError(f"{method} runs on the CPU only: use --device cpu")
     if "seed" in accepted:
-        params["seed"] = seed
+        params["seed"] = settings.seed
     unknown = set(params) - accepted
     if unknown:
         raise MMConceptsError(f"{method} has no parameter {', '.join(sorted(unknown))}; its parameters: "
                               f"{', '.join(sorted(accepted))}")
-    model = cls(n_concepts, **params)
+    model = cls(settings.n_concepts, **params)
     try:
         model._check_params()
     except MMConceptsError as exc:
@@ -63,12 +69,6 @@ def _build(method: str, n_concepts: int, l1: float | None, relative_l1: float | 
             raise MMConceptsError(f"relative_l1={relative_l1!r} does not suit {method}: {exc}") from None
         raise
     return model
-
-
-#: Default sparsity of the methods that have one, as a share of the features' mean norm (see ``learn``).
-#: Semi-NMF with a small L1 term is the paper's objective (its code: DictionaryLearning, positive codes);
-#: on ShapesWorld it makes each sample use a few concepts, and those concepts read as true words (README).
-DEFAULT_RELATIVE_L1 = {"semi-nmf": 0.05}
 
 
 def _mean_norm(Z_or_shards, group=None) -> float:
@@ -89,10 +89,25 @@ def _mean_norm(Z_or_shards, group=None) -> float:
     return total / count
 
 
-def learn(features: str | os.PathLike, layer: str | int | None, method: str = "semi-nmf", n_concepts: int = 20,
-          out: str | os.PathLike | None = None, *, l1: float | None = None, relative_l1: float | None = None,
-          device: str = "cpu", seed: int = 0, overwrite: bool = False, stream: bool | None = None,
-          token: str | None = None, grounding=None, grounding_model=None, **method_kwargs: Any) -> Path:
+@dataclass(frozen=True)
+class _Run:
+    """One ``learn`` call once its arguments are read: where from and to, the store's record and the
+    resolved layer and word, the settings, and what happens around the fit."""
+
+    features: Path
+    out: Path
+    manifest: dict
+    layer: str
+    token: str | None
+    settings: LearnSettings
+    overwrite: bool
+    finish: Callable[[Path], None] | None
+
+
+def learn(features: str | os.PathLike, layer: str | int | None = None, *, out: str | os.PathLike | None = None,
+          settings: LearnSettings | None = None, overwrite: bool = False,
+          finish: Callable[[Path], None] | None = None,
+          **fields: Any) -> Path:
     """Fit a concept dictionary on one layer of a feature store and write it to ``out``.
 
     Parameters
@@ -100,34 +115,20 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
     features : path
         Feature store folder (``mmconcepts extract``).
     layer : str, int or None
-        Stored layer name (``"31"``, ``"norm"``) or a negative index; None if the store holds one layer.
-    method : str
-        A key of :data:`~mmconcepts.decompose.METHODS` (``"semi-nmf"``, ``"nmf"``, ``"pca"``, ...), or a class
-        of your own as ``"package.module:ClassName"`` (:mod:`~mmconcepts.decompose.custom`).
-    n_concepts : int
-        Number of concepts ``K``.
+        The layer (:attr:`LearnSettings.layer <mmconcepts.decompose.settings.LearnSettings>`), given here
+        rather than in ``settings``.
     out : path
         Output folder; must not exist or be empty, unless ``overwrite``.
-    l1 : float or None
-        L1 weight for methods that have one, in the features' units (None: see ``relative_l1``).
-    relative_l1 : float or None
-        L1 weight as a share of the features' mean norm, ``l1 = relative_l1 * mean ||z||``, so that one
-        setting means the same sparsity at every layer and model; for every method with an ``l1``
-        parameter (semi-nmf, nmf, reference-dl; the others refuse it), and the ``l1`` used is what the
-        summary's ``params`` record. None: :data:`DEFAULT_RELATIVE_L1` for semi-nmf when ``l1`` is not
-        given either, the method's default otherwise.
-    device, seed : str, int
-        Compute device; seed (the same seed gives the same concepts, bit for bit on the CPU).
-    token : str or None
-        The word whose rows to learn from, in a store of several words (required there); ``None``: the
-        store's only word.
-    stream : bool or None
-        Read the store shard by shard (methods with ``fit_shards``); None: when the features exceed 4 GiB.
-    grounding : :class:`~mmconcepts.concepts.settings.GroundingSettings` or None
-        Ground the concepts (``grounding.json``) before the folder is swapped in, with ``grounding_model`` (as
-        :func:`~mmconcepts.concepts.ground` takes it): a grounding that fails leaves ``out`` as it was.
-    **method_kwargs
-        Further parameters of the method (``max_iter=...``, ``tol=...``, ``k=...``).
+    settings : :class:`~mmconcepts.decompose.settings.LearnSettings`, or its fields as keywords
+        (``method="pca"``, ``n_concepts=20``, ``relative_l1=``, ``seed=``, ``stream=``, ``token=``,
+        ``device=``, ...); any other keyword is a parameter of the method (``k=8``), as
+        ``method_parameters``.
+    overwrite : bool
+        Replace a non-empty ``out``.
+    finish : callable or None
+        Called with the new folder, complete but not yet swapped in (``mmconcepts learn`` grounds it there:
+        ``lambda folder: ground(folder, ...)``): whatever it writes is swapped in with the dictionary, and an
+        error it raises leaves ``out`` as it was. Learning itself never imports a later stage.
 
     Returns
     -------
@@ -135,80 +136,128 @@ def learn(features: str | os.PathLike, layer: str | int | None, method: str = "s
 
     Examples
     --------
-    >>> learn("runs/dog", layer="norm", out="runs/dog/semi-nmf")   # doctest: +SKIP
-    PosixPath('runs/dog/semi-nmf')
+    >>> from mmconcepts.concepts import load_concepts
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> from mmconcepts.extract import extract
+    >>> _ = write_dataset("shapes/train", n=64, seed=0)
+    >>> _ = extract("shapes/train", "circle", out="runs/circle", layers=["norm"], mode="teacher", progress=False)
+    >>> learn("runs/circle", layer="norm", out="runs/concepts", n_concepts=4, seed=0)
+    PosixPath('runs/concepts')
+    >>> concepts = load_concepts("runs/concepts")
+    >>> concepts.summary["method"], concepts.directions.shape, concepts.activations.shape
+    ('semi-nmf', torch.Size([4, 192]), torch.Size([23, 4]))
+    >>> learn("runs/circle", layer="norm", out="runs/pca", method="pca", n_concepts=4).name
+    'pca'
+    >>> load_concepts("runs/pca").n_concepts       # PCA reads each component on both sides
+    8
     """
     from mmconcepts.extract.store import read_manifest, store_token, stored_layer
 
+    settings = _settings(settings, layer, fields)
     if out is None:
         raise MMConceptsError("no output folder given: pass --out DIR")
     features, out = Path(features), Path(out)
     manifest = read_manifest(features)
-    layer_name = stored_layer(manifest, layer)
-    token = store_token(manifest, token, features)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise MMConceptsError(f"seed must be an integer >= 0, got {seed!r}")
-    if l1 is not None and relative_l1 is not None:
-        raise MMConceptsError("give --l1 or --relative-l1, not both")
-    if relative_l1 is None and l1 is None and method in DEFAULT_RELATIVE_L1:
-        relative_l1 = DEFAULT_RELATIVE_L1[method]
-    if relative_l1 is not None:
-        if isinstance(relative_l1, bool) or not isinstance(relative_l1, (int, float)) or not 0 <= relative_l1 < 1:
-            raise MMConceptsError(f"relative_l1 must be a number in [0, 1), got {relative_l1!r}")
-    model = _build(method, n_concepts, l1, relative_l1, device, seed, method_kwargs)
+    run = _Run(features, out, manifest, stored_layer(manifest, settings.layer),
+               store_token(manifest, settings.token, features), settings, overwrite, finish)
+    model = _build(settings)
     check_writable_target(out, overwrite, inputs=[features])
     from contextlib import nullcontext
 
     # one writer per folder, from the start (under torchrun rank 0 writes; the lock is reentrant for the swap)
     with FolderLock(out) if int(os.environ.get("RANK", "0") or 0) == 0 else nullcontext():
-        return _fit_and_write(model, features, out, manifest, layer_name, token, method, n_concepts, relative_l1,
-                              device, seed, overwrite, stream, grounding, grounding_model)
+        return _fit_and_write(run, model)
 
 
-def _fit_and_write(model, features, out, manifest, layer_name, token, method, n_concepts, relative_l1, device, seed,
-                   overwrite, stream, grounding, grounding_model) -> Path:
+def _settings(settings: LearnSettings | None, layer, fields: dict) -> LearnSettings:
+    """``settings``, or those of ``layer`` and the keywords (a keyword no setting names is the method's)."""
+    names = {f.name for f in dataclass_fields(LearnSettings)}
+    given = {k: v for k, v in fields.items() if k in names} | ({"layer": layer} if layer is not None else {})
+    extra = {k: v for k, v in fields.items() if k not in names}
+    if extra:
+        given["method_parameters"] = {**given.get("method_parameters", {}), **extra}
+    return settings_from(LearnSettings, settings, given, "learn")
+
+
+def _fit_and_write(run: _Run, model) -> Path:
     """The body of :func:`learn` once its arguments are checked and ``out`` is locked."""
-    from mmconcepts.decompose.base import code_stats
-    from mmconcepts.extract.features import iter_feature_shards, load_features
+    from mmconcepts.decompose.distributed import collective
 
+    group = collective()  # under torchrun: each rank reads its own rows, the statistics are all-reduced
+    use_stream, part = _plan(run, model, group)
+    with _data_parallel(model, group if part is not None else None):
+        V, seconds = _fit(run, model, use_stream, part, group)
+    if part is not None:
+        V = group.gather_rows(V)  # every rank's activations, in store order, on rank 0
+        if group.rank != 0:
+            group.barrier()  # rank 0 writes the folder
+            return run.out
+    try:
+        _write(run, model, V, _summary(run, model, V, seconds, use_stream, group.world))
+    finally:
+        if part is not None:
+            group.barrier()
+    return run.out
+
+
+def _plan(run: _Run, model, group) -> tuple[bool, object]:
+    """Whether to stream, and this rank's rows (``None``: every row, one process)."""
+    method, n_concepts, stream = run.settings.method, run.settings.n_concepts, run.settings.stream
     streams = hasattr(model, "fit_transform_shards")
-    size = int(manifest.get("n_samples") or 0) * int(manifest.get("hidden_size") or 0) * 4
+    size = int(run.manifest.get("n_samples") or 0) * int(run.manifest.get("hidden_size") or 0) * 4
     if stream and not streams:
         raise MMConceptsError(f"{method} cannot stream: it needs all features in memory (drop --stream)")
     use_stream = streams and (stream if stream is not None else size > STREAM_BYTES)
-    from mmconcepts.decompose.distributed import collective, my_rows, row_range
+    if group.world == 1:
+        return use_stream, None
+    if not streams:
+        raise MMConceptsError(f"{method} cannot learn data-parallel: under torchrun use semi-nmf or nmf")
+    from mmconcepts.decompose.distributed import my_rows, row_range
+    from mmconcepts.extract.features import count_feature_rows
 
-    group = collective()  # under torchrun: each rank reads its own rows, the statistics are all-reduced
-    part = None
-    if group.world > 1:
-        if not streams:
-            raise MMConceptsError(f"{method} cannot learn data-parallel: under torchrun use semi-nmf or nmf")
-        from mmconcepts.extract.features import count_feature_rows
+    n_rows = count_feature_rows(run.features, run.layer, run.token)  # the same on every rank: all raise or none
+    if n_rows == 0:
+        raise MMConceptsError(f"the feature store {run.features} has no samples: extract features first")
+    seed_rows = row_range(n_rows, 0, group.world)[1]  # rank 0 seeds the concepts on its rows [0, seed_rows)
+    if seed_rows < n_concepts:  # refused on every rank alike, before any collective
+        from mmconcepts.decompose.validation import check_n_concepts
 
-        n_rows = count_feature_rows(features, layer_name, token)  # the same on every rank: all raise or none
-        if n_rows == 0:
-            raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
-        seed_rows = row_range(n_rows, 0, group.world)[1]  # rank 0 seeds the concepts on its rows [0, seed_rows)
-        if seed_rows < n_concepts:  # refused on every rank alike, before any collective
-            from mmconcepts.decompose.validation import check_n_concepts
+        check_n_concepts(n_concepts, n_rows)
+        raise MMConceptsError(f"{n_rows} rows on {group.world} ranks leave rank 0 {seed_rows}, fewer than the "
+                              f"{n_concepts} concepts: use at most {n_rows // n_concepts} "
+                              f"rank{'s' * (n_rows // n_concepts > 1)}")
+    return True, my_rows(n_rows, group)  # a contiguous range of rows: any store, any ranks
 
-            check_n_concepts(n_concepts, n_rows)
-            raise MMConceptsError(f"{n_rows} rows on {group.world} ranks leave rank 0 {seed_rows}, fewer than the "
-                                  f"{n_concepts} concepts: use at most {n_rows // n_concepts} "
-                                  f"rank{'s' * (n_rows // n_concepts > 1)}")
-        use_stream, part = True, my_rows(n_rows, group)  # a contiguous range of rows: any store, any ranks
-        model._group = group
+
+@contextmanager
+def _data_parallel(model, group):
+    """The fit of ``model`` all-reduced over ``group`` (``None``: one process), and the collective gone from
+    the model afterwards, whatever happened: it is not part of the fitted dictionary."""
+    if group is None:
+        yield
+        return
+    model._group = group  # read by the block-coordinate solver (decompose/_solver.py)
+    try:
+        yield
+    finally:
+        del model._group
+
+
+def _fit(run: _Run, model, use_stream: bool, part, group):
+    """Fit ``model`` (the applied ``relative_l1`` scaled by the features' mean norm first); the training
+    activations (``N x K`` float32 on the CPU, this rank's rows) and the seconds the fit took."""
+    import torch
+
+    from mmconcepts.extract.features import iter_feature_shards, load_features
 
     def shards():
-        return iter_feature_shards(features, layer_name, token, rows=part)
-
-    import torch
-    from safetensors.torch import save_file
+        return iter_feature_shards(run.features, run.layer, run.token, rows=part)
 
     start = time.perf_counter()
-    Z = None if use_stream else load_features(features, layer_name, token)[0]
+    Z = None if use_stream else load_features(run.features, run.layer, run.token)[0]
     if Z is not None and Z.shape[0] == 0:
-        raise MMConceptsError(f"the feature store {features} has no samples: extract features first")
+        raise MMConceptsError(f"the feature store {run.features} has no samples: extract features first")
+    relative_l1 = run.settings.relative_l1_applied
     if relative_l1 is not None:  # the same setting means the same sparsity at every layer and model
         scale = _mean_norm(Z if Z is not None else shards(), group if part is not None else None)
         if math.isfinite(scale):  # else the fit refuses the non-finite features, naming them
@@ -220,19 +269,19 @@ def _fit_and_write(model, features, out, manifest, layer_name, token, method, n_
         V = model.fit_transform(Z)
         del Z
     seconds = time.perf_counter() - start
-    V = V.detach().to("cpu", torch.float32).contiguous()
-    if part is not None:
-        del model._group  # the collective is not part of the fitted dictionary
-        V = group.gather_rows(V)  # every rank's activations, in store order, on rank 0
-        if group.rank != 0:
-            group.barrier()  # rank 0 writes the folder
-            return out
+    return V.detach().to("cpu", torch.float32).contiguous(), seconds
+
+
+def _summary(run: _Run, model, V, seconds: float, use_stream: bool, ranks: int) -> dict:
+    """What ``summary.json`` records of the fit (docs/FORMAT.md)."""
+    from mmconcepts.decompose.base import code_stats
+
     stats = code_stats(V)
-    summary = {
-        "method": method,
-        "layer": layer_name,
-        "token": token,
-        "model": manifest.get("model"),
+    return {
+        "method": run.settings.method,
+        "layer": run.layer,
+        "token": run.token,
+        "model": run.manifest.get("model"),
         "n_samples": int(V.shape[0]),
         "n_concepts": int(V.shape[1]),
         "hidden_size": int(model.n_features_in_),
@@ -244,28 +293,27 @@ def _fit_and_write(model, features, out, manifest, layer_name, token, method, n_
         "n_iter": int(model.n_iter_),
         "seconds": round(seconds, 3),
         "streamed": bool(use_stream),
-        "ranks": group.world,
-        "device": str(device),
-        "seed": seed,
+        "ranks": ranks,
+        "device": str(run.settings.device),
+        "seed": run.settings.seed,
         "params": model.get_params(),
-        "relative_l1": relative_l1,
-        **link_fields("features", features, out),  # written in a temp folder beside out: the same links
+        "relative_l1": run.settings.relative_l1_applied,
+        **link_fields("features", run.features, run.out),  # written in a temp folder beside out: the same links
     }
-    try:
-        with OutputFolder(out, overwrite=overwrite, inputs=[features]) as tmp:
-            try:
-                from mmconcepts.decompose.persistence import provenance
 
-                model.save(tmp, provenance=provenance(summary))
-                save_file({"activations": V}, str(tmp / "activations.safetensors"))
-            except OSError as exc:
-                raise os_error(exc, f"cannot write the dictionary into {out}") from None
-            write_json(tmp / "summary.json", summary, indent=2)
-            if grounding is not None:
-                from mmconcepts.concepts import ground
 
-                ground(tmp, model=grounding_model, settings=grounding)
-    finally:
-        if part is not None:
-            group.barrier()
-    return out
+def _write(run: _Run, model, V, summary: dict) -> None:
+    """The dictionary, the activations and the summary into ``out`` (one swap), ``finish`` run first."""
+    from safetensors.torch import save_file
+
+    with OutputFolder(run.out, overwrite=run.overwrite, inputs=[run.features]) as tmp:
+        try:
+            from mmconcepts.decompose.persistence import provenance
+
+            model.save(tmp, provenance=provenance(summary))
+            save_file({"activations": V}, str(tmp / "activations.safetensors"))
+        except OSError as exc:
+            raise os_error(exc, f"cannot write the dictionary into {run.out}") from None
+        write_json(tmp / "summary.json", summary, indent=2)
+        if run.finish is not None:
+            run.finish(tmp)

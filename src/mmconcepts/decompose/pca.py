@@ -6,7 +6,8 @@ Signs are fixed so that each component's largest-magnitude entry is positive.
 
 PCA activations are signed: a concept has two sides, the samples along ``+u_k`` (positive activation) and
 those along ``-u_k`` (negative). :attr:`PCA.signed_activations` is True so that the grounding can read both;
-:func:`~mmconcepts.decompose.base.two_sided` splits the dictionary into ``2K`` non-negative concepts.
+:func:`~mmconcepts.decompose.base.one_sided` and :func:`~mmconcepts.decompose.base.concept_directions` read
+the dictionary as ``2K`` non-negative concepts.
 """
 
 from __future__ import annotations
@@ -100,9 +101,7 @@ class PCA(ConceptDictionary):
 
     def fit(self, Z: Any, y: None = None) -> PCA:
         """Find the ``K`` principal directions of ``Z`` (``N x D``); ``y`` is ignored."""
-        self._check_params()
-        self._clear_fitted()
-        Z, _ = self._input(Z, reset=True)
+        Z, _ = self._fit_input(Z, one_row_per_concept=False)  # PCA's own bound follows
         N, D = Z.shape
         if self.n_concepts > min(N, D):
             raise MMConceptsError(f"PCA gives at most min(samples, features) = {min(N, D)} components "

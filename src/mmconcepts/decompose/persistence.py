@@ -20,7 +20,6 @@ fresh statistics from the saved concepts).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mmconcepts.decompose.registry import METHODS, is_method_spec, method_class
 from mmconcepts.decompose.validation import resolve_device
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_bytes, atomic_write_text
@@ -114,7 +114,7 @@ PROVENANCE = ("layer", "token", "method", "n_samples", "n_concepts", "hidden_siz
 def provenance(summary: dict) -> dict[str, str]:
     """What a dictionary's safetensors header records of where it was learnt (:data:`PROVENANCE` of its
     ``summary.json``), checked against ``summary.json`` on every read
-    (:func:`mmconcepts.records.check_concepts_folder`)."""
+    (:func:`mmconcepts.concepts.concept_set.check_concepts_folder`)."""
     return {key: str(summary[key]) for key in PROVENANCE}
 
 
@@ -192,18 +192,13 @@ def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDict
     >>> torch.equal(loaded.components_, model.components_)
     True
     """
-    importlib.import_module("mmconcepts.decompose")  # registers every method
-    from mmconcepts.decompose.base import METHODS
-    from mmconcepts.decompose.custom import is_method_spec, load_method
-
     resolve_device(device)
     path = Path(path)
     info, tensors = _read(path)
-    cls = METHODS.get(info.get("method"))
-    if cls is None and is_method_spec(info.get("method")):  # a user's class, "module:Class": import it
-        cls = load_method(info["method"])
-    if cls is None:
-        raise _corrupt(path, f"unknown method {info.get('method')!r}")
+    method = info.get("method")
+    if not (method in METHODS or is_method_spec(method)):  # a spec names a user's class: method_class imports it
+        raise _corrupt(path, f"unknown method {method!r}")
+    cls = method_class(method)
     params = info.get("params")
     if not isinstance(params, dict):
         raise _corrupt(path, "params missing")

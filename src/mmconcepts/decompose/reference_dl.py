@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mmconcepts.decompose.base import ConceptDictionary
-from mmconcepts.decompose.validation import check_choice, check_float, check_int, check_n_concepts, relative_error
+from mmconcepts.decompose.validation import check_choice, check_float, check_int, relative_error
 
 
 class ReferenceDL(ConceptDictionary):
@@ -68,10 +68,7 @@ class ReferenceDL(ConceptDictionary):
         (called every 5 iterations)."""
         from sklearn.decomposition import DictionaryLearning
 
-        self._check_params()
-        self._clear_fitted()
-        Z, _ = self._input(Z, reset=True)
-        check_n_concepts(self.n_concepts, Z.shape[0])
+        Z, _ = self._fit_input(Z)
         X = Z.cpu().double().numpy()  # float64: scikit-learn's float32 lasso fails when D < K (1.9)
         dl = DictionaryLearning(n_components=int(self.n_concepts), alpha=self.l1, max_iter=self.max_iter,
                                 tol=self.tol,

@@ -165,10 +165,7 @@ class SemiNMF(BlockCoordinateSolver, ConceptDictionary):
 
     def _fit(self, Z: Any, init_components: Any, keep_codes: bool):
         start = time.perf_counter()
-        self._check_params()
-        self._clear_fitted()
-        Z, like = self._input(Z, reset=True, nonnegative=self._nonnegative_input)
-        check_n_concepts(self.n_concepts, Z.shape[0])
+        Z, like = self._fit_input(Z)
         if init_components is None:
             U = self._init_components(Z, torch.Generator().manual_seed(self.seed))
         else:
@@ -202,8 +199,7 @@ class SemiNMF(BlockCoordinateSolver, ConceptDictionary):
         -------
         self
         """
-        fitted = self._continuing()
-        Z, _ = self._input(Z, reset=not fitted, nonnegative=self._nonnegative_input)
+        fitted, Z = self._continuing(Z)
         if fitted:
             U = self.components_.to(self._device)
         else:
@@ -297,9 +293,7 @@ class SemiNMF(BlockCoordinateSolver, ConceptDictionary):
         K, D = self.components_.shape
         if K != self.n_concepts:
             raise MMConceptsError("components_ does not match n_concepts")
-        present = [hasattr(self, n) for n in (*self._state_tensors, *self._state_scalars)]
-        if any(present) and not all(present):
-            raise MMConceptsError("the online state is incomplete")
-        if all(present) and (self._online_A.shape != (K, K) or self._online_C.shape != (K, D)
-                             or not isinstance(self._online_steps, int) or self._online_steps < 1):
+        if self._has_state("online state") and (
+                self._online_A.shape != (K, K) or self._online_C.shape != (K, D)
+                or not isinstance(self._online_steps, int) or self._online_steps < 1):
             raise MMConceptsError("the online state does not match the concepts")

@@ -11,7 +11,7 @@ import torch
 
 from mmconcepts.decompose.base import ConceptDictionary
 from mmconcepts.decompose.kmeans import DistanceDictionary
-from mmconcepts.decompose.validation import check_n_concepts, resolve_device
+from mmconcepts.decompose.validation import resolve_device
 from mmconcepts.errors import MMConceptsError
 
 
@@ -53,10 +53,7 @@ class Simple(DistanceDictionary):
 
     def fit(self, Z: Any, y: None = None) -> Simple:
         """Pick the ``K`` rows of ``Z`` (``N x D``) of largest Euclidean norm; ``y`` is ignored."""
-        self._check_params()
-        self._clear_fitted()
-        Z, _ = self._input(Z, reset=True)
-        check_n_concepts(self.n_concepts, Z.shape[0])
+        Z, _ = self._fit_input(Z)
         norms = torch.linalg.vector_norm(Z, dim=1)
         idx = torch.argsort(norms, descending=True, stable=True)[: self.n_concepts]
         self.components_ = Z[idx].cpu()

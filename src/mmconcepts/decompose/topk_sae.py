@@ -189,9 +189,7 @@ class TopKSAE(ConceptDictionary):
     # -- fitting
     def fit(self, Z: Any, y: None = None) -> TopKSAE:
         """Train from scratch on ``Z`` (``N x D``) for up to ``max_iter`` epochs; ``y`` is ignored."""
-        self._check_params()
-        self._clear_fitted()
-        Z, _ = self._input(Z, reset=True)
+        Z, _ = self._fit_input(Z)
         params, opt, gen = self._start(Z)
         X = Z / self.input_scale_
         prev = None
@@ -220,8 +218,7 @@ class TopKSAE(ConceptDictionary):
         -------
         self
         """
-        fitted = self._continuing()
-        Z, _ = self._input(Z, reset=not fitted)
+        fitted, Z = self._continuing(Z)
         params, opt, gen = self._resume() if fitted else self._start(Z)
         self._epoch(Z / self.input_scale_, params, opt, gen)
         self.n_iter_ += 1
@@ -244,9 +241,7 @@ class TopKSAE(ConceptDictionary):
         if (self.components_.shape != (K, D) or self.encoder_weight_.shape != (K, D)
                 or self.encoder_bias_.shape != (K,) or self.decoder_bias_.shape != (D,)):
             raise MMConceptsError("the autoencoder tensors have the wrong shapes")
-        present = [hasattr(self, n) for n in (*self._state_tensors, *self._state_scalars)]
-        if any(present) and not all(present):
-            raise MMConceptsError("the training state is incomplete")
-        if all(present) and (self._train_b_enc.shape != (K,) or self._train_b_dec.shape != (D,)
-                             or self._rng_state.dtype != torch.uint8):
+        if self._has_state("training state") and (
+                self._train_b_enc.shape != (K,) or self._train_b_dec.shape != (D,)
+                or self._rng_state.dtype != torch.uint8):
             raise MMConceptsError("the training state does not match the autoencoder")

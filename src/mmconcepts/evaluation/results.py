@@ -10,7 +10,8 @@
                   "methods": {map method: {pointing_game, energy_inside, n_images, seconds_per_image}},
                   "baselines": {centre | random-patch | object-mask: {pointing_game, energy_inside}}}}
 
-(``heatmaps`` only with ``evaluate --heatmaps``; :mod:`mmconcepts.evaluation.attribution.map_scores`.)
+(``heatmaps`` only with ``evaluate --heatmaps``: :class:`~mmconcepts.evaluation.attribution.heatmaps.HeatmapScores`;
+``caption_accuracy`` only when the caller measured it, as the demo does.)
 
 A metric that does not apply is absent, never zero. :data:`METRIC_ORDER` is the order tables show them in.
 """
@@ -18,7 +19,8 @@ A metric that does not apply is absent, never zero. :data:`METRIC_ORDER` is the 
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from copy import deepcopy
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
@@ -32,7 +34,13 @@ METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1",
 
 @dataclass
 class EvaluationResult:
-    """The metrics of a concepts folder, its comparison methods and the baselines, on one test store."""
+    """The metrics of a concepts folder, its comparison methods and the baselines, on one test store.
+
+    ``methods`` and ``baselines`` map a name to its row, ``{metric: value}``: a method's row merges its
+    :class:`~mmconcepts.evaluation.grounding.scoring.GroundingRow`, its extended metrics and its
+    :class:`~mmconcepts.evaluation.causal.scores.CausalRow`; a baseline's row is one of them. ``heatmaps`` is
+    :class:`~mmconcepts.evaluation.attribution.heatmaps.HeatmapScores` as JSON.
+    """
 
     token: str
     layer: str
@@ -52,7 +60,12 @@ class EvaluationResult:
     heatmaps: dict | None = None
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The file's content: every field that is set; a row (a typed row of :mod:`mmconcepts.evaluation.rows`
+        or a dict read back) as ``{metric: value}`` of the metrics that apply."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["methods"] = {name: dict(row) for name, row in self.methods.items()}
+        data["baselines"] = {name: dict(row) for name, row in self.baselines.items()}
+        return {k: deepcopy(v) for k, v in data.items() if v is not None}
 
     @classmethod
     def from_json(cls, data: dict) -> "EvaluationResult":
@@ -74,7 +87,7 @@ class EvaluationResult:
             cells = [f"{row[c]:.3f}" if isinstance(row.get(c), (int, float)) else "–" for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if self.heatmaps and (self.heatmaps.get("methods") or self.heatmaps.get("baselines")):
-            from mmconcepts.evaluation.attribution.map_scores import markdown_table
+            from mmconcepts.evaluation.attribution.heatmaps import markdown_table
 
             lines += ["", *markdown_table(self.heatmaps)]
         return "\n".join(lines) + "\n"

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract.hooks import PositionRecorder, StepRecorder
+from mmconcepts.extract.recorders import PositionRecorder, StepRecorder
 from mmconcepts.extract.token_match import pieces
 from mmconcepts.models.base import context_length
+from mmconcepts.models.generation import decode
 from mmconcepts.models.prompts import append_tokens, last_positions, teacher_appends
 
 
@@ -76,7 +77,7 @@ def generate_rows(adapter, batch: Batch, layers, matchers: dict, keep: str, coun
         adapter.encode(batch.images, [prompt] * len(batch.samples))
     with StepRecorder(adapter, layers) as recorder:
         new_tokens = adapter.generate(inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens).tolist()
-    texts = [adapter.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_tokens]
+    texts = decode(adapter, new_tokens)
     rows, steps, meta = [], [], []
     kept_words: list[list[str]] = [[] for _ in new_tokens]
     for token, matcher in matchers.items():

@@ -11,29 +11,37 @@ where it stopped. Under ``torchrun`` each rank extracts its share of the dataset
 
 Examples
 --------
->>> from mmconcepts.extract import extract                                          # doctest: +SKIP
->>> manifest = extract("shapes/train", "circle", out="runs/circle", layers=["norm"])  # doctest: +SKIP
->>> manifest = extract("coco.json", "dog,cat", also={"dog": ["dogs"]}, out="runs/pets")  # doctest: +SKIP
+The shipped ShapesWorld captioner (the default model) captions 8 images; 3 of its captions say "circle":
+
+>>> from mmconcepts.data.shapesworld import write_dataset
+>>> from mmconcepts.extract import extract, load_features
+>>> _ = write_dataset("shapes/train", n=8, seed=0)
+>>> manifest = extract("shapes/train", "circle", out="runs/circle", layers=["norm"], progress=False)
+>>> manifest["n_samples"], manifest["counts"]["not_generated"]
+(3, 5)
+>>> Z, meta = load_features("runs/circle", layer="norm")
+>>> Z.shape, meta[0]["caption"]
+(torch.Size([3, 192]), 'one circle of big size on the left in blue and one square in green at the bottom of big size')
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmconcepts import __version__
 from mmconcepts.data.readers import Dataset, ImageLoadError, open_dataset
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract.batches import Batch, TruncatedCaptionWarning, generate_rows, teacher_rows
-from mmconcepts.extract.settings import (COUNT_KEYS, KEEP_RULES, MODES, RUN_COUNTS, WORD_COUNTS, ExtractionSettings,
-                                         store_counts)
+from mmconcepts.extract.settings import RUN_COUNTS, WORD_COUNTS, ExtractionSettings, store_counts
 from mmconcepts.extract.store import FeatureStoreWriter, store_tokens
 from mmconcepts.extract.token_match import WordMatcher
 from mmconcepts.files import link_fields
 from mmconcepts.outputs import FolderLock, check_disjoint, clean_debris
-from mmconcepts.models.base import DEFAULT_INSTRUCTION
+from mmconcepts.models.base import DEFAULT_INSTRUCTION, ModelAdapter
 
-__all__ = ["COUNT_KEYS", "ExtractionSettings", "KEEP_RULES", "MODES", "extract", "represent", "store_reading"]
+__all__ = ["ExtractionSettings", "extract", "represent", "store_reading"]
 
 
 def _data_record(dataset: Dataset, store: Path, split, limit) -> dict:
@@ -84,9 +92,19 @@ def extract(data, token=None, *, out: str | os.PathLike, model=None, settings: E
     -------
     dict : the store's manifest (the run record), with the counts (scanned, kept, not generated, ..., and
     per word under ``counts["tokens"]``).
+
+    Examples
+    --------
+    Two words read from the reference captions (teacher mode), "squares" counted as "square", at two layers:
+
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> _ = write_dataset("shapes/train", n=8, seed=0)
+    >>> manifest = extract("shapes/train", "circle,square", also={"square": ["squares"]}, out="runs/shapes",
+    ...                    layers=[-1, "norm"], mode="teacher", progress=False)
+    >>> manifest["layers"], {word: c["kept"] for word, c in manifest["counts"]["tokens"].items()}
+    (['3', 'norm'], {'circle': 3, 'square': 4})
     """
     from mmconcepts.extract import distributed
-    from mmconcepts.models import ModelAdapter
     from mmconcepts.models.options import as_options
 
     load = {k: options.pop(k) for k in ("device", "model_dtype") if k in options}
@@ -106,55 +124,111 @@ def extract(data, token=None, *, out: str | os.PathLike, model=None, settings: E
     adapter = model if opts is None else opts.load()
     names = list(dict.fromkeys(adapter.resolve_layer(layer) for layer in settings.layers))
     prompt = adapter.prompt(settings.instruction)
-    out = Path(out)
     manifest = _run_record(adapter, opts, settings, names, prompt, dataset, out, split, limit, columns)
+    run = ExtractionRun(adapter, dataset, settings, manifest, names, prompt, progress)
     if rank.world > 1:
         return distributed.extract_ranks(rank, dataset, out, manifest, lambda part, start, stop: _extract_into(
-            adapter, dataset, part, manifest, settings, names, prompt, start, stop, resume, overwrite=False,
-            progress=progress and rank.index == 0), resume=resume, overwrite=overwrite)
+            replace(run, progress=progress and rank.index == 0), StorePart(part, start, stop, resume)),
+            resume=resume, overwrite=overwrite)
     with FolderLock(out):  # one writer of the store; a killed run's temp folders are cleaned up
         clean_debris(out)
-        return _extract_into(adapter, dataset, out, manifest, settings, names, prompt, 0, len(dataset), resume,
-                             overwrite, progress)
+        return _extract_into(run, StorePart(out, 0, len(dataset), resume, overwrite))
 
 
-def _extract_into(adapter, dataset, out, manifest, settings, names, prompt, start, stop, resume, overwrite,
-                  progress) -> dict:
-    """Extract ``dataset[start:stop]`` into the store ``out`` (the whole run, or one rank's part)."""
+@dataclass(frozen=True)
+class ExtractionRun:
+    """What one extraction reads and how, the same for every part of it: the model, the data, the settings,
+    the run record they make, the resolved layers and the prompt.
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+    dataset : Dataset
+    settings : ExtractionSettings
+    manifest : dict
+        The run record (:func:`_run_record`), the store's manifest.
+    layers : list of str
+        The layers, as the adapter names them.
+    prompt : str
+    progress : bool
+        Whether to show a progress bar.
+    """
+
+    adapter: ModelAdapter
+    dataset: Dataset
+    settings: ExtractionSettings
+    manifest: dict
+    layers: list[str]
+    prompt: str
+    progress: bool = True
+
+    def rows(self, batch: Batch, matchers: dict[str, WordMatcher], words: dict) -> tuple[dict, list[dict]]:
+        """The features and metadata rows of one batch, by the settings' mode; ``words`` (each word's counts)
+        is counted up."""
+        s, root = self.settings, Path(self.dataset.root).resolve()
+        if s.mode == "generate":
+            return generate_rows(self.adapter, batch, self.layers, matchers, s.keep, words, self.prompt,
+                                 s.max_new_tokens, s.min_new_tokens, root)
+        return teacher_rows(self.adapter, batch, self.layers, matchers, words, self.prompt, root)
+
+
+@dataclass(frozen=True)
+class StorePart:
+    """Where an extraction writes: the store folder, the dataset rows ``[start, stop)`` it holds, and whether it
+    continues (``resume``) or replaces (``overwrite``) a store there."""
+
+    out: Path
+    start: int
+    stop: int
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class Counts:
+    """The counts of a run so far: the run's (:data:`RUN_COUNTS`) and each word's (:data:`WORD_COUNTS`)."""
+
+    run: dict[str, int]
+    words: dict[str, dict[str, int]]
+
+    @classmethod
+    def resumed(cls, done: dict, tokens) -> Counts:
+        """The counts a store has committed (``done``, its manifest's ``counts``), zero for a new store."""
+        per_word = done.get("tokens") or {}
+        return cls({k: done.get(k, 0) for k in RUN_COUNTS},
+                   {t: {k: per_word.get(t, {}).get(k, 0) for k in WORD_COUNTS} for t in tokens})
+
+    def record(self) -> dict:
+        """The counts as the manifest keeps them (:func:`~mmconcepts.extract.settings.store_counts`)."""
+        return store_counts(self.run, self.words)
+
+    def none_kept(self) -> MMConceptsError | None:
+        """The error that a word was kept in no image (the first such word), else ``None``."""
+        missing = [t for t, c in self.words.items() if c["kept"] == 0]
+        if not missing:
+            return None
+        c, run = self.words[missing[0]], self.run
+        return MMConceptsError(
+            f"the token {missing[0]!r} was kept in no image (scanned {run['scanned']}, not generated "
+            f"{c['not_generated']}, generated but not in references {c['generated_not_in_reference']}, not in "
+            f"references {c['not_in_reference']}, past the model's context {c['beyond_context']}, skipped images "
+            f"{run['skipped_images']}); try another token, --keep generated or --mode teacher")
+
+
+def _extract_into(run: ExtractionRun, part: StorePart) -> dict:
+    """Extract ``run.dataset[part.start:part.stop]`` into the store ``part.out`` (the whole run, or one rank's
+    part); returns the store's manifest."""
     from tqdm.auto import tqdm
 
-    from mmconcepts.extract.loader import batches
-
-    matchers = {t: WordMatcher(t, settings.variants[t]) for t in settings.tokens}
-    writer = FeatureStoreWriter(out, manifest, shard_size=settings.shard_size, resume=resume, overwrite=overwrite,
-                                commit_every=settings.commit_every)
-    done = writer.counts
-    run = {k: done.get(k, 0) for k in RUN_COUNTS}
-    words = {t: {k: (done.get("tokens") or {}).get(t, {}).get(k, 0) for k in WORD_COUNTS} for t in matchers}
-    root = Path(dataset.root).resolve()
-    position = max(start, writer.position)
-    bar = tqdm(total=stop - start, initial=position - start, unit="img", disable=not progress, leave=False,
-               desc=f"extract '{','.join(settings.tokens)}'")
-    generate = settings.mode == "generate"
+    s = run.settings
+    writer = FeatureStoreWriter(part.out, run.manifest, shard_size=s.shard_size, resume=part.resume,
+                                overwrite=part.overwrite, commit_every=s.commit_every)
+    counts = Counts.resumed(writer.counts, s.tokens)
+    position = max(part.start, writer.position)
+    bar = tqdm(total=part.stop - part.start, initial=position - part.start, unit="img", disable=not run.progress,
+               leave=False, desc=f"extract '{','.join(s.tokens)}'")
     try:
-        for batch, errors, end in batches(dataset, position, stop, settings.batch_size,
-                                          processor=adapter.processor, prompt=prompt if generate else None,
-                                          num_workers=settings.num_workers,
-                                          pin_memory=adapter.device.type == "cuda"):
-            if errors and settings.strict:
-                raise ImageLoadError(errors[0])
-            run["skipped_images"] += len(errors)
-            run["scanned"] += end - position
-            if batch.indices:
-                if generate:
-                    features, meta = generate_rows(adapter, batch, names, matchers, settings.keep, words, prompt,
-                                                   settings.max_new_tokens, settings.min_new_tokens, root)
-                else:
-                    features, meta = teacher_rows(adapter, batch, names, matchers, words, prompt, root)
-                if meta:
-                    writer.add(features, meta)
-                writer.add_captions(batch.captions)
-            writer.commit(end, store_counts(run, words))
+        for end in _scan(run, writer, counts, position, part.stop):
             bar.update(end - position)
             position = end
     except BaseException:
@@ -163,18 +237,36 @@ def _extract_into(adapter, dataset, out, manifest, settings, names, prompt, star
         raise
     finally:
         bar.close()
-    counts = store_counts(run, words)
-    missing = [t for t, c in words.items() if c["kept"] == 0]
-    if missing and start == 0 and stop == len(dataset):
+    error = counts.none_kept() if (part.start, part.stop) == (0, len(run.dataset)) else None
+    if error is not None:  # a rank's part may miss a word that another part holds: merge checks the whole
         writer.discard()
-        c = words[missing[0]]
-        raise MMConceptsError(
-            f"the token {missing[0]!r} was kept in no image (scanned {run['scanned']}, not generated "
-            f"{c['not_generated']}, generated but not in references {c['generated_not_in_reference']}, not in "
-            f"references {c['not_in_reference']}, past the model's context {c['beyond_context']}, skipped images "
-            f"{run['skipped_images']}); try another token, --keep generated or --mode teacher")
-    warn_truncated(words, adapter)
-    return writer.close(stop, counts)
+        raise error
+    warn_truncated(counts.words, run.adapter)
+    return writer.close(part.stop, counts.record())
+
+
+def _scan(run: ExtractionRun, writer: FeatureStoreWriter, counts: Counts, position: int, stop: int):
+    """Read the images ``[position, stop)`` batch by batch into ``writer``, counting into ``counts``; yields
+    the dataset position committed after each batch."""
+    from mmconcepts.extract.loader import batches
+
+    s = run.settings
+    matchers = {t: WordMatcher(t, s.variants[t]) for t in s.tokens}
+    for batch, errors, end in batches(run.dataset, position, stop, s.batch_size, processor=run.adapter.processor,
+                                      prompt=run.prompt if s.mode == "generate" else None,
+                                      num_workers=s.num_workers, pin_memory=run.adapter.device.type == "cuda"):
+        if errors and s.strict:
+            raise ImageLoadError(errors[0])
+        counts.run["skipped_images"] += len(errors)
+        counts.run["scanned"] += end - position
+        if batch.indices:
+            features, meta = run.rows(batch, matchers, counts.words)
+            if meta:
+                writer.add(features, meta)
+            writer.add_captions(batch.captions)
+        writer.commit(end, counts.record())
+        position = end
+        yield end
 
 
 def represent(adapter, samples: list, images: list, token: str, layers, mode: str = "generate", also=(),

@@ -1,11 +1,6 @@
 """Reading a feature store: its features (all at once or shard by shard), metadata rows and captions, for one
-word of a store of several. The layout is described in :mod:`mmconcepts.extract.store`.
-
-Examples
---------
->>> from mmconcepts.extract import load_features              # doctest: +SKIP
->>> Z, meta = load_features("runs/circle", layer="norm")       # doctest: +SKIP
->>> Z.shape, meta[0]["caption"]                                # doctest: +SKIP
+word of a store of several. The layout is described in :mod:`mmconcepts.extract.store`; :func:`load_features`
+shows a store read back.
 """
 
 from __future__ import annotations
@@ -232,6 +227,23 @@ def load_features(path: str | os.PathLike, layer: str | int, token: str | None =
 
     ``layer`` is a stored layer name (``"norm"``, ``"31"``) or a negative index into the model's layers;
     ``token`` picks one word's rows of a store of several (required there).
+
+    Examples
+    --------
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> from mmconcepts.extract import extract
+    >>> _ = write_dataset("shapes/train", n=8, seed=0)
+    >>> _ = extract("shapes/train", "circle,square", out="runs/shapes", layers=["norm"], mode="teacher",
+    ...             progress=False)
+    >>> Z, meta = load_features("runs/shapes", layer="norm", token="square")
+    >>> Z.shape, Z.dtype
+    (torch.Size([4, 192]), torch.float32)
+    >>> meta[0]["word"], meta[0]["caption"]
+    ('square', 'a triangle at the top in blue of little size , a triangle of small size in orange on the ...')
+    >>> load_features("runs/shapes", layer="norm")
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: the feature store runs/shapes holds the tokens circle, square: choose ...
     """
     import torch
 

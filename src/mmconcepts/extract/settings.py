@@ -19,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.extract.store import DTYPES
 from mmconcepts.models.base import DEFAULT_INSTRUCTION
+from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
 MODES = ("generate", "teacher")
 KEEP_RULES = ("both", "generated")
@@ -88,38 +90,36 @@ class ExtractionSettings:
     num_workers : DataLoader workers that read and preprocess images (0: in the main process).
     """
 
-    token: object
-    also: object = ()
-    layers: tuple = ("norm",)
-    mode: str = "generate"
-    keep: str = "both"
-    instruction: str = DEFAULT_INSTRUCTION
-    max_new_tokens: int = 50
-    min_new_tokens: int = 0
-    batch_size: int = 16
-    dtype: str = "float16"
-    shard_size: int = 1024
-    commit_every: int = 256
-    strict: bool = False
-    num_workers: int = 0
+    token: object = param(help="the word of interest, e.g. dog; or several, comma-separated (dog,cat,bus): one pass "
+                               "keeps them all, each row tagged with its word")
+    also: object = param((), help="variants that count as the word: dogs,puppy for one token; dog=dogs,puppy "
+                                  "(repeatable) for several", metavar="VARIANTS", action="append",
+                        flag_default=[])
+    layers: tuple = param(("norm",), help="comma-separated layers, all recorded in one pass, e.g. -1,norm",
+                          parse=Many(Text()), metavar="L,M,...")
+    mode: str = param("generate", constraint=Options(MODES, noun="mode"),
+                      help="generate: the model's own greedy caption; teacher: read the first reference caption "
+                           "that holds the word")
+    keep: str = param("both", constraint=Options(KEEP_RULES, noun="keep rule"),
+                      help="both: the word must also be in a reference caption (the paper's rule); generated: the "
+                           "generated caption is enough")
+    instruction: str = param(DEFAULT_INSTRUCTION, constraint=Text(), help="the user message under the image")
+    max_new_tokens: int = param(50, constraint=Interval(int, 1), help="longest caption in tokens")
+    min_new_tokens: int = param(0, constraint=Interval(int, 0),
+                                help="generate at least this many tokens (benchmarks use it to fix the length)")
+    batch_size: int = param(16, constraint=Interval(int, 1), help="images per forward pass")
+    dtype: str = param("float16", constraint=Options(DTYPES, noun="storage dtype"),
+                       help="storage dtype of the features")
+    shard_size: int = param(1024, constraint=Interval(int, 1), help="samples per shard file")
+    commit_every: int = param(256, constraint=Interval(int, 1),
+                              help="commit progress at least every N scanned images, so a crash loses at most N")
+    strict: bool = param(False, constraint=Boolean(), help="fail on an unreadable image instead of skipping it")
+    num_workers: int = param(0, constraint=Interval(int, 0),
+                             help="DataLoader workers that read and preprocess images while the model runs (0: in "
+                                  "the main process)")
 
     def __post_init__(self):
-        from mmconcepts.extract.store import DTYPES
-
-        if self.mode not in MODES:
-            raise MMConceptsError(f"unknown mode {self.mode!r}: choose {' or '.join(MODES)}")
-        if self.keep not in KEEP_RULES:
-            raise MMConceptsError(f"unknown keep rule {self.keep!r}: choose {' or '.join(KEEP_RULES)}")
-        if self.dtype not in DTYPES:
-            raise MMConceptsError(f"unknown storage dtype {self.dtype!r}: choose {', '.join(DTYPES)}")
-        for name in ("batch_size", "max_new_tokens", "shard_size", "commit_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MMConceptsError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-        for name, low in (("min_new_tokens", 0), ("num_workers", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise MMConceptsError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        validate(self)
         if self.min_new_tokens > self.max_new_tokens:
             raise MMConceptsError(f"--min-new-tokens ({self.min_new_tokens}) exceeds --max-new-tokens "
                                   f"({self.max_new_tokens})")
@@ -139,11 +139,11 @@ class ExtractionSettings:
             raise MMConceptsError("with several tokens give also as {word: variants}")
         else:
             variants = {t: () for t in tokens}
-        if not isinstance(self.instruction, str) or not self.instruction.strip():
-            raise MMConceptsError("the instruction must be a non-empty text")
         object.__setattr__(self, "token", tokens[0] if len(tokens) == 1 else tokens)
         object.__setattr__(self, "also", variants[tokens[0]] if len(tokens) == 1 else variants)
         object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise MMConceptsError("layers (--layers) must be one or more layers, e.g. -1,norm")
 
     @property
     def tokens(self) -> tuple[str, ...]:

@@ -27,8 +27,10 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_bytes, atomic_write_text, resolve_field, write_json
 from mmconcepts.outputs import make_dirs, new_temp_dir, swap_in
+from mmconcepts.records import STORE_DTYPES, changed_setting
 
-DTYPES = ("float16", "bfloat16", "float32")
+#: The storage dtypes of the features.
+DTYPES = tuple(STORE_DTYPES)
 
 
 def _shard_name(i: int) -> str:
@@ -132,22 +134,6 @@ NOT_SETTINGS = frozenset({"format_version", "complete", "n_samples", "n_shards",
                           "data.root", "data.root_absolute"})
 
 
-def changed_setting(old: dict, new: dict, prefix: str = "") -> tuple[str, object, object] | None:
-    """The first setting (dotted key) on which two manifests differ, with both values; ``None`` if none does."""
-    for key in list(dict.fromkeys([*old, *new])):
-        name = prefix + key
-        if name in NOT_SETTINGS:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = changed_setting(a, b, name + ".")
-            if found:
-                return found
-        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
-            return name, a, b
-    return None
-
-
 class FeatureStoreWriter:
     """Stream features to a store, committing progress atomically at batch boundaries.
 
@@ -202,7 +188,7 @@ class FeatureStoreWriter:
         self._meta_written = 0  # rows of the open shard already in metadata.jsonl
         if exists:
             old = read_manifest(self.path)
-            change = changed_setting(old, self.manifest)
+            change = changed_setting(old, self.manifest, NOT_SETTINGS)
             if change:
                 key, was, now = change
                 raise MMConceptsError(f"cannot resume {self.path}: it was made with {key}={was!r}, not {now!r}; "

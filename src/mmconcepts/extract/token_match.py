@@ -77,8 +77,3 @@ def pieces(tokenizer, text: str, start_char: int) -> tuple[list[int], int | None
         if a <= start_char < b or (a >= start_char and b > a):
             return list(enc["input_ids"]), i
     return list(enc["input_ids"]), None
-
-
-def piece_in_text(tokenizer, text: str, start_char: int) -> int | None:
-    """Index of the token of ``tokenizer(text)`` (no special tokens) whose span holds ``start_char``."""
-    return pieces(tokenizer, text, start_char)[1]

@@ -2,6 +2,31 @@
 direction of the same norm (the control), the mean difference between the states of the concept's most
 activating samples and the rest (the strong baseline of AxBench), and the default strength (the concept's
 typical contribution times :data:`STRENGTH_FACTOR`). See :mod:`mmconcepts.interventions.steering`.
+
+Examples
+--------
+The functions read a concepts folder (:class:`~mmconcepts.concepts.concept_set.ConceptSet`) through its
+``directions`` and training ``activations``; two concepts in two dimensions and three training samples:
+
+>>> import torch
+>>> from types import SimpleNamespace
+>>> concepts = SimpleNamespace(directions=torch.tensor([[3.0, 4.0], [0.0, 2.0]]),
+...                            activations=torch.tensor([[1.0, 0.0], [3.0, 0.5], [0.0, 1.5]]))
+>>> concept_direction(concepts, 0)
+tensor([0.6000, 0.8000])
+>>> random_direction(concept_direction(concepts, 0), seed=0)      # same norm, any direction
+tensor([ 0.9823, -0.1871])
+>>> centred_direction(concepts, 0, mean=torch.tensor([1.0, 0.0]))  # its part along the mean state removed
+tensor([0., 1.])
+>>> states = torch.tensor([[1.0, 1.0], [5.0, 1.0], [1.0, 3.0]])     # the training samples' states
+>>> diffmean_direction(concepts, 0, states, n_top=1)                  # sample 1 against the others
+tensor([ 4., -1.])
+>>> default_strength(concepts, 0)    # 16 x (mean positive activation 2.0 x norm 5.0)
+160.0
+>>> concept_direction(concepts, 2)
+Traceback (most recent call last):
+...
+mmconcepts.errors.MMConceptsError: unknown concept 2: the dictionary has concepts 0..1
 """
 
 from __future__ import annotations

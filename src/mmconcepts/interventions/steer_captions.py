@@ -11,37 +11,8 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.interventions.directions import (DEFAULT_POSITIONS, DIRECTIONS, _choice, _finite, check_concept,
                                              default_strength, unit_direction)
-from mmconcepts.interventions.steering import POSITIONS, Steering
-
-
-def generate_batch(adapter, pils: list, prompt: str, reading: dict, *, batch_size: int = 32,
-                   steering: dict | None = None, steps=None, per_row: dict | None = None) -> list[list[int]]:
-    """The new token ids of greedy generations of ``pils`` (one prompt), ``batch_size`` images per
-    ``generate`` call; with ``steering`` (the keywords of :class:`Steering`: ``layer``, ``positions`` and the
-    intervention) every call runs inside one :class:`Steering` whose ``step`` is the rows' own ``steps``
-    (one per image; ``None``: 0). ``per_row`` holds Steering keywords given one per image (``direction``
-    ``N x D``, ``strength``, ``concept``): each call gets its rows' share, so many interventions share a
-    batch. Padding after a row's end of text is kept (decoding skips it)."""
-    if batch_size < 1:
-        raise MMConceptsError(f"batch_size must be >= 1, got {batch_size}")
-    result: list[list[int]] = []
-    for start in range(0, len(pils), batch_size):
-        chunk = pils[start:start + batch_size]
-        inputs = adapter.encode(chunk, [prompt] * len(chunk))
-        lengths = dict(max_new_tokens=reading["max_new_tokens"], min_new_tokens=reading["min_new_tokens"])
-        if steering is None:
-            new = adapter.generate(inputs, **lengths)
-        else:
-            rows = [0] * len(chunk) if steps is None else [int(s or 0) for s in steps[start:start + len(chunk)]]
-            share = {key: value[start:start + len(chunk)] for key, value in (per_row or {}).items()}
-            with Steering(adapter, step=rows, **steering, **share):
-                new = adapter.generate(inputs, **lengths)
-        result.extend(new.tolist())
-    return result
-
-
-def _text(adapter, ids: list[int]) -> str:
-    return adapter.tokenizer.decode(ids, skip_special_tokens=True).strip()
+from mmconcepts.interventions.steering import POSITIONS, Steering, chunk_steering
+from mmconcepts.models.generation import decode, generate_ids
 
 
 def direction_for(concepts, k: int, direction: str, layer: str, seed: int, *, states=None, mean=None):
@@ -108,7 +79,8 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
     max_new_tokens : int or None
         Caption length; ``None``: the store's.
     batch_size : int
-        Images per ``generate`` call (:func:`generate_batch`; each row is steered from its own step).
+        Images per ``generate`` call (:func:`~mmconcepts.models.generation.generate_ids`; each row is steered
+        from its own step).
 
     Returns
     -------
@@ -116,6 +88,29 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
         Per image ``{"image", "caption", "steered", "concept", "strength", "mode", "direction", "positions",
         "layer", "token_step"}``: the caption before and after, the strength used (``None`` for an ablation)
         and the step the token was predicted at (``None``: not generated).
+
+    Examples
+    --------
+    Eight concepts of "circle" learnt on 160 ShapesWorld images; concept 7 reads "red":
+
+    >>> from mmconcepts.concepts import ground
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> from mmconcepts.decompose import learn
+    >>> from mmconcepts.extract import extract
+    >>> _ = write_dataset("shapes/test", n=6, seed=0, split="test")
+    >>> image = "shapes/test/images/000005.png"                          # the image to steer
+    >>> _ = write_dataset("shapes/train", n=160, seed=0)
+    >>> _ = extract("shapes/train", "circle", out="runs/circle", layers=["norm"], mode="teacher", progress=False)
+    >>> _ = learn("runs/circle", "norm", out="runs/concepts", n_concepts=8, seed=0)
+    >>> [w["word"] for w in ground("runs/concepts")["concepts"][7]["words"]]
+    ['red']
+    >>> result = steer("runs/concepts", image, 7)[0]
+    >>> result["caption"]
+    'one circle of big size at the top in orange , one triangle of big size on the left in purple and one ...'
+    >>> result["steered"]
+    'one red circle of big size at the top , one triangle of big size in purple on the left and one ...'
+    >>> steer("runs/concepts", image, 7, direction="random")[0]["steered"]   # the control: as before
+    'one circle of big size at the top in orange , one triangle of big size on the left in purple and one ...'
     """
     from mmconcepts.data.readers import load_image
     from mmconcepts.extract.extraction import store_reading
@@ -164,17 +159,18 @@ def steer(concepts, images, concept: int, *, strength: float | None = None, abla
     token = reading["token"]
     matcher = WordMatcher(token, reading["also"]) if token else None
     prompt = adapter.prompt(reading["instruction"])
-    before = generate_batch(adapter, pils, prompt, reading, batch_size=batch_size)
+    generation = dict(max_new_tokens=reading["max_new_tokens"], min_new_tokens=reading["min_new_tokens"],
+                      batch_size=batch_size)
+    before = generate_ids(adapter, pils, prompt, **generation)
     steps = []
     for ids in before:
         found = matcher.first_piece(adapter.tokenizer, ids) if matcher is not None else None
         steps.append(found[0] if found is not None else None)
-    after = generate_batch(adapter, pils, prompt, reading, batch_size=batch_size, steps=steps,
-                           steering=dict(layer=name, positions=positions, **intervention))
+    after = generate_ids(adapter, pils, prompt, **generation, context=chunk_steering(
+        adapter, dict(layer=name, positions=positions, **intervention), steps))
     results = []
-    for image, ids, steered, token_step in zip(images, before, after, steps):
-        results.append({"image": str(Path(image)),
-                        "caption": _text(adapter, ids), "steered": _text(adapter, steered), "concept": k,
+    for image, caption, steered, token_step in zip(images, decode(adapter, before), decode(adapter, after), steps):
+        results.append({"image": str(Path(image)), "caption": caption, "steered": steered, "concept": k,
                         "strength": None if ablate else float(strength), "mode": "ablate" if ablate else "add",
                         "direction": direction, "positions": positions, "layer": name, "token_step": token_step})
     return results

@@ -10,8 +10,9 @@ interventions put it to the test while the model generates:
     dictionary (:meth:`~mmconcepts.concepts.concept_set.ConceptSet.encode`): the concept's contribution to
     ``h`` is removed, wherever it is active. A state in which the concept is inactive is left as it is.
 
-:class:`Steering` is the intervention itself, a context manager that owns one forward hook on the layer
-(no global state; the model is unchanged once the context exits), usable in any generation loop::
+:class:`Steering` is the intervention itself, a context manager holding one forward hook on the layer through
+the adapter's hook owner (:class:`~mmconcepts.models.hooks.Hooks`; no global state; the model is unchanged once
+the context exits), usable in any generation loop::
 
     with Steering(adapter, "norm", u, 8.0, positions="after", step=3):
         out = adapter.model.generate(**inputs, max_new_tokens=20, do_sample=False)
@@ -50,8 +51,9 @@ POSITIONS = ("token", "after", "all")
 class Steering:
     """A forward hook on one layer that adds a direction to, or ablates a concept from, its hidden states.
 
-    Owned by the adapter it is built with; the hook exists only inside the ``with`` block, and the model is
-    unchanged (bit for bit) once the block exits.
+    Its hook is held by the adapter's hook owner (:meth:`~mmconcepts.models.base.ModelAdapter.hooks`, one
+    :meth:`~mmconcepts.models.hooks.Hooks.intervene`); it exists only inside the ``with`` block, and the model
+    is unchanged (bit for bit) once the block exits.
 
     Parameters
     ----------
@@ -107,8 +109,26 @@ class Steering:
 
     Examples
     --------
-    >>> with Steering(adapter, "norm", concept_direction(concepts, 2), 8.0, positions="all"):  # doctest: +SKIP
-    ...     logits = adapter.model(**inputs).logits
+    The shipped captioner pushed towards its unembedding of "blue" from step 6 (where it says "red") on:
+
+    >>> import random
+    >>> from mmconcepts.data.shapesworld import render, sample_scene
+    >>> from mmconcepts.models import load_model
+    >>> adapter = load_model()
+    >>> image = render(sample_scene(random.Random(0)))
+    >>> adapter.caption([image])
+    ['one triangle at the top in red of little size and one triangle in purple at the bottom of little size']
+    >>> blue = adapter.lm_head().weight[adapter.tokenizer.convert_tokens_to_ids("blue")]
+    >>> with Steering(adapter, "norm", blue / blue.norm(), 8.0, positions="after", step=6) as steering:
+    ...     adapter.caption([image])
+    ['one triangle at the top in red of blue and one bottom blue blue blue blue']
+    >>> steering.edited[:3]
+    [6, 7, 8]
+    >>> adapter.caption([image])          # the model is unchanged once the block exits
+    ['one triangle at the top in red of little size and one triangle in purple at the bottom of little size']
+
+    A concept of a dictionary is steered with :func:`~mmconcepts.interventions.directions.concept_direction`
+    as the direction (what :func:`~mmconcepts.interventions.steer_captions.steer` does for images).
     """
 
     def __init__(self, adapter, layer, direction=None, strength: float = 0.0, *, mode: str = "add",
@@ -177,10 +197,8 @@ class Steering:
             self.strength = None
             self._vector = dictionary.directions[torch.as_tensor(values) if many else values[0]].detach().float().cpu()
         self.dictionary = dictionary
-        self.module = adapter.layer_module(self.layer)
         self._cast: dict = {}
-        self._handle = None
-        self.calls = 0
+        self._hooks = adapter.hooks().intervene(self.layer, self._intervene)
         self.edited: list[int] = []
 
     @staticmethod
@@ -196,30 +214,25 @@ class Steering:
             raise MMConceptsError(f"the step must be an integer >= 0 (one, or one per row), got {step!r}")
         return values if many else values[0]
 
-    # -- the hook
+    # -- the hook (held by the adapter's hook owner, :class:`~mmconcepts.models.hooks.Hooks`)
     def __enter__(self) -> "Steering":
-        if self._handle is not None:
-            raise RuntimeError("this Steering is already active; build one per with-block")
-        self.calls = 0
+        self._hooks.__enter__()  # refuses a second entry while active
         self.edited = []
-        self._handle = self.module.register_forward_hook(self._hook)
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._handle is not None:
-            self._handle.remove()
-        self._handle = None
-        return False
+        return self._hooks.__exit__(*exc)
 
-    def _hook(self, module, args, output):
-        call = self.calls
-        self.calls += 1
-        hidden = self.adapter.hidden_from_output(output)
+    @property
+    def calls(self) -> int:
+        """Forward calls of the layer seen since the context was last entered."""
+        return self._hooks.calls.get(self.layer, 0)
+
+    def _intervene(self, hidden, call: int):
         edited = self.edit(hidden, call)
-        if edited is None:
-            return None
-        self.edited.append(call)
-        return self.adapter.replace_hidden(output, edited)
+        if edited is not None:
+            self.edited.append(call)
+        return edited
 
     def _vector_like(self, hidden):
         key = (hidden.device, hidden.dtype)
@@ -295,3 +308,31 @@ class Steering:
 
 
 # ---- on images ------------------------------------------------------------------------------------------------
+def chunk_steering(adapter, steering: dict, steps=None, per_row: dict | None = None):
+    """The per-chunk context of :func:`~mmconcepts.models.generation.generate_ids`: for a chunk's ``rows`` (a
+    slice of the images), a :class:`Steering` over those rows.
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+        The loaded model.
+    steering : dict
+        Keywords of :class:`Steering` shared by every row (``layer``, ``positions``, the intervention).
+    steps : sequence of (int or None), optional
+        Each image's own ``step`` (``None``: 0); default 0 for all.
+    per_row : dict, optional
+        Keywords of :class:`Steering` given one per image (``direction`` ``N x D``, ``strength``, ``concept``):
+        each chunk gets its rows' share, so many interventions share a batch.
+
+    Returns
+    -------
+    callable
+        ``context(rows) -> Steering``.
+    """
+    def context(rows: slice) -> Steering:
+        n = rows.stop - rows.start
+        step = [0] * n if steps is None else [int(s or 0) for s in steps[rows]]
+        share = {key: value[rows] for key, value in (per_row or {}).items()}
+        return Steering(adapter, step=step, **steering, **share)
+
+    return context

@@ -4,9 +4,9 @@ Layer names
 -----------
 A decoder layer is addressed by its index (negative allowed); its canonical name is the absolute index as
 a string (``"3"``). The final norm is ``"norm"``. Hidden states are read with forward hooks on
-:meth:`ModelAdapter.layer_module`; a decoder layer's forward output is a tensor, a tuple ``(hidden, ...)`` or
-a stack of streams, and :meth:`ModelAdapter.hidden_from_output` finds the ``B x T x D`` states in any of them
-(:mod:`~mmconcepts.models.streams`).
+:meth:`ModelAdapter.layer_module`, all owned by :meth:`ModelAdapter.hooks`; a decoder layer's forward output
+is a tensor, a tuple ``(hidden, ...)`` or a stack of streams, and :meth:`ModelAdapter.hidden_from_output`
+finds the ``B x T x D`` states in any of them (:mod:`~mmconcepts.models.streams`).
 
 With ``output_hidden_states=True`` transformers returns ``N + 1`` states: the embeddings, the outputs of
 decoder layers ``0 .. N-2`` and the *normed* output of the last layer. So a hook on layer ``i < N-1`` gives
@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Iterable
 
-from mmconcepts.errors import MMConceptsError, check_count
+from mmconcepts.errors import MMConceptsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from mmconcepts.models.hooks import Hooks
 
 DEFAULT_INSTRUCTION = "Provide a one-sentence caption for the provided image."
 
@@ -235,6 +237,13 @@ class ModelAdapter:
 
         return find_stream(output, self.active_stream)[1](hidden)
 
+    def hooks(self) -> "Hooks":
+        """A new, empty :class:`~mmconcepts.models.hooks.Hooks` on this model: the one owner of forward hooks
+        (record, intervene, read the input, stop), entered as one context manager."""
+        from mmconcepts.models.hooks import Hooks
+
+        return Hooks(self)
+
     # ---- generation ----------------------------------------------------------------------------------------
     @property
     def is_encoder_decoder(self) -> bool:
@@ -295,22 +304,13 @@ class ModelAdapter:
 
     def caption(self, images: list, instruction: str = DEFAULT_INSTRUCTION, max_new_tokens: int = 50,
                 min_new_tokens: int = 0, batch_size: int = 32, progress: bool = False) -> list[str]:
-        """Greedy captions of images, ``batch_size`` at a time (decoded new tokens, special tokens skipped,
-        stripped): the one captioner of every stage (explanations, caption scoring, baselines)."""
-        from tqdm.auto import tqdm
+        """Greedy captions of images, ``batch_size`` at a time (the generation loop
+        :func:`~mmconcepts.models.generation.generate_ids`, decoded: special tokens skipped, stripped): the one
+        captioner of every stage (explanations, caption scoring, baselines, toy training)."""
+        from mmconcepts.models.generation import decode, generate_ids
 
-        for name, value, low in (("batch_size (--batch-size)", batch_size, 1),
-                                 ("max_new_tokens (--max-new-tokens)", max_new_tokens, 1),
-                                 ("min_new_tokens", min_new_tokens, 0)):
-            check_count(name, value, low)  # a batch size of -1 would caption nothing, silently
-        prompt = self.prompt(instruction)
-        captions: list[str] = []
-        for start in tqdm(range(0, len(images), batch_size), disable=not progress, leave=False, desc="caption"):
-            chunk = images[start:start + batch_size]
-            new = self.generate(self.encode(chunk, [prompt] * len(chunk)), max_new_tokens=max_new_tokens,
-                                min_new_tokens=min_new_tokens)
-            captions += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        return captions
+        return decode(self, generate_ids(self, images, self.prompt(instruction), max_new_tokens=max_new_tokens,
+                                         min_new_tokens=min_new_tokens, batch_size=batch_size, progress=progress))
 
     # ---- description -------------------------------------------------------------------------------------------
     def _module_path(self, module) -> str:

@@ -18,6 +18,7 @@ from mmconcepts.models.encoder_decoder import EncoderDecoderAdapter
 from mmconcepts.models.generic import GenericAdapter
 from mmconcepts.models.idefics3 import Idefics3Adapter
 from mmconcepts.models.llava import LlavaAdapter
+from mmconcepts.models.options import DEVICE_MAPS, MODEL_DTYPES
 from mmconcepts.models.qwen2_vl import Qwen2VLAdapter
 
 #: The shipped ShapesWorld captioner, loaded by ``load_model(None)``.
@@ -29,8 +30,7 @@ ADAPTERS: dict[str, type[ModelAdapter]] = {
     t: cls for cls in (LlavaAdapter, Qwen2VLAdapter, Idefics3Adapter) for t in cls.model_types
 }
 DEVICES = ("cpu", "cuda", "auto")
-DTYPES = ("float32", "bfloat16", "float16")
-DEVICE_MAPS = ("auto",)
+DTYPES = MODEL_DTYPES  # the compute dtypes a model loads in (mmconcepts.models.DTYPES)
 _NOT_CACHED = "not a local folder and not in the Hugging Face cache; download it first or pass a local path"
 
 

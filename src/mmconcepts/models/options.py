@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from mmconcepts.devices import check_device
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.params import Boolean, Options, param, validate
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto",)
@@ -50,19 +51,24 @@ class ModelOptions:
         (:mod:`~mmconcepts.models.prompts`).
     """
 
-    model: str | None = None
-    model_dtype: str | None = None
-    device: str = "auto"
-    device_map: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    prompt_template: str | None = None
+    model: str | None = param(None, help="hub id or local folder", optional=True, metavar="ID_OR_DIR",
+                              shown="the embedded ShapesWorld captioner")
+    model_dtype: str | None = param(None, help="dtype the model runs in", optional=True, shown="float32",
+                                    constraint=Options(MODEL_DTYPES, noun="model dtype"))
+    device: str = param("auto", help="auto, cpu, cuda or cuda:N", parse=check_device, metavar="DEVICE",
+                        shown="auto, CUDA when available")
+    device_map: str | None = param(None, help="auto: accelerate spreads a model larger than one GPU over the GPUs "
+                                   "and the CPU", optional=True, shown="the whole model on --device",
+                                   constraint=Options(DEVICE_MAPS, noun="device map"))
+    revision: str | None = param(None, help="hub branch, tag or commit", optional=True, shown="main")
+    trust_remote_code: bool = param(False, help="run code shipped with the checkpoint", constraint=Boolean())
+    prompt_template: str | None = param(None, help="prompt a model without a chat template: {instruction} is the "
+                                        "instruction, {image} the image placeholder, e.g. 'Question: "
+                                        "{instruction} Answer:'", optional=True, metavar="TEMPLATE",
+                                        shown="the model's chat template")
 
     def __post_init__(self):
-        if self.model_dtype is not None and self.model_dtype not in MODEL_DTYPES:
-            raise MMConceptsError(f"unknown model dtype {self.model_dtype!r}: choose {', '.join(MODEL_DTYPES)}")
-        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
-            raise MMConceptsError(f"unknown device map {self.device_map!r}: choose auto (or leave it out)")
+        validate(self)
         object.__setattr__(self, "device", check_device(self.device))
         if self.prompt_template is not None:
             from mmconcepts.models.prompts import check_template

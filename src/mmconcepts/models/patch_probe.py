@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.models.patches import PatchLayout, TokenGrid, image_token_id_of
+from mmconcepts.models.image_layout import PatchLayout, TokenGrid
+from mmconcepts.models.patches import image_token_id_of
 
 __all__ = ["NOT_SPATIAL", "probe_layout"]
 
@@ -264,7 +265,7 @@ def _join(grids: list[TokenGrid]) -> list[TokenGrid]:
 
 
 def probe_layout(processor, config, size, prompt: str) -> PatchLayout:
-    """The measured :class:`~mmconcepts.models.patches.PatchLayout` of an image of ``size = (width, height)``
+    """The measured :class:`~mmconcepts.models.image_layout.PatchLayout` of an image of ``size = (width, height)``
     (module docstring).
 
     Raises

@@ -16,8 +16,8 @@ from pathlib import Path
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text, read_json
 from mmconcepts.report.html import _environment
-from mmconcepts.report.plots import PALETTE, _RC, _figure, _plain, _png, finish_panels, style_panel
-from mmconcepts.report.sections import METRICS
+from mmconcepts.report.plots import _plain, line_style, panels_png
+from mmconcepts.report.concept_cards import METRICS
 
 #: The headline metrics of the per-token tables and the plot against K, where present.
 HEADLINE = ("grounding_precision_top1", "grounding_precision_top3", "coverage", "overlap", "stability",
@@ -25,7 +25,7 @@ HEADLINE = ("grounding_precision_top1", "grounding_precision_top3", "coverage", 
 
 
 def _cell(stats: dict | None, best: bool = False) -> dict:
-    from mmconcepts.report.sections import fmt
+    from mmconcepts.report.concept_cards import fmt
 
     if not stats or stats.get("mean") is None:
         return {"mean": fmt(None), "ci": "", "n": None, "best": False}
@@ -75,43 +75,33 @@ def against_k_png(summary_by_k: dict, rows: list[str], metrics: list[str], basel
     str
         A ``data:image/png;base64`` URI.
     """
-    import math
+    import itertools
 
-    import matplotlib
     import numpy as np
 
     ks = list(summary_by_k)
     x = np.array([float(k) for k in ks])
-    cols = min(len(metrics), 3)
-    n_rows = math.ceil(len(metrics) / cols)
-    with matplotlib.rc_context(_RC):
-        fig = _figure(3.2 * cols, 2.1 * n_rows + 0.4)
-        axes = fig.subplots(n_rows, cols, squeeze=False)
-        for i, metric in enumerate(metrics):
-            ax = axes[i // cols][i % cols]
-            colour = 0
-            for name in rows:
-                stats = [summary_by_k[k].get(name, {}).get(metric) or {} for k in ks]
-                y = np.array([s.get("mean") if s.get("mean") is not None else np.nan for s in stats], dtype=float)
-                if np.isnan(y).all():
-                    continue
-                if name in baselines:
-                    ax.plot(x, y, color="#9ca3af", linestyle="--", linewidth=1.1, marker=".", label=_plain(name))
-                    continue
-                c = PALETTE[colour % len(PALETTE)]
-                colour += 1
-                ax.plot(x, y, color=c, marker="o", markersize=3, linewidth=1.4, label=_plain(name))
+
+    def panel(ax, metric: str) -> None:
+        colours = itertools.count()
+        for name in rows:
+            stats = [summary_by_k[k].get(name, {}).get(metric) or {} for k in ks]
+            y = np.array([s.get("mean") if s.get("mean") is not None else np.nan for s in stats], dtype=float)
+            if np.isnan(y).all():
+                continue
+            style = line_style(name in baselines, colours, width=1.4)
+            ax.plot(x, y, label=_plain(name), **style)
+            if name not in baselines:
                 lo = np.array([s["ci95"][0] if s.get("ci95") else np.nan for s in stats], dtype=float)
                 hi = np.array([s["ci95"][1] if s.get("ci95") else np.nan for s in stats], dtype=float)
-                ax.fill_between(x, lo, hi, color=c, alpha=0.15, linewidth=0)
-            ax.set_title(_plain(METRICS.get(metric, metric)), loc="left")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(x, [_plain(k) for k in ks], fontsize=7)
-            ax.minorticks_off()
-            ax.set_xlabel("K", fontsize=7)
-            style_panel(ax)
-        finish_panels(fig, axes, len(metrics))
-        return _png(fig)
+                ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, linewidth=0)
+        ax.set_title(_plain(METRICS.get(metric, metric)), loc="left")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [_plain(k) for k in ks], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("K", fontsize=7)
+
+    return panels_png(metrics, min(len(metrics), 3), (3.2, 2.1, 0.4), panel)
 
 
 def build_benchmark_report(benchmark: dict | str | os.PathLike, out: str | os.PathLike) -> Path:

@@ -1,6 +1,6 @@
 """The concept maps of the report: each concept's top images with its map, and each local explanation's
 image with the maps of its top concepts, read from the evaluation folder's ``maps.json`` (written by
-``mmconcepts evaluate --heatmaps``; :func:`mmconcepts.evaluation.attribution.map_scores.report_maps`).
+``mmconcepts evaluate --heatmaps``; :func:`mmconcepts.evaluation.attribution.heatmaps.report_maps`).
 
 The maps are drawn over their images here (:func:`~mmconcepts.report.plots.overlay_png`) and embedded as data
 URIs, as a second row under each concept's top images: visible without any script.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mmconcepts.report.sections import THUMB_PX, _malformed, _read_json
+from mmconcepts.report.concept_cards import THUMB_PX, _malformed, _read_json
 
 __all__ = ["attach_maps", "read_maps"]
 
@@ -70,7 +70,7 @@ def attach_maps(concepts: list[dict], explanations: list[dict], raw: dict | None
         card["maps"] = [drawn.get(_key(im["path"])) if im.get("path") else None for im in card["images"]]
         if not any(card["maps"]):
             card.pop("maps")
-    from mmconcepts.report.sections import EXPLAIN_PX
+    from mmconcepts.report.concept_cards import EXPLAIN_PX
 
     by_id = {str(e.get("id")): e for e in raw.get("explanations", []) if isinstance(e, dict)}
     for shown in explanations:

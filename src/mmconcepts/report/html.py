@@ -13,10 +13,10 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.files import atomic_write_text
-from mmconcepts.report.comparisons import _explanations, _metrics, _overlap, _sweep
+from mmconcepts.report.evaluation_sections import _explanations, _metrics, _overlap, _sweep
 from mmconcepts.report.concept_maps import attach_maps, read_maps
-from mmconcepts.report.interventions import _steering
-from mmconcepts.report.sections import (EXPLAIN_PX, THUMB_PX, _concepts, _facts, _load_activations, _malformed,
+from mmconcepts.report.causal_section import _steering
+from mmconcepts.report.concept_cards import (EXPLAIN_PX, THUMB_PX, _concepts, _facts, _load_activations, _malformed,
                                         _read_json, fmt)
 
 
@@ -73,9 +73,11 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     activations = _load_activations(concepts_dir / "activations.safetensors")
     if activations is not None and isinstance(grounding, dict) and any(
             isinstance(c, dict) and "sign" in c for c in grounding.get("concepts") or []):
-        import numpy as np  # signed activations (PCA): concept k is component k's positive side, K + k its negative
+        import torch
 
-        activations = np.concatenate([np.maximum(activations, 0), np.maximum(-activations, 0)], axis=1)
+        from mmconcepts.decompose.base import one_sided  # signed activations (PCA): each side a concept
+
+        activations = one_sided(torch.tensor(activations)).numpy()
     concepts = _concepts(concepts_dir, grounding, activations)
 
     metrics = overlap = explanations = sweep = metrics_raw = steering = None

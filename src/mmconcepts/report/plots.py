@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -127,8 +130,6 @@ def sweep_png(layers: list, metrics: dict[str, dict[str, list]], main: str | Non
               labels: dict[str, str] | None = None, baselines=()) -> str:
     """Metrics per layer: one small panel per metric, one line per method (the main method first and bold,
     baselines dashed grey). Metrics with no value at any layer are left out."""
-    import matplotlib
-
     labels = labels or {}
     methods = sorted(metrics, key=lambda name: (name in baselines, name != main, name))
     names: list[str] = []
@@ -140,32 +141,65 @@ def sweep_png(layers: list, metrics: dict[str, dict[str, list]], main: str | Non
     if not names:
         raise ValueError("no metric to plot")
     x = np.arange(len(layers))
-    cols = len(names) if len(names) <= 4 else 3
-    rows = math.ceil(len(names) / cols)
+
+    def panel(ax, metric: str) -> None:
+        colours = itertools.count()
+        for method in methods:
+            series = metrics[method].get(metric)
+            if series is None:
+                continue
+            y = np.array([np.nan if _num(v) is None else float(v) for v in series], dtype=np.float64)
+            if y.shape != x.shape:
+                raise ValueError(f"{method}/{metric} has {y.size} values for {x.size} layers")
+            style = line_style(method in baselines, colours, width=2.2 if method == main else 1.2)
+            ax.plot(x, y, label=_plain(method), **style)
+        ax.set_title(_plain(labels.get(metric, metric)), loc="left")
+        ax.set_xticks(x, [_plain(layer) for layer in layers], fontsize=7)
+
+    return panels_png(names, len(names) if len(names) <= 4 else 3, (3.1, 1.9, 0.3), panel)
+
+
+def line_style(baseline: bool, colours: Iterator[int], width: float = 1.2) -> dict:
+    """The keyword arguments of ``ax.plot`` for one line of a small-multiples panel: a baseline dashed grey,
+    a method ``width`` points wide in the next colour of :data:`PALETTE` (``colours`` counts the panel's
+    methods)."""
+    if baseline:
+        return {"color": "#9ca3af", "linestyle": "--", "linewidth": 1.1, "marker": "."}
+    return {"color": PALETTE[next(colours) % len(PALETTE)], "marker": "o", "markersize": 3, "linewidth": width}
+
+
+def panels_png(metrics: Sequence[str], cols: int, size: tuple[float, float, float],
+               draw: Callable[[Any, str], None]) -> str:
+    """Small multiples as a PNG data URI: one panel per metric, ``cols`` panels a row, each drawn by
+    ``draw(ax, metric)`` then given the common look, one legend above them all.
+
+    Parameters
+    ----------
+    metrics : sequence of str
+        One panel each, in order.
+    cols : int
+        Panels a row.
+    size : (float, float, float)
+        Width and height of one panel and the height of the legend above them, in inches.
+    draw : callable
+        Draws one panel's lines, labels and ticks.
+
+    Returns
+    -------
+    str
+    """
+    import matplotlib
+
+    width, height, legend = size
+    rows = math.ceil(len(metrics) / cols)
     with matplotlib.rc_context(_RC):
-        fig = _figure(3.1 * cols, 1.9 * rows + 0.3)
+        fig = _figure(width * cols, height * rows + legend)
         axes = fig.subplots(rows, cols, squeeze=False)
-        for n, metric in enumerate(names):
+        for n, metric in enumerate(metrics):
             ax = axes[n // cols][n % cols]
-            colour = 0
-            for method in methods:
-                series = metrics[method].get(metric)
-                if series is None:
-                    continue
-                y = np.array([np.nan if _num(v) is None else float(v) for v in series], dtype=np.float64)
-                if y.shape != x.shape:
-                    raise ValueError(f"{method}/{metric} has {y.size} values for {x.size} layers")
-                if method in baselines:
-                    style = {"color": "#9ca3af", "linestyle": "--", "linewidth": 1.1, "marker": "."}
-                else:
-                    style = {"color": PALETTE[colour % len(PALETTE)], "marker": "o", "markersize": 3,
-                             "linewidth": 2.2 if method == main else 1.2}
-                    colour += 1
-                ax.plot(x, y, label=_plain(method), **style)
-            ax.set_title(_plain(labels.get(metric, metric)), loc="left")
-            ax.set_xticks(x, [_plain(layer) for layer in layers], fontsize=7)
+            draw(ax, metric)
             style_panel(ax)
-        finish_panels(fig, axes, len(names))
+        finish_panels(fig, axes, len(metrics))
         return _png(fig)
 
 
@@ -253,6 +287,16 @@ def thumbnail(path, size: int = 192) -> dict:
     nearest neighbour so they stay crisp; photographs are downscaled and stored as JPEG. A missing or
     unreadable file (a symlink loop, a truncated file, more pixels than Pillow allows) gives a grey placeholder
     that says "missing", never an exception.
+
+    Examples
+    --------
+    >>> from mmconcepts.data.shapesworld import write_dataset
+    >>> _ = write_dataset("shapes", n=1, seed=0)
+    >>> shown = thumbnail("shapes/images/000000.png")     # 64 x 64 pixel art: upscaled 3x, kept crisp
+    >>> shown["src"][:22], shown["pixel"], shown["missing"]
+    ('data:image/png;base64,', True, False)
+    >>> thumbnail("gone.png")["missing"]
+    True
     """
     try:
         if not isinstance(path, (str, os.PathLike)) or not str(path):

@@ -20,7 +20,7 @@ from mmconcepts.errors import MMConceptsError, check_count
 from mmconcepts.files import write_json
 from mmconcepts.outputs import FolderLock, check_disjoint, clean_debris, new_temp_dir, swap_in
 from mmconcepts.models.llava import LlavaAdapter
-from mmconcepts.evaluation.captioning import caption_accuracy
+from mmconcepts.data.truth import caption_accuracy
 from mmconcepts.toy.build import build_model, build_processor
 
 INSTRUCTION = "Provide a one-sentence caption for the provided image."

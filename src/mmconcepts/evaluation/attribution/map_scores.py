@@ -2,7 +2,7 @@
 
 ShapesWorld records every object's centre and the radius of the circle that bounds it, so a map of the concept
 the model used when it named the token's object (the first object of that shape, as
-:func:`~mmconcepts.evaluation.causal.scores.token_object` picks it) can be checked:
+:func:`~mmconcepts.data.truth.token_object` picks it) can be checked:
 
 - :func:`pointing_hit`: the centre of the map's peak cell lies within the object's radius plus half a cell
   of the object's centre (the pointing game, Zhang et al. 2016, with the tolerance of one cell's size);
@@ -15,24 +15,40 @@ cell), whose scores are computed exactly, as expectations over the cells (:func:
 they need no seed. :func:`object_grid` (each cell's share inside the disc) is the best a map on this grid can
 do: it bounds the energy a cell-sized map can put inside a small object.
 
-:func:`heatmap_evaluation` runs it for ``evaluate --heatmaps``: the top-1 concept of every test image, each
-map method, the baselines; see :mod:`mmconcepts.evaluation.results` for where it goes in ``metrics.json``.
+:func:`score_maps` and :func:`baseline_scores` give the rows (:class:`MapScores`) of a set of maps;
+:func:`~mmconcepts.evaluation.attribution.heatmaps.heatmap_evaluation` runs it for ``evaluate --heatmaps``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-__all__ = ["BASELINES", "baseline_scores", "centre_grid", "energy_inside", "heatmap_evaluation", "inside_fractions",
-           "markdown_table", "object_grid", "pointing_hit", "random_patch_scores", "report_maps", "score_maps",
-           "write_heatmaps"]
+from mmconcepts.evaluation.rows import Row, mean
+
+__all__ = ["BASELINES", "MapScores", "baseline_scores", "centre_grid", "energy_inside", "inside_fractions",
+           "object_grid", "pointing_hit", "random_patch_scores", "score_maps"]
 
 #: Baseline rows of the heatmap table, in order.
 BASELINES = ("centre", "random-patch", "object-mask")
 #: Sample points per cell side when measuring the share of a cell inside a disc.
 SAMPLES = 16
-#: Images per ``generate`` call when the images are first read (captioned) for their maps.
-READ_BATCH = 64
+
+
+@dataclass(frozen=True, eq=False)
+class MapScores(Row):
+    """The scores of a map method (or a baseline) over the test images, for ``metrics.json``'s ``heatmaps``.
+
+    Examples
+    --------
+    >>> MapScores(pointing_game=0.5, energy_inside=0.25, n_images=2).to_json()
+    {'pointing_game': 0.5, 'energy_inside': 0.25, 'n_images': 2}
+    """
+
+    pointing_game: float | None = None
+    energy_inside: float | None = None
+    n_images: int | None = None
+    seconds_per_image: float | None = None
 
 
 def _cells(box, rows: int, cols: int):
@@ -142,19 +158,19 @@ def random_patch_scores(box, rows: int, cols: int, obj: dict) -> dict:
     return {"pointing_game": float(hits.mean()), "energy_inside": float(inside_fractions(box, rows, cols, obj).mean())}
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(sum(values) / len(values), 4) if values else None
+def _rounded_mean(values) -> float | None:
+    value = mean(values)
+    return None if value is None else round(value, 4)
 
 
-def score_maps(maps: list, objects: list) -> dict:
-    """``{"pointing_game", "energy_inside", "n_images"}`` of maps (``grid``, ``box``) against their objects."""
+def score_maps(maps: list, objects: list) -> MapScores:
+    """The pointing game and energy inside of maps (``grid``, ``box``) against their objects."""
     hits = [pointing_hit(m["grid"], m["box"], o) for m, o in zip(maps, objects)]
     energy = [energy_inside(m["grid"], m["box"], o) for m, o in zip(maps, objects)]
-    return {"pointing_game": _mean([float(h) for h in hits]), "energy_inside": _mean(energy), "n_images": len(maps)}
+    return MapScores(_rounded_mean([float(h) for h in hits]), _rounded_mean(energy), len(maps))
 
 
-def baseline_scores(maps: list, objects: list) -> dict:
+def baseline_scores(maps: list, objects: list) -> dict[str, MapScores]:
     """The baselines (:data:`BASELINES`) on the same grids and objects as ``maps``."""
     import numpy as np
 
@@ -167,175 +183,5 @@ def baseline_scores(maps: list, objects: list) -> dict:
         rand = random_patch_scores(m["box"], r, c, o)
         rows["random-patch"]["pointing"].append(rand["pointing_game"])
         rows["random-patch"]["energy"].append(rand["energy_inside"])
-    return {name: {"pointing_game": _mean(v["pointing"]), "energy_inside": _mean(v["energy"]), "n_images": len(maps)}
+    return {name: MapScores(_rounded_mean(v["pointing"]), _rounded_mean(v["energy"]), len(maps))
             for name, v in rows.items()}
-
-
-def heatmap_evaluation(concepts, test_meta: list, test_activations, adapter, methods, *, n_images: int | None = None,
-                       batch_size: int = 16) -> dict:
-    """The pointing game and the energy inside of every map method, for the top-1 concept of each test image.
-
-    Parameters
-    ----------
-    concepts : ConceptSet
-        The main concepts.
-    test_meta : list of dict
-        Test metadata rows (``image``; ShapesWorld ``attributes``), one per test sample.
-    test_activations : (N, K) tensor
-        The concepts' activations of the test samples (the top-1 concept is their argmax).
-    adapter : ModelAdapter
-        The whole model.
-    methods : sequence of str, or dict
-        Map methods (:data:`~mmconcepts.attribution.METHODS`), or ``{row name: MapSettings}`` (variants).
-    n_images : int or None
-        Only the first ``n_images`` test images (``None``: all).
-    batch_size : int
-        Pairs per forward pass.
-
-    Returns
-    -------
-    dict
-        ``{"methods": {method: {pointing_game, energy_inside, n_images, seconds}}, "baselines": {name: {...}},
-        "concept": "top-1", "n_images", "n_skipped", "grid": [rows, cols]}``; without ShapesWorld ground truth
-        ``methods`` and ``baselines`` are empty and ``ground_truth`` is false.
-    """
-    import time
-
-    from mmconcepts.data.readers import load_image
-    from mmconcepts.evaluation.causal.scores import token_object
-    from mmconcepts.extract.extraction import store_reading
-    from mmconcepts.attribution import MapSettings, maps_of_readings, read_rows
-
-    reading = store_reading(concepts.manifest, concepts.token)
-    rows, seen = [], set()
-    for i, m in enumerate(test_meta):
-        if m["image"] not in seen:
-            seen.add(m["image"])
-            rows.append(i)
-    rows = rows[:n_images] if n_images is not None else rows
-    objects = [token_object((test_meta[i].get("attributes") or {}).get("objects"), reading["token"]) for i in rows]
-    known = [(i, o) for i, o in zip(rows, objects) if o is not None]
-    result = {"concept": "top-1", "ground_truth": bool(known), "n_images": 0, "n_skipped": len(rows) - len(known),
-              "methods": {}, "baselines": {}}
-    if not known:
-        return result
-    pils = [load_image(test_meta[i]["image"]) for i, _ in known]
-    start = time.perf_counter()
-    readings = read_rows(adapter, pils, [test_meta[i] for i, _ in known], reading, batch_size=READ_BATCH,
-                         mode=concepts.manifest.get("mode", "generate"))
-    read_seconds = time.perf_counter() - start
-    pairs = [(j, int(test_activations[i].argmax())) for j, (i, _) in enumerate(known)]
-    prompt = adapter.prompt(reading["instruction"])
-    kept = [j for j, r in enumerate(readings) if r.found]
-    result.update(n_images=len(kept), n_skipped=result["n_skipped"] + len(known) - len(kept),
-                  read_seconds=round(read_seconds, 3))
-    variants = dict(methods) if isinstance(methods, dict) else {m: MapSettings(m, batch_size=batch_size)
-                                                                  for m in methods}
-    methods = list(variants)
-    maps = {}
-    for method, settings in variants.items():
-        start = time.perf_counter()
-        made = maps_of_readings(adapter, concepts, readings, pairs, settings, prompt)
-        seconds = time.perf_counter() - start
-        maps[method] = [{"grid": made[j].grid, "box": made[j].box} for j in kept]
-        row = score_maps(maps[method], [known[j][1] for j in kept])
-        row["seconds_per_image"] = round(seconds / max(len(kept), 1), 4)
-        result["methods"][method] = row
-    if kept and methods:
-        first = maps[methods[0]]
-        result["baselines"] = baseline_scores(first, [known[j][1] for j in kept])
-        result["grid"] = [len(first[0]["grid"]), len(first[0]["grid"][0])]
-    return result
-
-
-def _map_entry(m, image: str, out) -> dict:
-    from mmconcepts.files import link
-
-    return {"image": link(image, out), "grid": [[round(float(v), 5) for v in row] for row in m.grid],
-            "box": [round(float(v), 3) for v in m.box]}
-
-
-def report_maps(concepts, test_meta: list, test_activations, adapter, method: str, out, *, n_images: int = 5,
-                n_explanations: int = 8, top: int = 3, batch_size: int = 16) -> dict:
-    """The maps the report shows (the content of ``maps.json``, image paths relative to ``out``): each
-    concept's ``n_images`` most activating training images, and the first ``n_explanations`` test samples
-    with their ``top`` concepts (the local explanations of ``explanations.json``).
-
-    Returns
-    -------
-    dict
-        ``{"method", "concepts": [{"index", "images": [{"image", "grid", "box"}]}], "explanations": [{"id",
-        "image", "concepts": [{"index", "grid", "box"}]}]}``; an image whose caption misses the token has no
-        map and is left out.
-    """
-    from mmconcepts.data.readers import load_image
-    from mmconcepts.extract.extraction import store_reading
-    from mmconcepts.attribution import MapSettings, maps_of_readings, read_rows
-
-    reading = store_reading(concepts.manifest, concepts.token)
-    train_rows = {}
-    for row in concepts.train_meta():
-        train_rows.setdefault(str(row["image"]), row)
-    wanted = []  # (image path, concept, where, metadata row)
-    for k in range(concepts.n_concepts):
-        wanted += [(str(im["image"]), k, ("concept", k), train_rows.get(str(im["image"]), {}))
-                   for im in concepts.images(k)[:n_images]]
-    explained = test_meta[:n_explanations]
-    for i, m in enumerate(explained):
-        ks = test_activations[i].float().topk(min(top, test_activations.shape[1])).indices.tolist()
-        wanted += [(str(m["image"]), int(k), ("explanation", i), m) for k in ks]
-    first = {}
-    for path, _, _, row in wanted:
-        first.setdefault(path, row)
-    paths = list(first)
-    readings = read_rows(adapter, [load_image(p) for p in paths], [first[p] for p in paths], reading,
-                         batch_size=READ_BATCH, mode=concepts.manifest.get("mode", "generate"))
-    index = {p: i for i, p in enumerate(paths)}
-    pairs = [(index[w[0]], w[1]) for w in wanted]
-    maps = maps_of_readings(adapter, concepts, readings, pairs, MapSettings(method, batch_size=batch_size),
-                            adapter.prompt(reading["instruction"]))
-    by_concept = {k: [] for k in range(concepts.n_concepts)}
-    by_sample = {i: [] for i in range(len(explained))}
-    for (image, k, (kind, where), _), m in zip(wanted, maps):
-        if m is None:
-            continue
-        if kind == "concept":
-            by_concept[where].append(_map_entry(m, image, out))
-        else:
-            by_sample[where].append({"index": k, **{key: v for key, v in _map_entry(m, image, out).items()
-                                                      if key != "image"}})
-    from mmconcepts.files import link
-
-    return {"method": method,
-            "concepts": [{"index": k, "images": v} for k, v in by_concept.items()],
-            "explanations": [{"id": explained[i]["id"], "image": link(explained[i]["image"], out), "concepts": v}
-                             for i, v in by_sample.items()]}
-
-
-def write_heatmaps(tmp, out, concepts, test_meta: list, test_activations, adapter, settings) -> dict:
-    """``evaluate --heatmaps``: the measured table (returned, for ``metrics.json``) and ``maps.json`` (written
-    into ``tmp``, the evaluation folder to be, paths relative to ``out``) with the first method's maps."""
-    from pathlib import Path
-
-    from mmconcepts.files import write_json
-
-    methods = tuple(settings.heatmaps)
-    table = heatmap_evaluation(concepts, test_meta, test_activations, adapter, methods)
-    shown = report_maps(concepts, test_meta, test_activations, adapter, methods[0], out,
-                        n_explanations=settings.n_explanations)
-    write_json(Path(tmp) / "maps.json", shown, indent=None)
-    return {**table, "shown": methods[0]}
-
-
-def markdown_table(heatmaps: dict) -> list[str]:
-    """The ``heatmaps`` part of ``metrics.json`` as markdown lines: methods, then baselines."""
-    rows = {**heatmaps.get("methods", {}), **heatmaps.get("baselines", {})}
-    grid = heatmaps.get("grid")
-    shape = f", {grid[0]} x {grid[1]} grid" if grid else ""
-    lines = [f"## Concept maps: top-1 concept of {heatmaps.get('n_images', 0)} test images{shape}", "",
-             "| map | pointing_game | energy_inside |", "|---|---|---|"]
-    for name, row in rows.items():
-        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), (int, float)) else "–"
-                 for c in ("pointing_game", "energy_inside")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines

@@ -8,7 +8,7 @@ after with the ShapesWorld grammar (:func:`~mmconcepts.data.shapesworld.parse_ca
 Metrics (on ShapesWorld, whose test rows carry ``attributes``)
 --------------------------------------------------------------
 A concept is evaluated when its first grounded word names an object attribute value other than a shape
-(:func:`~mmconcepts.evaluation.grounding.ground_truth.attribute_vocabulary`: ``"red"`` -> ``(colour, red)``, ``"big"`` ->
+(:func:`~mmconcepts.data.truth.attribute_vocabulary`: ``"red"`` -> ``(colour, red)``, ``"big"`` ->
 ``(size, large)``, ``"left"`` -> ``(position, left)``). Shape words are skipped: the object the
 intervention is read on is the *token object*, the first object whose shape is the token of interest, so a
 shape is what defines it, not something it can gain. Per concept:
@@ -95,26 +95,21 @@ from __future__ import annotations
 import random
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.evaluation.causal.scores import (METRICS, _mean, concept_scores, concept_target, format_table,
+from mmconcepts.data.truth import concept_target, token_object
+from mmconcepts.evaluation.causal.scores import (METRICS, CausalRow, CausalScores, concept_scores, format_table,
                                                   has_words, is_fluent, metrics_row, specificity, steered_has,
-                                                  token_object, word_scores)
-from mmconcepts.interventions import directions as _directions
+                                                  word_scores)
+from mmconcepts.evaluation.rows import mean
+from mmconcepts.evaluation.causal.settings import (DEFAULT_LAYER, DEFAULT_N_IMAGES, DEFAULT_POSITIONS,
+                                                    DEFAULT_STRENGTH_FACTOR, DIRECTIONS, CausalSettings)
 
-#: Layer the interventions act at; ``None``: the dictionary's own layer.
-DEFAULT_LAYER = None
-#: Positions of the intervention and strength (in multiples of the concept's typical contribution): the
-#: calibrated defaults of :mod:`mmconcepts.interventions.directions`, measured as described above.
-DEFAULT_POSITIONS = _directions.DEFAULT_POSITIONS
-DEFAULT_STRENGTH_FACTOR = _directions.STRENGTH_FACTOR
-#: Test images per evaluation (``None``: all); the same images serve every concept and control.
-DEFAULT_N_IMAGES = 60
 #: Top words of a concept read in captions without ground truth.
 N_WORDS = 3
 #: Caption pairs kept per concept and mode (``add`` / ``ablate``) for the report.
 N_EXAMPLES = 2
-DIRECTIONS = _directions.DIRECTIONS
-__all__ = ["DIRECTIONS", "METRICS", "causal_evaluation", "causal_scores", "concept_scores", "concept_target",
-           "format_table", "is_fluent", "metrics_row", "specificity", "steered_has", "token_object", "word_scores"]
+__all__ = ["DEFAULT_LAYER", "DEFAULT_N_IMAGES", "DEFAULT_POSITIONS", "DEFAULT_STRENGTH_FACTOR", "DIRECTIONS",
+           "METRICS", "CausalSettings", "causal_evaluation", "causal_scores", "concept_scores", "format_table",
+           "is_fluent", "metrics_row", "specificity", "steered_has", "word_scores"]
 
 
 class _Runner:
@@ -126,7 +121,7 @@ class _Runner:
         from mmconcepts.extract.extraction import store_reading
         from mmconcepts.extract.token_match import WordMatcher
         from mmconcepts.concepts.concept_set import model_for
-        from mmconcepts.interventions.steer_captions import _text, generate_batch
+        from mmconcepts.models.generation import decode, generate_ids
 
         rows = self._unique(test_meta)  # one row per image
         if n_images is not None and n_images < len(rows):
@@ -141,17 +136,32 @@ class _Runner:
         self.prompt = self.adapter.prompt(self.reading["instruction"])
         self.batch_size = batch_size
         self.pils = [load_image(m["image"]) for m in rows]
-        self._text, self._generate = _text, generate_batch
-        ids = generate_batch(self.adapter, self.pils, self.prompt, self.reading, batch_size=batch_size)
+        ids = generate_ids(self.adapter, self.pils, self.prompt, **self._generation())
         matcher = WordMatcher(self.token, self.reading["also"])
         self.steps = []
         for row in ids:
             found = matcher.first_piece(self.adapter.tokenizer, row)
             self.steps.append(found[0] if found is not None else 0)
-        self.before = [_text(self.adapter, row) for row in ids]
+        self.before = decode(self.adapter, ids)
         self.truth = [token_object(m["attributes"]["objects"], self.token) if "attributes" in m else None
                       for m in rows]
         self._Z: dict = {}
+        self.cache = self._prompt_cache(ids)
+
+    def _prompt_cache(self, ids):
+        """Each image read with the prompt once (:class:`~mmconcepts.models.prompt_cache.PromptCache`), every
+        intervention on it starting from there; ``None`` where that does not apply, or where generating from it
+        does not give back the captions before, ``ids``, exactly (the interventions then read each image again)."""
+        from mmconcepts.models.generation import generate_ids
+        from mmconcepts.models.prompt_cache import PromptCache
+
+        try:
+            cache = PromptCache.build(self.adapter, self.pils, self.prompt, batch_size=self.batch_size)
+            same = cache is not None and generate_ids(self.adapter, self.pils, self.prompt, **self._generation(),
+                                                      prompt_cache=cache) == ids
+        except Exception:  # noqa: BLE001 (an optimisation only: a model it does not fit reads each image again)
+            return None
+        return cache if same else None
 
     @staticmethod
     def _unique(test_meta):
@@ -177,15 +187,25 @@ class _Runner:
             self._Z[key] = mean_feature(self.concepts.features, layer, self.concepts.token)
         return self._Z[key]
 
+    def _generation(self) -> dict:
+        """The lengths and batch size of every generation of the evaluation (the store's caption lengths)."""
+        return dict(max_new_tokens=self.reading["max_new_tokens"], min_new_tokens=self.reading["min_new_tokens"],
+                    batch_size=self.batch_size)
+
     def run(self, indices, steering: dict, per_row: dict | None = None) -> list[str]:
         """The captions of images ``indices`` under ``steering`` (``per_row``: keywords, one per index)."""
+        from mmconcepts.interventions.steering import chunk_steering
+        from mmconcepts.models.generation import decode, generate_ids
+
         if not indices:
             return []
         pils = [self.pils[i] for i in indices]
         steps = [self.steps[i] for i in indices]
-        ids = self._generate(self.adapter, pils, self.prompt, self.reading, batch_size=self.batch_size,
-                             steering=steering, steps=steps, per_row=per_row)
-        return [self._text(self.adapter, row) for row in ids]
+        context = chunk_steering(self.adapter, steering, steps, per_row)
+        # the cache holds the prompt read without any intervention: only for one on the last positions
+        cache = self.cache if steering.get("positions") != "all" else None
+        return decode(self.adapter, generate_ids(self.adapter, pils, self.prompt, **self._generation(),
+                                                 context=context, prompt_cache=cache))
 
 
 def _direction(runner, k: int, direction: str, layer: str, seed: int):
@@ -211,97 +231,123 @@ def _examples(runner, k: int, words, target, mode: str, pairs) -> list[dict]:
             for i, a, ok, _ in rows[:N_EXAMPLES]]
 
 
-def causal_evaluation(concepts, test_meta, model=None, *, directions=DIRECTIONS,
-                      strength_factor: float = DEFAULT_STRENGTH_FACTOR, positions: str = DEFAULT_POSITIONS,
-                      layer=DEFAULT_LAYER, n_images: int | None = DEFAULT_N_IMAGES, seed: int = 0,
-                      concept_indices=None, batch_size: int = 32, ablate: bool = True) -> dict:
-    """:func:`causal_scores` for several directions sharing the same images and captions before.
-
-    Returns ``{direction: scores}`` (see :func:`causal_scores`).
-    """
-    import torch
-
-    from mmconcepts.concepts.concept_set import ConceptSet, load_concepts
-    from mmconcepts.interventions.directions import _choice, default_strength
-    from mmconcepts.interventions.steering import POSITIONS
-
-    concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
-    positions = _choice("positions", positions, POSITIONS)
-    for d in directions:
-        _choice("direction", d, DIRECTIONS)
-    runner = _Runner(concepts, test_meta, model, n_images, seed, batch_size)
-    name = runner.adapter.resolve_layer(concepts.summary["layer"] if layer is None else layer)
-    own_layer = name == runner.adapter.resolve_layer(concepts.summary["layer"])
-    points = bool(getattr(concepts.dictionary, "concepts_are_points", False))
-    shapes = all("attributes" in m for m in runner.meta)
-    token = runner.token
-    indices = range(concepts.n_concepts) if concept_indices is None else concept_indices
+def _chosen(concepts, indices, shapes: bool) -> list[tuple[int, tuple | None, list]]:
+    """``(k, target, words)`` of the concepts evaluated: on ShapesWorld those whose first word names an attribute
+    value (:func:`~mmconcepts.data.truth.concept_target`), without truth those with words."""
     chosen = []
-    for k in indices:
+    for k in range(concepts.n_concepts) if indices is None else indices:
         words = concepts.words(k)
         target = concept_target(words) if shapes else None
         if (shapes and target is not None) or (not shapes and words):
             chosen.append((k, target, words[:N_WORDS]))
-    results = {}
+    return chosen
+
+
+def _rows_of(runner, chosen, shapes: bool) -> dict[int, tuple[list[int], list[int]]]:
+    """Per concept, the images to steer (the token object lacks the target) and to ablate (it has it)."""
     all_rows = list(range(len(runner.pils)))
-    rows_of = {}
-    for k, target, _ in chosen:
-        if shapes:
-            known = [i for i in all_rows if runner.truth[i] is not None]  # the image has a token object
-            rows_of[k] = ([i for i in known if runner.truth[i].get(target[0]) != target[1]],
-                          [i for i in known if runner.truth[i].get(target[0]) == target[1]])
-        else:
-            rows_of[k] = (all_rows, all_rows)
-    strengths = {k: default_strength(concepts, k, strength_factor) for k, _, _ in chosen}
-    for direction in directions:
+    if not shapes:
+        return {k: (all_rows, all_rows) for k, _, _ in chosen}
+    known = [i for i in all_rows if runner.truth[i] is not None]  # the image has a token object
+    return {k: ([i for i in known if runner.truth[i].get(target[0]) != target[1]],
+                [i for i in known if runner.truth[i].get(target[0]) == target[1]]) for k, target, _ in chosen}
+
+
+def _captions(runner, chosen, rows_of, strengths, direction: str, layer: str, settings: CausalSettings,
+              ablate: bool) -> tuple[dict, dict]:
+    """The steered and ablated captions of each concept, ``({k: [caption per steered image]}, {k: [...]})``:
+    every concept's interventions share the batches, one row per (concept, image)."""
+    import torch
+
+    jobs = [(k, i) for k, _, _ in chosen for i in rows_of[k][0]]
+    vectors = {k: _direction(runner, k, direction, layer, settings.seed) for k, _, _ in chosen}
+    steered = runner.run([i for _, i in jobs], dict(layer=layer, positions=settings.positions), per_row=dict(
+        direction=torch.stack([vectors[k] for k, _ in jobs]) if jobs else None,
+        strength=[strengths[k] for k, _ in jobs]))
+    ablate_jobs = [(k, i) for k, _, _ in chosen for i in rows_of[k][1]] if ablate else []
+    ablations = runner.run([i for _, i in ablate_jobs], dict(layer=layer, positions=settings.positions,
+                                                             mode="ablate", dictionary=runner.concepts),
+                           per_row=dict(concept=[k for k, _ in ablate_jobs]))
+    steered_of, ablated_of = {}, {}
+    for (k, _), caption in zip(jobs, steered):
+        steered_of.setdefault(k, []).append(caption)
+    for (k, _), caption in zip(ablate_jobs, ablations):
+        ablated_of.setdefault(k, []).append(caption)
+    return steered_of, ablated_of
+
+
+def _concept_row(runner, k: int, target, words, steer_rows, after, ablate_rows, ablated, shapes: bool) -> dict:
+    """The per-concept row of ``causal.json``: its metrics and caption counts, its words and target."""
+    if shapes:
+        row = concept_scores([(runner.truth[i], runner.before[i], a) for i, a in zip(steer_rows, after)],
+                             [(runner.truth[i], runner.before[i], a) for i, a in zip(ablate_rows, ablated)],
+                             runner.token, target)
+    else:
+        row = word_scores([(runner.before[i], a) for i, a in zip(steer_rows, after)],
+                          [(runner.before[i], a) for i, a in zip(ablate_rows, ablated)], words)
+    return {**row, "concept": k, "words": list(words), "target": list(target) if target else None}
+
+
+def causal_evaluation(concepts, test_meta, model=None, settings: CausalSettings | None = None,
+                      **fields) -> dict[str, CausalScores]:
+    """:func:`causal_scores` for several directions sharing the same images and captions before.
+
+    ``settings`` is a :class:`~mmconcepts.evaluation.causal.settings.CausalSettings`, or its fields as keywords
+    (``directions=``, ``n_images=``, ``seed=``, ...; see :func:`causal_scores`).
+
+    Every concept's interventions share the generation batches (one row per concept and image), and, where
+    the model allows it (:class:`~mmconcepts.models.prompt_cache.PromptCache`; checked on the captions before),
+    every generation of an image starts from that image read once with the prompt: the captions are those of
+    reading each image again, in a fraction of the time.
+
+    Returns
+    -------
+    dict
+        ``{direction: CausalScores}`` for each of ``settings.directions``.
+    """
+    from mmconcepts.concepts.concept_set import ConceptSet, load_concepts
+    from mmconcepts.interventions.directions import default_strength
+    from mmconcepts.params import settings_from
+
+    settings = settings_from(CausalSettings, settings, fields, "causal")
+    concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
+    batch_size = settings.batch_size or concepts.manifest.get("batch_size") or 32
+    runner = _Runner(concepts, test_meta, model, settings.n_images, settings.seed, batch_size)
+    layer = settings.layer
+    name = runner.adapter.resolve_layer(concepts.summary["layer"] if layer is None else layer)
+    own_layer = name == runner.adapter.resolve_layer(concepts.summary["layer"])
+    points = bool(getattr(concepts.dictionary, "concepts_are_points", False))
+    shapes = all("attributes" in m for m in runner.meta)
+    chosen = _chosen(concepts, settings.concept_indices, shapes)
+    rows_of = _rows_of(runner, chosen, shapes)
+    strengths = {k: default_strength(concepts, k, settings.strength_factor) for k, _, _ in chosen}
+    results = {}
+    for direction in settings.directions:
+        ablate = settings.ablate and direction == "concept" and own_layer and not points
+        steered_of, ablated_of = _captions(runner, chosen, rows_of, strengths, direction, name, settings, ablate)
         per_concept, examples = [], []
-        # every concept's interventions share the batches: one row per (concept, image)
-        jobs = [(k, i) for k, _, _ in chosen for i in rows_of[k][0]]
-        vectors = {k: _direction(runner, k, direction, name, seed) for k, _, _ in chosen}
-        steered = runner.run([i for _, i in jobs], dict(layer=name, positions=positions), per_row=dict(
-            direction=torch.stack([vectors[k] for k, _ in jobs]) if jobs else None,
-            strength=[strengths[k] for k, _ in jobs]))
-        do_ablate = ablate and direction == "concept" and own_layer and not points
-        ablate_jobs = [(k, i) for k, _, _ in chosen for i in rows_of[k][1]] if do_ablate else []
-        ablations = runner.run([i for _, i in ablate_jobs], dict(layer=name, positions=positions, mode="ablate",
-                                                                 dictionary=concepts),
-                               per_row=dict(concept=[k for k, _ in ablate_jobs]))
-        steered_of, ablated_of = {}, {}
-        for (k, _), caption in zip(jobs, steered):
-            steered_of.setdefault(k, []).append(caption)
-        for (k, _), caption in zip(ablate_jobs, ablations):
-            ablated_of.setdefault(k, []).append(caption)
         for k, target, words in chosen:
             steer_rows, ablate_rows = rows_of[k]
-            strength = strengths[k]
             after, ablated = steered_of.get(k, []), ablated_of.get(k, [])
             if not ablated:
                 ablate_rows = []
-            if shapes:
-                row = concept_scores([(runner.truth[i], runner.before[i], a) for i, a in zip(steer_rows, after)],
-                                     [(runner.truth[i], runner.before[i], a) for i, a in zip(ablate_rows, ablated)],
-                                     token, target)
-            else:
-                row = word_scores([(runner.before[i], a) for i, a in zip(steer_rows, after)],
-                                  [(runner.before[i], a) for i, a in zip(ablate_rows, ablated)], words)
-            row.update(concept=k, words=list(words), target=list(target) if target else None,
-                       strength=round(strength, 4))
-            per_concept.append(row)
+            row = _concept_row(runner, k, target, words, steer_rows, after, ablate_rows, ablated, shapes)
+            per_concept.append({**row, "strength": round(strengths[k], 4)})
             for mode, pairs in (("add", list(zip(steer_rows, after))), ("ablate", list(zip(ablate_rows, ablated)))):
                 examples += _examples(runner, k, words, target, mode, pairs)
-        summary = {m: _mean([r.get(m) for r in per_concept]) for m in METRICS}
-        summary = {m: round(v, 4) for m, v in summary.items() if v is not None}
-        summary.update(n_concepts=len(per_concept), n_images=len(runner.pils), direction=direction, layer=name,
-                       positions=positions, strength_factor=float(strength_factor), ground_truth=shapes,
-                       concepts=per_concept, examples=examples)
-        results[direction] = summary
+        means = {m: mean([r.get(m) for r in per_concept]) for m in METRICS}
+        results[direction] = CausalScores(
+            CausalRow(**{m: round(v, 4) for m, v in means.items() if v is not None}), n_concepts=len(per_concept),
+            n_images=len(runner.pils), direction=direction, layer=name, positions=settings.positions,
+            strength_factor=float(settings.strength_factor), ground_truth=shapes, concepts=per_concept,
+            examples=examples)
     return results
 
 
 def causal_scores(concepts, test_meta, model=None, *, direction: str = "concept",
                   strength_factor: float = DEFAULT_STRENGTH_FACTOR, positions: str = DEFAULT_POSITIONS,
                   layer=DEFAULT_LAYER, n_images: int | None = DEFAULT_N_IMAGES, seed: int = 0,
-                  concept_indices=None, batch_size: int = 32) -> dict:
+                  concept_indices=None, batch_size: int | None = None) -> CausalScores:
     """Steering success, ablation success, specificity and fluency of a set of concepts (module docstring).
 
     Parameters
@@ -328,14 +374,18 @@ def causal_scores(concepts, test_meta, model=None, *, direction: str = "concept"
         The image sample and the random directions.
     concept_indices : iterable of int or None
         Only these concepts.
+    batch_size : int or None
+        Captions per generation batch (``None``: the batch size the concepts' feature store generated its
+        captions with, else 32).
 
     Returns
     -------
-    dict
-        ``{steering_success, ablation_success, specificity, fluency}`` (each absent when it does not apply),
-        ``n_concepts``, ``n_images``, the settings, ``concepts`` (the per-concept rows) and ``examples``
+    CausalScores
+        Reads as ``{steering_success, ablation_success, specificity, fluency}`` (each absent when it does not
+        apply), ``n_concepts``, ``n_images``, the settings, ``concepts`` (the per-concept rows) and ``examples``
         (caption pairs before/after).
     """
-    return causal_evaluation(concepts, test_meta, model, directions=(direction,), strength_factor=strength_factor,
-                             positions=positions, layer=layer, n_images=n_images, seed=seed,
-                             concept_indices=concept_indices, batch_size=batch_size)[direction]
+    settings = CausalSettings(directions=(direction,), strength_factor=strength_factor, positions=positions,
+                              layer=layer, n_images=n_images, seed=seed, concept_indices=concept_indices,
+                              batch_size=batch_size)
+    return causal_evaluation(concepts, test_meta, model, settings)[direction]

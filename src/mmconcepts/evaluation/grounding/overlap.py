@@ -1,20 +1,21 @@
-"""Word metrics that count a concept with no grounded word against the dictionary.
+"""Word-set metrics of a concept dictionary: how much the concepts' words repeat each other, how many they carry.
 
-:func:`~mmconcepts.evaluation.grounding.ground_truth.grounding_precision` skips a test image whose concepts have no word,
-and :func:`~mmconcepts.evaluation.grounding.ground_truth.overlap` counts a concept without words as 0 (the best score): a
-dictionary whose concepts say nothing scores well on both. The *strict* variants here close that loophole:
+No ground truth is needed: each metric reads only ``T_k``, the grounded words of each of the K concepts.
 
-* :func:`grounding_precision_strict`: every empty concept among an image's top concepts counts as one wrong
-  word, so an image explained by an empty concept alone has precision 0 (instead of being skipped);
-* :func:`overlap_strict`: an empty concept overlaps fully, its row of the overlap matrix counts 1 (the
-  worst: it tells nothing apart from the other concepts); the other rows are those of
-  :func:`~mmconcepts.evaluation.grounding.ground_truth.overlap_matrix`;
-* :func:`words_per_concept` and :func:`empty_concepts` say how many words the concepts carry.
+* :func:`overlap_matrix` / :func:`overlap`: how much the word sets of the concepts repeat each other (the
+  CoX-LMM disentanglement score, lower is better); a concept without words counts as 0 (the best score);
+* :func:`overlap_strict`: the same, but a concept without words overlaps fully (its row counts 1, the worst: it
+  tells nothing apart from the other concepts), which closes the loophole of a dictionary whose concepts say
+  nothing (the ShapesWorld precision has the same choice:
+  :func:`~mmconcepts.evaluation.grounding.ground_truth.grounding_precision`'s ``strict``);
+* :func:`words_per_concept` and :func:`empty_concepts`: how many words the concepts carry.
 
-Words are compared lower-cased and stripped, as in :mod:`mmconcepts.evaluation.grounding.ground_truth`.
+Words are compared lower-cased and stripped (:func:`~mmconcepts.data.truth.normalise`); a blank word is no word.
 
 Examples
 --------
+>>> overlap([{"red", "circle"}, {"blue", "circle"}])
+0.5
 >>> overlap_strict([{"red"}, set()])
 0.5
 >>> words_per_concept([["red", "big"], []]), empty_concepts([["red", "big"], []])
@@ -23,71 +24,95 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
+from mmconcepts.data.truth import normalise
 from mmconcepts.errors import MMConceptsError
 
-__all__ = ["empty_concepts", "grounding_precision_strict", "overlap_strict", "words_per_concept"]
+__all__ = ["empty_concepts", "overlap", "overlap_matrix", "overlap_strict", "words_per_concept"]
 
 
-def _sets(word_sets: Iterable[Iterable[str]]) -> list[set[str]]:
+def _word_sets(word_sets: Iterable[Iterable[str]]) -> list[set[str]]:
+    """One set of normalised words per concept (a string is one word); at least one concept."""
     if isinstance(word_sets, (str, bytes)):
-        raise MMConceptsError("word metrics need one collection of words per concept, got a single string")
-    sets = [{str(w).strip().lower() for w in ([ws] if isinstance(ws, str) else ws)} - {""} for ws in word_sets]
+        raise MMConceptsError("word-set metrics need one collection of words per concept, got a single string")
+    sets = [{normalise(w) for w in ([ws] if isinstance(ws, str) else ws)} - {""} for ws in word_sets]
     if not sets:
-        raise MMConceptsError("word metrics need at least one concept's words, got none; ground the concepts first")
+        raise MMConceptsError("word-set metrics need at least one concept's words, got none; ground the concepts "
+                              "first")
     return sets
 
 
-def words_per_concept(word_sets: Iterable[Iterable[str]]) -> float:
-    """Mean number of distinct grounded words per concept.
+def overlap_matrix(word_sets: Iterable[Iterable[str]]) -> list[list[float]]:
+    """Pairwise word overlap of the concepts: entry ``[k][l]`` is ``|T_l ∩ T_k| / |T_k|``.
+
+    The diagonal is 1.0 (for display) except for a concept without words, whose whole row is 0.0.
+    The matrix is not symmetric: row ``k`` is normalised by the size of ``T_k``.
 
     Parameters
     ----------
-    word_sets : list of list of str
-        The grounded words of each concept.
+    word_sets : list of set of str
+        ``T_k``, the grounded words of each of the K concepts.
+
+    Returns
+    -------
+    list of list of float
+        K x K nested lists (JSON ready).
+
+    Examples
+    --------
+    >>> overlap_matrix([{"a", "b"}, {"b"}])
+    [[1.0, 0.5], [1.0, 1.0]]
+    """
+    sets = _word_sets(word_sets)
+    return [[0.0 if not tk else 1.0 if k == l else len(tl & tk) / len(tk) for l, tl in enumerate(sets)]
+            for k, tk in enumerate(sets)]
+
+
+def _row_overlaps(word_sets: Iterable[Iterable[str]], empty: float) -> list[float]:
+    """Each concept's mean overlap with the others (``empty`` for a concept without words; 0.0 when K = 1)."""
+    sets = _word_sets(word_sets)
+    matrix = overlap_matrix(sets)
+    K = len(sets)
+    return [empty if not sets[k] else sum(v for l, v in enumerate(row) if l != k) / (K - 1) if K > 1 else 0.0
+            for k, row in enumerate(matrix)]
+
+
+def overlap(word_sets: Iterable[Iterable[str]]) -> float:
+    """Mean word overlap between concepts (CoX-LMM disentanglement; lower is better).
+
+    ``(1/K) sum_k (1/(K-1)) sum_{l != k} |T_l ∩ T_k| / |T_k|``; a concept without words contributes 0 and
+    a single concept gives 0.0.
+
+    Parameters
+    ----------
+    word_sets : list of set of str
+        ``T_k``, the grounded words of each of the K concepts (lists are turned into sets).
 
     Returns
     -------
     float
+        In [0, 1]: 0 when no two concepts share a word, 1 when all word sets are equal.
+
+    Raises
+    ------
+    MMConceptsError
+        When there are no concepts at all.
 
     Examples
     --------
-    >>> words_per_concept([["a", "b", "c"], ["d"], []])
-    1.3333333333333333
+    >>> overlap([{"a", "b"}, {"b", "c"}, {"d"}])
+    0.16666666666666666
     """
-    sets = _sets(word_sets)
-    return sum(len(s) for s in sets) / len(sets)
-
-
-def empty_concepts(word_sets: Iterable[Iterable[str]]) -> float:
-    """Share of the concepts with no grounded word.
-
-    Parameters
-    ----------
-    word_sets : list of list of str
-        The grounded words of each concept.
-
-    Returns
-    -------
-    float
-        In [0, 1].
-
-    Examples
-    --------
-    >>> empty_concepts([["a"], [], [], ["b"]])
-    0.5
-    """
-    sets = _sets(word_sets)
-    return sum(not s for s in sets) / len(sets)
+    rows = _row_overlaps(word_sets, empty=0.0)
+    return sum(rows) / len(rows)
 
 
 def overlap_strict(word_sets: Iterable[Iterable[str]]) -> float:
     """Mean word overlap (lower is better) in which an empty concept overlaps fully.
 
-    ``(1/K) sum_k o_k`` with ``o_k = 1`` for an empty ``T_k`` and ``o_k = (1/(K-1)) sum_{l != k} |T_l ∩ T_k|
-    / |T_k|`` otherwise (:func:`~mmconcepts.evaluation.grounding.ground_truth.overlap`'s term). A single concept gives 0.0,
-    or 1.0 when it is empty.
+    ``(1/K) sum_k o_k`` with ``o_k = 1`` for an empty ``T_k`` and :func:`overlap`'s term otherwise. A single
+    concept gives 0.0, or 1.0 when it is empty.
 
     Parameters
     ----------
@@ -97,78 +122,36 @@ def overlap_strict(word_sets: Iterable[Iterable[str]]) -> float:
     Returns
     -------
     float
-        In [0, 1]; equals :func:`~mmconcepts.evaluation.grounding.ground_truth.overlap` when no concept is empty.
+        In [0, 1]; equals :func:`overlap` when no concept is empty.
 
     Examples
     --------
     >>> overlap_strict([{"a", "b"}, {"b", "c"}, set()])
     0.5
     """
-    sets = _sets(word_sets)
-    K = len(sets)
-    total = 0.0
-    for k, tk in enumerate(sets):
-        if not tk:
-            total += 1.0
-        elif K > 1:
-            total += sum(len(tl & tk) / len(tk) for l, tl in enumerate(sets) if l != k) / (K - 1)
-    return total / K
+    rows = _row_overlaps(word_sets, empty=1.0)
+    return sum(rows) / len(rows)
 
 
-def grounding_precision_strict(concept_words: Sequence[Sequence[str]], test_attributes: Sequence[dict],
-                               top_concepts: Sequence[Sequence[int]]) -> float:
-    """Grounding precision in which every empty concept among an image's top concepts is one wrong word.
-
-    For image ``i``: the distinct words of its concepts ``top_concepts[i]`` that are true of it (ShapesWorld
-    ground truth, :func:`~mmconcepts.evaluation.grounding.ground_truth.true_words`), divided by the number of those words
-    plus the number of those concepts that have no word; averaged over every image (none is skipped).
-
-    Parameters
-    ----------
-    concept_words : list of list of str
-        The grounded words of each of the K concepts.
-    test_attributes : list of dict
-        The ground-truth record of each test image.
-    top_concepts : list of list of int
-        For each test image, the indices of its most activated concepts.
-
-    Returns
-    -------
-    float
-        In [0, 1]; equals :func:`~mmconcepts.evaluation.grounding.ground_truth.grounding_precision` when no concept is empty.
-
-    Raises
-    ------
-    MMConceptsError
-        When the rows disagree, there are no test images, or an index is out of range.
+def words_per_concept(word_sets: Iterable[Iterable[str]]) -> float:
+    """Mean number of distinct grounded words per concept.
 
     Examples
     --------
-    >>> record = {"objects": [{"shape": "star", "colour": "red", "size": "small", "position": "left"}]}
-    >>> grounding_precision_strict([["red", "blue"], []], [record, record], [[0], [1]])
-    0.25
+    >>> words_per_concept([["a", "b", "c"], ["d"], []])
+    1.3333333333333333
     """
-    from mmconcepts.evaluation.grounding.ground_truth import true_words
+    sets = _word_sets(word_sets)
+    return sum(len(s) for s in sets) / len(sets)
 
-    if len(test_attributes) != len(top_concepts):
-        raise MMConceptsError(f"{len(test_attributes)} attribute records but {len(top_concepts)} rows of top "
-                              "concepts; pass one row of concept indices per test image")
-    if not test_attributes:
-        raise MMConceptsError("no test images to compute grounding precision on; pass a non-empty test set")
-    K = len(concept_words)
-    total = 0.0
-    for record, row in zip(test_attributes, top_concepts):
-        words: list[str] = []
-        empty = 0
-        for k in dict.fromkeys(int(k) for k in row):
-            if not -K <= k < K:
-                raise MMConceptsError(f"concept index {k} is out of range for {K} concepts; pass indices of "
-                                      "the grounded concepts")
-            own = [w for w in (str(w).strip().lower() for w in concept_words[k]) if w]
-            empty += not own
-            words.extend(own)
-        words = list(dict.fromkeys(words))
-        truth = true_words(record)
-        denominator = len(words) + empty
-        total += sum(w in truth for w in words) / denominator if denominator else 0.0
-    return total / len(test_attributes)
+
+def empty_concepts(word_sets: Iterable[Iterable[str]]) -> float:
+    """Share of the concepts with no grounded word, in [0, 1].
+
+    Examples
+    --------
+    >>> empty_concepts([["a"], [], [], ["b"]])
+    0.5
+    """
+    sets = _word_sets(word_sets)
+    return sum(not s for s in sets) / len(sets)

@@ -116,9 +116,9 @@ def read_record(out: Path, cell: Cell) -> dict | None:
 
 def _device_for(method: str, adapter) -> str:
     """The adapter's device for methods that take one, the CPU for the others."""
-    from mmconcepts.decompose.custom import resolve_method
+    from mmconcepts.decompose.registry import method_class
 
-    accepts = "device" in inspect.signature(resolve_method(method).__init__).parameters
+    accepts = "device" in inspect.signature(method_class(method).__init__).parameters
     return str(adapter.device) if accepts else "cpu"
 
 
@@ -141,9 +141,9 @@ def not_applicable(method: str, Z_train, n_concepts: int) -> str | None:
     """
     from sklearn.utils import get_tags
 
-    from mmconcepts.decompose.custom import resolve_method
+    from mmconcepts.decompose.registry import method_class
 
-    if get_tags(resolve_method(method)(n_concepts=n_concepts)).input_tags.positive_only and \
+    if get_tags(method_class(method)(n_concepts=n_concepts)).input_tags.positive_only and \
             bool((Z_train < 0).any()):
         return f"{method} needs non-negative features, and these have negative entries"
     return None

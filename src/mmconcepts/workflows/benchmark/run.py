@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 from mmconcepts.workflows.benchmark.cells import BASELINES_CELL, Cell, finish, read_record, run_baselines, run_method
-from mmconcepts.workflows.benchmark.settings import BenchmarkSettings, changed_setting
+from mmconcepts.workflows.benchmark.settings import NOT_SETTINGS, BenchmarkSettings
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text, read_json, write_json
 from mmconcepts.outputs import FolderLock, make_dirs
+from mmconcepts.records import changed_setting
 
 SETTINGS_FILE = "settings.json"
 
@@ -37,7 +38,7 @@ def _open(out: Path, settings: BenchmarkSettings) -> int:
     record = settings.to_json()
     if path.is_file():
         old = read_json(path, "use a new --out").get("settings", {})
-        change = changed_setting(old, record)
+        change = changed_setting(old, record, NOT_SETTINGS)
         if change:
             key, was, now = change
             raise MMConceptsError(f"cannot resume the benchmark in {out}: it was made with {key}={was!r}, not "

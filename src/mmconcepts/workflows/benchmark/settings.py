@@ -1,9 +1,10 @@
 """The benchmark's settings: which words, seeds, methods and sizes, on which model and data; validated once.
 
 :class:`BenchmarkSettings` is written into ``DIR/settings.json`` when a benchmark starts; running it again
-into the same folder resumes it, and refuses any changed setting by name (:func:`changed_setting`), as a
-feature store's ``--resume`` does. The command line is generated from the fields' ``metadata`` (flag kind
-and help), so each flag and its default are said once.
+into the same folder resumes it, and refuses any changed setting by name
+(:func:`~mmconcepts.records.changed_setting`, :data:`NOT_SETTINGS` aside), as a feature store's ``--resume``
+does. The command line is generated from the fields' declarations (:func:`mmconcepts.params.param`: help,
+constraint, flag), so each flag and its default are said once.
 
 Examples
 --------
@@ -13,7 +14,7 @@ Examples
 >>> BenchmarkSettings(seeds=(0, 0))
 Traceback (most recent call last):
 ...
-mmconcepts.errors.MMConceptsError: seeds must be distinct integers >= 0, got (0, 0)
+mmconcepts.errors.MMConceptsError: seeds (--seeds) must be distinct integers >= 0, got (0, 0)
 """
 
 from __future__ import annotations
@@ -22,19 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.settings import BASELINES
 from mmconcepts.models.options import ModelOptions
+from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
 DEFAULT_TOKENS = ("circle", "square", "triangle", "star")
 DEFAULT_METHODS = ("semi-nmf", "kmeans", "pca", "simple", "nmf", "topk-sae")
 DEFAULT_BASELINES = ("rnd-words", "noise-imgs", "gt-captions")
-#: Settings that are places, not settings: a resumed benchmark may run them elsewhere.
-PLACES = frozenset({"model.device"})
-
-
-def _cli(kind: str, help: str, short: str | None = None) -> dict:
-    """Field metadata the command line is generated from (``kind``: words, ints (>= 0), counts (>= 1), int
-    (>= 1), text, path, flag; ``short``: a one-letter alias, as ``-k`` of ``--n-concepts`` everywhere)."""
-    return {"cli": kind, "help": help, "short": short}
+#: Entries that are places or versions, not settings: a resumed benchmark may run elsewhere.
+NOT_SETTINGS = frozenset({"model.device", "format_version"})
 
 
 @dataclass(frozen=True)
@@ -61,74 +58,46 @@ class BenchmarkSettings:
     batch_size, max_new_tokens : extraction batch and caption length.
     """
 
-    tokens: tuple[str, ...] = field(default=DEFAULT_TOKENS, metadata=_cli(
-        "words", "comma-separated words of interest, all read in one extraction per data seed"))
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=_cli(
-        "ints", "comma-separated seeds: one ShapesWorld train/test pair each (as the demo's) and the "
-                "dictionaries' seed"))
-    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata=_cli(
-        "words", "comma-separated methods; package.module:ClassName adds a class of your own"))
-    n_concepts: tuple[int, ...] = field(default=(20,), metadata=_cli(
-        "counts", "comma-separated numbers of concepts K (the summary is for the first)", short="-k"))
+    tokens: tuple[str, ...] = param(DEFAULT_TOKENS, constraint=Many(Text(word=True)),
+                                    help="comma-separated words of interest, all read in one extraction per data seed")
+    seeds: tuple[int, ...] = param((0, 1, 2), constraint=Many(Interval(int, 0)),
+                                   help="comma-separated seeds: one ShapesWorld train/test pair each (as the demo's) "
+                                        "and the dictionaries' seed")
+    methods: tuple[str, ...] = param(DEFAULT_METHODS, constraint=Many(Text(word=True)),
+                                     help="comma-separated methods; package.module:ClassName adds a class of your own")
+    n_concepts: tuple[int, ...] = param((20,), constraint=Many(Interval(int, 1)), short="-k",
+                                        help="comma-separated numbers of concepts K (the summary is for the first)")
     model: ModelOptions = field(default_factory=ModelOptions)
-    data: str | None = field(default=None, metadata=_cli(
-        "path", "training dataset instead of ShapesWorld (with --test-data); seeds are then dictionary seeds"))
-    test_data: str | None = field(default=None, metadata=_cli("path", "test dataset (with --data)"))
-    n_train: int = field(default=1200, metadata=_cli("int", "ShapesWorld training images per seed"))
-    n_test: int = field(default=300, metadata=_cli("int", "ShapesWorld test images per seed"))
-    layer: str = field(default="norm", metadata=_cli("text", "the layer the dictionaries are learnt on"))
-    extended: bool = field(default=True, metadata=_cli(
-        "flag", "also stability, sparse probing, fixed-word precision and coverage per attribute kind"))
-    baselines: tuple[str, ...] = field(default=DEFAULT_BASELINES, metadata=_cli(
-        "words", "comma-separated baselines ('' for none)"))
-    n_noise: int | None = field(default=128, metadata=_cli(
-        "int", "noise images of the noise-imgs baseline (evaluate's own default is as many as training samples, "
-               "at most 512)"))
-    batch_size: int = field(default=64, metadata=_cli("int", "images per extraction batch"))
-    max_new_tokens: int = field(default=40, metadata=_cli("int", "longest caption the model writes"))
+    data: str | None = param(None, constraint=Text(), optional=True, metavar="DIR",
+                             help="training dataset instead of ShapesWorld (with --test-data); seeds are then "
+                                  "dictionary seeds")
+    test_data: str | None = param(None, constraint=Text(), optional=True, metavar="DIR",
+                                  help="test dataset (with --data)")
+    n_train: int = param(1200, constraint=Interval(int, 1), help="ShapesWorld training images per seed")
+    n_test: int = param(300, constraint=Interval(int, 1), help="ShapesWorld test images per seed")
+    layer: str = param("norm", metavar="NAME", help="the layer the dictionaries are learnt on")
+    extended: bool = param(True, constraint=Boolean(),
+                           help="also stability, sparse probing, fixed-word precision and coverage per attribute kind")
+    baselines: tuple[str, ...] = param(DEFAULT_BASELINES, constraint=Many(Options(BASELINES, noun="baseline"),
+                                                                          empty=True),
+                                       help="comma-separated baselines ('' for none)")
+    n_noise: int | None = param(128, constraint=Interval(int, 1), optional=True,
+                                help="noise images of the noise-imgs baseline (evaluate's own default is as many as "
+                                     "training samples, at most 512)")
+    batch_size: int = param(64, constraint=Interval(int, 1), help="images per extraction batch")
+    max_new_tokens: int = param(40, constraint=Interval(int, 1), help="longest caption the model writes")
 
     def __post_init__(self):
-        from mmconcepts.decompose.custom import resolve_method
-        from mmconcepts.evaluation.evaluate import BASELINES
+        from mmconcepts.decompose.registry import method_class
 
-        def positive_ints(name, values, low):
-            values = tuple(values) if isinstance(values, (tuple, list)) else values
-            if not isinstance(values, tuple) or not values or len(set(values)) != len(values) or any(
-                    isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
-                raise MMConceptsError(f"{name} must be distinct integers >= {low}, got {values!r}")
-            object.__setattr__(self, name, values)
-
-        def words(name, values, allow_empty=False):
-            values = (values,) if isinstance(values, str) else tuple(values)
-            if (not values and not allow_empty) or len(set(values)) != len(values) or any(
-                    not isinstance(v, str) or not v or len(v.split()) != 1 for v in values):
-                raise MMConceptsError(f"{name} must be distinct single words, got {values!r}")
-            object.__setattr__(self, name, values)
-
-        words("tokens", self.tokens)
-        words("methods", self.methods)
-        words("baselines", self.baselines, allow_empty=True)
-        positive_ints("seeds", self.seeds, 0)
-        positive_ints("n_concepts", self.n_concepts, 1)
-        unknown = [b for b in self.baselines if b not in BASELINES]
-        if unknown:
-            raise MMConceptsError(f"unknown baseline {unknown[0]!r}: choose from {', '.join(BASELINES)}")
+        validate(self)
         for method in self.methods:
-            resolve_method(method)  # one-line errors for an unknown name or a user's class that cannot load
-        for name in ("n_train", "n_test", "batch_size", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MMConceptsError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.n_noise is not None and (isinstance(self.n_noise, bool) or not isinstance(self.n_noise, int)
-                                         or self.n_noise < 1):
-            raise MMConceptsError(f"n_noise must be an integer >= 1, got {self.n_noise!r}")
+            method_class(method)  # one-line errors for an unknown name or a user's class that cannot load
         if (self.data is None) != (self.test_data is None):
             raise MMConceptsError("give --data and --test-data together (or neither, for ShapesWorld)")
         for name in ("data", "test_data"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(Path(getattr(self, name)).resolve()))
-        if not isinstance(self.extended, bool):
-            raise MMConceptsError(f"extended must be true or false, got {self.extended!r}")
         object.__setattr__(self, "layer", str(self.layer))
         if not isinstance(self.model, ModelOptions):
             object.__setattr__(self, "model", ModelOptions(model=self.model))
@@ -162,36 +131,3 @@ class BenchmarkSettings:
         """
         record = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
-
-
-def changed_setting(old: dict, new: dict, prefix: str = "") -> tuple[str, object, object] | None:
-    """The first setting on which two :meth:`BenchmarkSettings.to_json` records differ.
-
-    Parameters
-    ----------
-    old, new : dict
-    prefix : str
-        Prepended to the names (for nested records).
-
-    Returns
-    -------
-    (str, object, object) or None
-        The dotted name and both values; ``None`` when they agree (:data:`PLACES` may differ).
-
-    Examples
-    --------
-    >>> changed_setting({"seeds": [0, 1], "model": {"device": "cpu"}}, {"seeds": [0], "model": {"device": "cuda"}})
-    ('seeds', [0, 1], [0])
-    """
-    for key in dict.fromkeys([*old, *new]):
-        name = prefix + key
-        if name in PLACES or name == "format_version":
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = changed_setting(a, b, name + ".")
-            if found:
-                return found
-        elif a != b:
-            return name, a, b
-    return None

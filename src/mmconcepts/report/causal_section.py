@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mmconcepts.report.sections import THUMB_PX, _malformed, _num
+from mmconcepts.report.concept_cards import THUMB_PX, _malformed, _num
 
 #: Caption pairs shown per concept (``add`` and ``ablate`` together).
 N_ROWS = 4

@@ -75,7 +75,13 @@ def _num(value) -> float | None:
 
 def fmt(value, digits: int = 3) -> str:
     """A number for people: ``digits`` decimals below 10 (fewer above), thousands separated, tiny values
-    in scientific notation; an en dash when absent."""
+    in scientific notation; an en dash when absent.
+
+    Examples
+    --------
+    >>> [fmt(v) for v in (0.97734, 12.5, 1234, 0.00004, None)]
+    ['0.977', '12.5', '1,234', '4.0e-05', '–']
+    """
     if isinstance(value, str):
         return value
     x = _num(value)

@@ -2,7 +2,7 @@
 headline cards (``metrics.json``), the overlap heatmap (``overlap.json``), the layer sweep (``sweep.json``)
 and the local explanations (``explanations.json``). Each raises a one-line
 :class:`~mmconcepts.errors.MMConceptsError` on bad data; the concept cards and the run's facts are in
-:mod:`mmconcepts.report.sections`.
+:mod:`mmconcepts.report.concept_cards`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mmconcepts.report.sections import (BASELINES, EN_DASH, EXPLAIN_PX, HEADLINE, LOWER_IS_BETTER, MAX_HEADLINE,
+from mmconcepts.report.concept_cards import (BASELINES, EN_DASH, EXPLAIN_PX, HEADLINE, LOWER_IS_BETTER, MAX_HEADLINE,
                                         METRICS, THUMB_PX, _images, _malformed, _num, _read_json, _words, fmt)
 
 
@@ -106,8 +106,14 @@ def _metrics(metrics, path: Path, main: str | None) -> dict | None:
 
 def word_overlap(concepts: list[dict]) -> list[list[float]]:
     """The overlap matrix of the concepts' grounded words, in the convention of ``overlap.json``
-    (:func:`mmconcepts.evaluation.grounding.ground_truth.overlap_matrix`: row ``k`` normalised by ``|T_k|``)."""
-    from mmconcepts.evaluation.grounding.ground_truth import overlap_matrix
+    (:func:`mmconcepts.evaluation.grounding.overlap.overlap_matrix`: row ``k`` normalised by ``|T_k|``).
+
+    Examples
+    --------
+    >>> word_overlap([{"words": [{"word": "red"}, {"word": "left"}]}, {"words": [{"word": "red"}]}])
+    [[1.0, 0.5], [1.0, 1.0]]
+    """
+    from mmconcepts.evaluation.grounding.overlap import overlap_matrix
 
     return overlap_matrix([{w["word"] for w in c["words"]} for c in concepts])
 

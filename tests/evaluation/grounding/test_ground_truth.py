@@ -1,16 +1,17 @@
-"""Overlap and the ShapesWorld ground-truth metrics, on hand-computed cases."""
+"""The ShapesWorld ground-truth metrics (grounding precision, plain and strict; coverage; purity), on
+hand-computed cases."""
 
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 
-from mmconcepts.data.shapesworld import vocabulary
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.evaluation.grounding.ground_truth import (attribute_vocabulary, coverage, grounding_precision, overlap,
-                                           overlap_matrix, purity, true_words)
+from mmconcepts.evaluation.grounding.ground_truth import coverage, grounding_precision, purity
+from mmconcepts.evaluation.grounding.overlap import overlap, overlap_strict
 
 
 def obj(shape, colour, size, position):
@@ -19,51 +20,6 @@ def obj(shape, colour, size, position):
 
 def rec(*objects, background="white"):
     return {"background": background, "objects": list(objects)}
-
-
-# ------------------------------------------------------------------------------------------------ overlap
-
-def test_overlap_hand_computed():
-    sets = [{"a", "b"}, {"b", "c", "d"}, set()]
-    # row 0: (|T1∩T0| + |T2∩T0|) / |T0| = 1/2, over K-1=2 -> 1/4; row 1: 1/3 / 2 = 1/6; empty row 2: 0
-    assert overlap(sets) == pytest.approx((1 / 4 + 1 / 6 + 0) / 3)
-    assert overlap_matrix(sets) == [[1.0, 0.5, 0.0], [1 / 3, 1.0, 0.0], [0.0, 0.0, 0.0]]
-
-
-def test_overlap_extremes_and_input_forms():
-    assert overlap([{"a"}, {"b"}, {"c"}]) == 0.0
-    assert overlap([{"a", "b"}] * 3) == 1.0
-    assert overlap([{"a", "b"}]) == 0.0  # K = 1
-    assert overlap([["a", "b", "b"], ("b",)]) == pytest.approx((1 / 2 + 1) / 2)  # lists/tuples become sets
-    assert overlap([set(), set()]) == 0.0
-    # a subset: T1 ⊂ T0 -> row 0 = 1/3, row 1 = 1
-    assert overlap([{"a", "b", "c"}, {"a"}]) == pytest.approx((1 / 3 + 1) / 2)
-
-
-def test_overlap_rejects_no_concepts():
-    with pytest.raises(MMConceptsError, match="no"):
-        overlap([])
-    with pytest.raises(MMConceptsError):
-        overlap_matrix("red")
-
-
-# ---------------------------------------------------------------------------------- ShapesWorld vocabulary
-
-def test_attribute_vocabulary_covers_synonyms():
-    vocab = attribute_vocabulary()
-    assert vocab["big"] == ("size", "large") and vocab["large"] == ("size", "large")
-    assert vocab["bottom"] == ("position", "bottom") and vocab["little"] == ("size", "small")
-    assert vocab["red"] == ("colour", "red") and vocab["star"] == ("shape", "star")
-    assert "the" not in vocab and "white" not in vocab  # grammar words and backgrounds name no object value
-    assert set(vocab) <= set(vocabulary())
-
-
-def test_true_words_every_object_with_synonyms():
-    r = rec(obj("circle", "red", "small", "left"), obj("star", "blue", "large", "bottom"), background="grey")
-    assert true_words(r) == {"circle", "red", "small", "little", "left",
-                             "star", "blue", "large", "big", "bottom"}
-    with pytest.raises(MMConceptsError, match="objects"):
-        true_words({"caption": "x"})
 
 
 # ------------------------------------------------------------------------------------ grounding precision
@@ -97,6 +53,33 @@ def test_grounding_precision_errors():
         grounding_precision(WORDS, [A], [[7]])
     with pytest.raises(MMConceptsError, match="no test images"):
         grounding_precision(WORDS, [], [])
+
+
+def test_grounding_precision_strict_counts_an_empty_concept_as_a_wrong_word():
+    record = rec(obj("circle", "red", "small", "left"))
+    words = [["red", "blue"], [], ["small"]]
+    # image 0, top-1 concept 0: 1 right of 2; image 1, top-1 the empty concept: 0 (the loose one skips it)
+    assert grounding_precision(words, [record, record], [[0], [1]], strict=True) == pytest.approx(0.25)
+    assert grounding_precision(words, [record, record], [[0], [1]]) == pytest.approx(0.5)
+    # top-3 of one image: words red, blue, small + one empty concept -> 2 right of 4
+    assert grounding_precision(words, [record], [[0, 1, 2]], strict=True) == pytest.approx(0.5)
+    with pytest.raises(MMConceptsError, match="out of range"):
+        grounding_precision(words, [record], [[3]], strict=True)
+    with pytest.raises(MMConceptsError, match="one row"):
+        grounding_precision(words, [record], [[0], [1]], strict=True)
+
+
+def test_strict_metrics_equal_the_loose_ones_without_empty_concepts():
+    rng = random.Random(0)
+    pool = ["red", "blue", "green", "big", "small", "left", "top", "picture", "circle", "square"]
+    shapes, colours = ["circle", "square", "star"], ["red", "blue", "green"]
+    for _ in range(20):
+        words = [rng.sample(pool, rng.randint(1, 4)) for _ in range(6)]
+        records = [rec(obj(rng.choice(shapes), rng.choice(colours), "small", "left")) for _ in range(8)]
+        tops = [rng.sample(range(6), 3) for _ in records]
+        assert overlap_strict(words) == pytest.approx(overlap([set(w) for w in words]))
+        assert grounding_precision(words, records, tops, strict=True) == pytest.approx(
+            grounding_precision(words, records, tops))
 
 
 # ------------------------------------------------------------------------------------ coverage and purity

@@ -1,4 +1,5 @@
-"""Forward hooks that record hidden states at chosen positions, owned by a recorder object (no globals).
+"""Recorders of hidden states at chosen positions, built on the adapter's one hook owner
+(:meth:`~mmconcepts.models.base.ModelAdapter.hooks`).
 
 :class:`StepRecorder` serves generation: every forward call during ``generate`` is one decoding step, and the
 hidden state at its *last* position is the one from which that step's token is predicted. It keeps one
@@ -7,43 +8,43 @@ selected (row, step) pairs to the CPU.
 
 :class:`PositionRecorder` serves teacher forcing: the positions are known before the forward pass, so the
 hook keeps only ``hidden[row, position[row]]``.
+
+Both are context managers: the hooks exist only inside the ``with`` block.
 """
 
 from __future__ import annotations
 
 
 class _Recorder:
-    def __init__(self, adapter, layers: list[str]):
-        self.adapter = adapter
-        self.modules = {name: adapter.layer_module(name) for name in layers}
-        self._handles = []
+    """A callback (:meth:`_keeper`) recording every layer of ``layers``, all in one
+    :class:`~mmconcepts.models.hooks.Hooks`."""
 
-    def _hook(self, name):  # pragma: no cover - overridden
+    def __init__(self, adapter, layers: list[str]):
+        self.hooks = adapter.hooks()
+        for name in layers:
+            self.hooks.record(name, self._keeper(name))
+
+    def _keeper(self, name: str):  # pragma: no cover - overridden
         raise NotImplementedError
 
     def __enter__(self):
-        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.modules.items()]
+        self.hooks.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        return False
+    def __exit__(self, *exc) -> bool:
+        return self.hooks.__exit__(*exc)
 
 
 class StepRecorder(_Recorder):
     """Keeps the last-position hidden state of every forward call (one per generated token)."""
 
     def __init__(self, adapter, layers: list[str]):
-        super().__init__(adapter, layers)
         self.steps: dict[str, list] = {name: [] for name in layers}
+        super().__init__(adapter, layers)
 
-    def _hook(self, name):
-        def hook(module, args, output):
-            self.steps[name].append(self.adapter.hidden_from_output(output)[:, -1, :].detach())
-
-        return hook
+    def _keeper(self, name: str):
+        steps = self.steps[name]
+        return lambda hidden, call: steps.append(hidden[:, -1, :].detach())
 
     def gather(self, rows: list[int], steps: list[int]) -> dict:
         """``{layer: n x D CPU tensor}`` with the state of ``rows[i]`` at generation step ``steps[i]``."""
@@ -64,17 +65,17 @@ class PositionRecorder(_Recorder):
     """Keeps ``hidden[row, positions[row]]`` of the forward pass for the rows in ``rows``."""
 
     def __init__(self, adapter, layers: list[str], rows, positions):
-        super().__init__(adapter, layers)
         self.rows = rows
         self.positions = positions
         self.states: dict = {}
+        super().__init__(adapter, layers)
 
-    def _hook(self, name):
-        def hook(module, args, output):
-            hidden = self.adapter.hidden_from_output(output)
+    def _keeper(self, name: str):
+        def keep(hidden, call):
             self.states[name] = hidden[self.rows.to(hidden.device), self.positions.to(hidden.device)].detach()
 
-        return hook
+        return keep
 
     def gather(self) -> dict:
+        """``{layer: n x D CPU tensor}``: the kept state of every row."""
         return {name: s.float().cpu() for name, s in self.states.items()}

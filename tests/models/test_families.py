@@ -111,7 +111,7 @@ def test_family_runs_the_chain(family, family_models, family_stores, tmp_path_fa
     from mmconcepts.extract import extract, load_features
     from mmconcepts.explanations import explain
     from mmconcepts.attribution import concept_maps
-    from mmconcepts.concepts.settings import GroundingSettings
+    from mmconcepts.concepts import GroundingSettings, ground
     from mmconcepts.interventions.steer_captions import steer
 
     adapter = _adapter(family, family_models, tmp_path_factory)
@@ -123,7 +123,7 @@ def test_family_runs_the_chain(family, family_models, family_stores, tmp_path_fa
         assert "was kept in no image" in str(exc)
     _, rows = load_features(store, "norm")
     learn(store, "norm", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
-          grounding=GroundingSettings(), grounding_model=adapter)
+          finish=lambda folder: ground(folder, model=adapter, settings=GroundingSettings()))
     explanation = explain(tmp_path / "concepts", rows[0]["image"], model=adapter, mode="teacher", caption=CAPTION,
                           top=2)
     assert explanation["token_found"] and len(explanation["concepts"]) == 2
@@ -179,7 +179,7 @@ def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without
     concept of another layer applies no norm (the last layer's output is what the unembedding reads)."""
     from mmconcepts.decompose import learn
     from mmconcepts.concepts import load_concepts
-    from mmconcepts.concepts.settings import GroundingSettings
+    from mmconcepts.concepts import GroundingSettings, ground
 
     adapter = _adapter("florence2", family_models, tmp_path_factory)
     assert adapter.family == "encoder_decoder"
@@ -190,6 +190,6 @@ def test_a_post_norm_decoder_is_read_at_its_last_layer_and_decodes_words_without
     _, store, _ = _teacher_store("florence2", family_models, family_stores, tmp_path_factory)
     assert GroundingSettings().norm_for("1")  # effect decoding of layer 1 goes through the final norm
     learn(store, "1", method="semi-nmf", n_concepts=2, out=tmp_path / "concepts", seed=0,
-          grounding=GroundingSettings(), grounding_model=adapter)
+          finish=lambda folder: ground(folder, model=adapter, settings=GroundingSettings()))
     concepts = load_concepts(tmp_path / "concepts", require_grounding=True)
     assert len(concepts.grounding["concepts"]) == 2

@@ -5,26 +5,14 @@ recorder hooked *before* the steering hook on the same module sees the untouched
 call, one hooked after it sees what the rest of the model receives.
 """
 
-import json
-import re
-import shutil
-
 import pytest
 import torch
 
-from mmconcepts.cli import main
 from mmconcepts.decompose import SemiNMF
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract import load_features
-from mmconcepts.files import read_json, write_json
-from mmconcepts.concepts import load_concepts
 from mmconcepts.concepts.concept_set import ConceptSet
-from mmconcepts.interventions.directions import (DEFAULT_POSITIONS, STRENGTH_FACTOR, concept_direction, default_strength,
-                                             diffmean_direction, random_direction)
-from mmconcepts.interventions.steer_captions import steer
 from mmconcepts.interventions.steering import Steering, chunk_steering
 from mmconcepts.models.generation import generate_ids
-from mmconcepts.concepts.decoding import typical_strengths
 
 TEACHER = " a dog on the grass"
 
@@ -40,22 +28,7 @@ class Calls:
     def remove(self):
         self.handle.remove()
 
-
-@pytest.fixture(scope="module")
-def setup(tiny_pipeline):
-    adapter = tiny_pipeline["adapter"]
-    images = sorted((tiny_pipeline["root"] / "test" / "images").glob("*.png"), key=lambda p: int(p.stem))
-    concepts = load_concepts(tiny_pipeline["concepts"])
-    return {**tiny_pipeline, "adapter": adapter, "images": images, "concepts": concepts}
-
-
-def _inputs(adapter, image, text=""):
-    return adapter.encode([image], [adapter.prompt() + text])
-
-
-def _planted(seed=0, d=64):
-    u = torch.randn(d, generator=torch.Generator().manual_seed(seed))
-    return u / u.norm()
+from steering_helpers import encoded, planted
 
 
 def _recorded(adapter, layer, steering, run):
@@ -75,11 +48,11 @@ def _recorded(adapter, layer, steering, run):
 # ---- the hook ------------------------------------------------------------------------------------------------
 def test_adding_at_the_final_norm_changes_the_logits_as_computed_by_hand(setup):
     adapter = setup["adapter"]
-    inputs = _inputs(adapter, setup["images"][3], TEACHER)
+    inputs = encoded(adapter, setup["images"][3], TEACHER)
     with torch.inference_mode():
         plain = adapter.model(**inputs, output_hidden_states=True)
     h = plain.hidden_states[-1]  # the final norm's output
-    u, s = _planted(), 3.0
+    u, s = planted(), 3.0
     head = adapter.lm_head()
     with Steering(adapter, "norm", u, s, positions="all"), torch.inference_mode():
         steered = adapter.model(**inputs).logits
@@ -99,12 +72,12 @@ def test_adding_at_the_final_norm_changes_the_logits_as_computed_by_hand(setup):
 
 def test_the_model_is_unchanged_after_the_context_exits(setup):
     adapter = setup["adapter"]
-    inputs = _inputs(adapter, setup["images"][1])
+    inputs = encoded(adapter, setup["images"][1])
     module = adapter.layer_module("1")
     hooks = dict(module._forward_hooks)
     with torch.inference_mode():
         before = adapter.model(**inputs).logits
-    steering = Steering(adapter, 1, _planted(1), 5.0, positions="all")
+    steering = Steering(adapter, 1, planted(1), 5.0, positions="all")
     with steering, torch.inference_mode():
         assert len(module._forward_hooks) == len(hooks) + 1
         during = adapter.model(**inputs).logits
@@ -120,22 +93,22 @@ def test_the_model_is_unchanged_after_the_context_exits(setup):
 
 def test_a_tuple_output_has_only_its_hidden_state_replaced(setup):
     adapter = setup["adapter"]
-    steering = Steering(adapter, "0", _planted(2), 2.0, positions="all")
+    steering = Steering(adapter, "0", planted(2), 2.0, positions="all")
     h, extra = torch.randn(1, 5, 64), object()
     module = adapter.layer_module("0")
     known = set(module._forward_hooks)
     with steering:  # the forward hook the steering holds, called on a made-up output
         (hook,) = [fn for key, fn in module._forward_hooks.items() if key not in known]
         out = hook(module, (), (h, extra))
-        assert isinstance(out, tuple) and out[1] is extra and torch.equal(out[0], h + 2.0 * _planted(2))
-        assert torch.equal(hook(module, (), h), h + 2.0 * _planted(2))
+        assert isinstance(out, tuple) and out[1] is extra and torch.equal(out[0], h + 2.0 * planted(2))
+        assert torch.equal(hook(module, (), h), h + 2.0 * planted(2))
 
 
 @pytest.mark.parametrize("positions,step", [("token", 2), ("after", 2), ("all", None), ("after", 0)])
 def test_positions_touch_exactly_the_intended_calls_and_positions(setup, positions, step):
     adapter = setup["adapter"]
-    inputs = _inputs(adapter, setup["images"][0])
-    u, s, n_new = _planted(3), 4.0, 5
+    inputs = encoded(adapter, setup["images"][0])
+    u, s, n_new = planted(3), 4.0, 5
     steering = Steering(adapter, "1", u, s, positions=positions, step=step)
     before, after = _recorded(adapter, "1", steering, lambda: adapter.model.generate(
         **inputs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False))
@@ -157,7 +130,7 @@ def test_one_step_per_row(setup):
     adapter = setup["adapter"]
     images = setup["images"][:2]
     inputs = adapter.encode(images, [adapter.prompt()] * 2)
-    u, s = _planted(4), 4.0
+    u, s = planted(4), 4.0
     steering = Steering(adapter, "norm", u, s, positions="token", step=[1, 3])
     before, after = _recorded(adapter, "norm", steering, lambda: adapter.model.generate(
         **inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False))
@@ -176,7 +149,7 @@ def test_one_intervention_per_row_matches_each_run_alone(setup):
     adapter, concepts = setup["adapter"], setup["concepts"]
     images = setup["images"][:3]
     inputs = adapter.encode(images, [adapter.prompt()] * 3)
-    U, strengths, steps = torch.stack([_planted(5), _planted(6), _planted(7)]), [1.0, 3.0, 5.0], [0, 2, 1]
+    U, strengths, steps = torch.stack([planted(5), planted(6), planted(7)]), [1.0, 3.0, 5.0], [0, 2, 1]
     ks = [0, 1, concepts.n_concepts - 1]
     gen = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
     for positions in ("token", "all"):
@@ -198,14 +171,14 @@ def test_one_intervention_per_row_matches_each_run_alone(setup):
         Steering(adapter, "norm", U, [1.0, 2.0])
     steering = Steering(adapter, "norm", U, strengths, positions="all")
     with pytest.raises(MMConceptsError, match="3 per-row interventions for a batch of 1 rows"):
-        _recorded(adapter, "norm", steering, lambda: adapter.model(**_inputs(adapter, images[0])))
+        _recorded(adapter, "norm", steering, lambda: adapter.model(**encoded(adapter, images[0])))
 
 
 def test_each_chunk_steers_its_own_rows(setup):
     """:func:`chunk_steering`, the per-chunk context of the generation loop: a chunk of images gets their steps
     and their share of the per-row interventions; batched steering gives each image's caption alone."""
     adapter = setup["adapter"]
-    U, strengths = torch.stack([_planted(5), _planted(6), _planted(7)]), [1.0, 3.0, 5.0]
+    U, strengths = torch.stack([planted(5), planted(6), planted(7)]), [1.0, 3.0, 5.0]
     make = chunk_steering(adapter, dict(layer="norm", positions="token"), steps=[0, None, 2],
                           per_row=dict(direction=U, strength=strengths))
     chunk = make(slice(1, 3))
@@ -223,7 +196,7 @@ def test_each_chunk_steers_its_own_rows(setup):
 
 def test_ablating_an_active_concept_removes_its_term(setup):
     adapter, concepts = setup["adapter"], setup["concepts"]
-    inputs = _inputs(adapter, setup["images"][3], TEACHER)
+    inputs = encoded(adapter, setup["images"][3], TEACHER)
     active_seen = inactive_seen = 0
     for k in range(concepts.n_concepts):
         steering = Steering(adapter, "norm", mode="ablate", dictionary=concepts, concept=k, positions="all")
@@ -240,7 +213,7 @@ def test_ablating_an_active_concept_removes_its_term(setup):
 
 def test_ablating_an_inactive_concept_changes_nothing(setup):
     adapter = setup["adapter"]
-    inputs = _inputs(adapter, setup["images"][3], TEACHER)
+    inputs = encoded(adapter, setup["images"][3], TEACHER)
     with torch.inference_mode():
         plain = adapter.model(**inputs, output_hidden_states=True)
     H = plain.hidden_states[-1][0]
@@ -253,185 +226,3 @@ def test_ablating_an_inactive_concept_changes_nothing(setup):
         logits = adapter.model(**inputs).logits
     assert steering.calls == 1 and steering.edited == []
     assert torch.equal(logits, plain.logits)
-
-
-# ---- directions and strengths ----------------------------------------------------------------------------------
-def test_concept_and_random_directions(setup):
-    concepts = setup["concepts"]
-    u = concept_direction(concepts, 1)
-    torch.testing.assert_close(u, concepts.directions[1] / concepts.directions[1].norm())
-    r = random_direction(3 * u, seed=5)
-    assert r.shape == u.shape and float(r.norm()) == pytest.approx(3.0, rel=1e-6)
-    assert torch.equal(r, random_direction(3 * u, seed=5)) and not torch.equal(r, random_direction(3 * u, seed=6))
-    assert abs(float(r @ u)) < 3.0  # not the concept itself
-
-
-def test_centred_direction_is_the_concept_less_its_mean_component(setup):
-    from mmconcepts.interventions.directions import centred_direction, unit_direction
-
-    concepts = setup["concepts"]
-    mean = torch.randn(64, generator=torch.Generator().manual_seed(3))
-    u = concepts.directions[2] / concepts.directions[2].norm()
-    m = mean / mean.norm()
-    expected = (u - (u @ m) * m) / (u - (u @ m) * m).norm()
-    got = centred_direction(concepts, 2, mean)
-    torch.testing.assert_close(got, expected)
-    assert abs(float(got @ mean)) < 1e-4 and abs(float(got.norm()) - 1) < 1e-5
-    calls = []
-    assert torch.equal(unit_direction(concepts, 2, "centred", mean=lambda: calls.append(1) or mean), got)
-    assert torch.equal(unit_direction(concepts, 2, "concept", mean=lambda: calls.append(1) or mean), u / u.norm())
-    assert calls == [1]  # the mean is read only by the direction that needs it
-    with pytest.raises(MMConceptsError, match="lies along the mean state"):
-        centred_direction(concepts, 2, concepts.directions[2] * 3)
-    with pytest.raises(MMConceptsError, match="unknown direction"):
-        unit_direction(concepts, 2, "sideways")
-
-
-def test_diffmean_direction_is_the_hand_computation(setup):
-    concepts = setup["concepts"]
-    Z, _ = load_features(setup["train"], "norm")
-    A = concepts.activations[:, 2]
-    order = sorted(range(len(A)), key=lambda i: (-float(A[i]), i))
-    for n_top, default in ((7, False), (Z.shape[0] // concepts.n_concepts, True)):
-        top = order[:n_top]
-        rest = [i for i in range(len(A)) if i not in top]
-        expected = Z[top].mean(dim=0) - Z[rest].mean(dim=0)
-        got = diffmean_direction(concepts, 2, Z, n_top=None if default else n_top)
-        torch.testing.assert_close(got, expected)
-    with pytest.raises(MMConceptsError, match="n_top"):
-        diffmean_direction(concepts, 2, Z, n_top=Z.shape[0])
-    with pytest.raises(MMConceptsError, match="training samples"):
-        diffmean_direction(concepts, 2, Z[:5])
-
-
-def test_default_strength_is_the_typical_activation_times_the_factor(setup):
-    concepts = setup["concepts"]
-    typical = typical_strengths(concepts.activations)
-    for k in range(concepts.n_concepts):  # Semi-NMF concepts are unit vectors
-        assert default_strength(concepts, k) == pytest.approx(float(typical[k]) * STRENGTH_FACTOR, rel=1e-5)
-    assert default_strength(concepts, 0, factor=1.0) == pytest.approx(float(typical[0]), rel=1e-5)
-
-
-# ---- steer() and the command line ------------------------------------------------------------------------------
-KEYS = {"image", "caption", "steered", "concept", "strength", "mode", "direction", "positions", "layer",
-        "token_step"}
-
-
-def test_steer_on_images(setup):
-    adapter, images = setup["adapter"], setup["images"][:2]
-    results = steer(setup["concepts"], images, 1, model=adapter, max_new_tokens=6)
-    plain = adapter.caption(images, max_new_tokens=6)
-    assert [set(r) for r in results] == [KEYS, KEYS]
-    assert [r["caption"] for r in results] == plain  # the unsteered caption is the model's own
-    assert all(r["mode"] == "add" and r["direction"] == "concept" and r["positions"] == DEFAULT_POSITIONS for r in results)
-    assert results[0]["strength"] == pytest.approx(default_strength(setup["concepts"], 1))
-    assert all(r["token_step"] is None for r in results)  # a random tiny model never says "dog"
-    assert any(r["steered"] != r["caption"] for r in results)
-    ablated = steer(setup["concepts"], images[:1], 2, ablate=True, positions="all", model=adapter,
-                    max_new_tokens=6)
-    assert ablated[0]["mode"] == "ablate" and ablated[0]["strength"] is None
-    for direction in ("random", "diffmean"):
-        other = steer(setup["concepts"], images[:1], 1, direction=direction, strength=6.0, layer="0",
-                      model=adapter, max_new_tokens=6)
-        assert other[0]["direction"] == direction and other[0]["layer"] == "0"
-
-
-def test_steer_starts_at_the_step_the_token_is_predicted(setup, tmp_path):
-    """A concepts folder whose token is a word the tiny model does say: steering starts where it is said."""
-    adapter, images = setup["adapter"], setup["images"]
-    captions = adapter.caption(images, max_new_tokens=12)
-    found = next(((i, m.group(0)) for i, c in enumerate(captions) for m in re.finditer(r"(?<!\w)[A-Za-z]{3,}(?!\w)", c)
-                  if m.start() > 0), None)
-    if found is None:
-        pytest.skip("the tiny model says no word after its first token")
-    index, word = found
-    folder = tmp_path / "concepts"
-    shutil.copytree(setup["concepts"].path, folder)
-    summary = read_json(folder / "summary.json", "rebuild the fixture")
-    write_json(folder / "summary.json", {**summary, "token": word})
-    # the dictionary records the token it was learnt for: relearnt for this word as far as the files go
-    from mmconcepts.decompose import load_dictionary
-    from mmconcepts.decompose.persistence import provenance
-
-    load_dictionary(folder).save(folder, provenance=provenance({**summary, "token": word}))
-    (result,) = steer(folder, [images[index]], 0, strength=20.0, positions="after", model=adapter,
-                      max_new_tokens=12)
-    step = result["token_step"]
-    assert result["caption"] == captions[index] and step is not None
-    inputs = _inputs(adapter, images[index])
-    with torch.inference_mode():
-        out = adapter.model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
-    prefix = adapter.tokenizer.decode(new[:step], skip_special_tokens=True).strip()
-    assert result["steered"].startswith(prefix)  # the tokens before the step are the unsteered ones
-    assert result["steered"] != result["caption"]
-
-
-def test_cli_json_lines_and_ablate(setup, capsys):
-    concepts = str(setup["concepts"].path)
-    images = [str(p) for p in setup["images"][:2]]
-    code = main(["steer", "--concepts", concepts, "--concept", "1", "--image", images[0], "--image", images[1],
-                 "--json", "--max-new-tokens", "5"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert code == 0 and len(lines) == 2
-    rows = [json.loads(line) for line in lines]
-    assert all(set(r) == KEYS for r in rows) and [r["image"] for r in rows] == images
-    code = main(["steer", "--concepts", concepts, "--concept", "2", "--ablate", "--positions", "all",
-                 "--data", str(setup["root"] / "test"), "--limit", "2", "--max-new-tokens", "5"])
-    out = capsys.readouterr().out
-    assert code == 0 and "ablate concept 2" in out and out.count("before:") == 2 and out.count("after:") == 2
-    code = main(["steer", "--concepts", concepts, "--concept", "0", "--direction", "random", "--strength", "8",
-                 "--positions", "token", "--layer", "-1", "--image", images[0], "--json", "--max-new-tokens", "5"])
-    row = json.loads(capsys.readouterr().out)
-    assert code == 0 and row["direction"] == "random" and row["strength"] == 8.0 and row["layer"] == "2"
-    code = main(["steer", "--concepts", concepts, "--concept", "0", "--direction", "centred", "--strength", "30",
-                 "--image", images[0], "--json", "--max-new-tokens", "5"])
-    row = json.loads(capsys.readouterr().out)
-    alone = steer(setup["concepts"], [images[0]], 0, direction="centred", strength=30.0, model=setup["adapter"],
-                  max_new_tokens=5)[0]
-    assert code == 0 and row["direction"] == "centred" and row["steered"] == alone["steered"]
-
-
-def _one_line_error(capsys, argv, message):
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], captured.err
-    assert captured.out == ""
-
-
-def test_bad_input(setup, tmp_path, capsys):
-    concepts = setup["concepts"]
-    folder = str(concepts.path)
-    image = str(setup["images"][0])
-    base = ["steer", "--concepts", folder, "--image", image]
-    _one_line_error(capsys, [*base, "--concept", "9"], "unknown concept 9")
-    _one_line_error(capsys, [*base, "--concept", "-1"], "must be an integer >= 0")
-    _one_line_error(capsys, [*base, "--concept", "0", "--strength", "nan"], "finite")
-    _one_line_error(capsys, [*base, "--concept", "0", "--strength", "inf"], "finite")
-    _one_line_error(capsys, ["steer", "--concepts", folder, "--concept", "0", "--image", str(tmp_path / "no.png")],
-                    "image not found")
-    _one_line_error(capsys, [*base, "--concept", "0", "--data", str(setup["root"] / "test")], "not both")
-    _one_line_error(capsys, ["steer", "--concepts", folder, "--concept", "0"], "--image")
-    _one_line_error(capsys, [*base, "--concept", "0", "--ablate", "--direction", "random"], "--ablate")
-    _one_line_error(capsys, [*base, "--concept", "0", "--ablate", "--layer", "0"], "learnt at layer norm")
-    _one_line_error(capsys, [*base, "--concept", "0", "--positions", "some"], "invalid choice")
-    # a concepts folder of another model: a dictionary of another hidden size
-    other = tmp_path / "other"
-    shutil.copytree(folder, other)
-    SemiNMF(n_concepts=4).fit(torch.randn(24, 32, generator=torch.Generator().manual_seed(0))).save(other)
-    _one_line_error(capsys, ["steer", "--concepts", str(other), "--concept", "0", "--image", image],
-                    "the dictionary has 4 concepts of width 32, summary.json says 4 of width 64")
-    adapter = setup["adapter"]
-    with pytest.raises(MMConceptsError, match="unknown direction"):
-        steer(concepts, [image], 0, direction="north", model=adapter)
-    with pytest.raises(MMConceptsError, match="unknown positions"):
-        Steering(adapter, "norm", _planted(), 1.0, positions="first")
-    with pytest.raises(MMConceptsError, match="unknown mode"):
-        Steering(adapter, "norm", _planted(), 1.0, mode="scale")
-    with pytest.raises(MMConceptsError, match="hidden size 64"):
-        Steering(adapter, "norm", torch.ones(32), 1.0)
-    with pytest.raises(MMConceptsError, match="unknown layer"):
-        Steering(adapter, 7, _planted(), 1.0)
-    with pytest.raises(MMConceptsError, match="step"):
-        Steering(adapter, "norm", _planted(), 1.0, step=-1)

@@ -8,6 +8,8 @@
 #      GPU memory (torch.cuda.max_memory_allocated) of each pattern
 #   3. decompose.py  mmconcepts SemiNMF vs overcomplete's SemiNMF, n = 100,000, D = 4,096, K = 20, on the GPU:
 #      time to within 1% of the best error, peak GPU memory
+#   4. sae_speed.py  our TopK and BatchTopK SAEs vs overcomplete's and dictionary_learning's (those installed),
+#      n = 200,000, D = 4,096, K = 16,384, k = 64, at most 15 s of training each: time to equal error and L0
 #
 # Writes benchmarks/results/gpu-<date>.json (and copies it to $OUT when that is set, so a remote run returns it).
 #
@@ -52,6 +54,7 @@ if [[ $SMOKE == 1 ]]; then
   QWEN=(--arch tiny-qwen2-vl --device cpu --dtype float32 --n 8 --n-reference 2 --batch-size 4 8 --new-tokens 6
         --image-size 640x480 --num-workers 1 --threads 1)
   DECOMP=(--device cpu --n 2000 --d 64 --k 20 --max-iter 100)
+  SAES=(--device cpu --quick --families topk,batchtopk --budget 5)
 else
   NAME="gpu-$DATE"
   LLAVA=(--arch llava-1.5-7b --device cuda --dtype bfloat16 --n 128 --n-reference 8 --batch-size 16 64 --new-tokens 30
@@ -59,6 +62,8 @@ else
   QWEN=(--arch qwen2-vl-7b --device cuda --dtype bfloat16 --n 128 --n-reference 8 --batch-size 16 64 --new-tokens 30
         --image-size 640x480 --num-workers 8)
   DECOMP=(--device cuda --n 100000 --d 4096 --k 20 --max-iter 500)
+  SAES=(--device cuda --n 200000 --d 4096 --k-concepts 16384 --k 64 --epochs 3 --batch-size 4096
+        --families topk,batchtopk --budget 15)
 fi
 mkdir -p benchmarks/results
 RESULT="benchmarks/results/$NAME.json"
@@ -90,6 +95,7 @@ env = {"python": platform.python_version(), "torch": torch.__version__, "transfo
        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
        "gpu_memory_gb": (torch.cuda.get_device_properties(0).total_memory / 2**30) if torch.cuda.is_available() else None}
 env["overcomplete"] = importlib.util.find_spec("overcomplete") is not None  # decompose.py imports a submodule
+env["dictionary_learning"] = importlib.util.find_spec("dictionary_learning") is not None
 with open(sys.argv[2], "w") as f:
     json.dump(env, f)
 print(json.dumps(env))
@@ -99,6 +105,9 @@ if ! grep -q '"overcomplete": true' "$TMP/env.json"; then
   echo "overcomplete is not installed: the Semi-NMF step runs mmconcepts alone (carry its wheel in .whl/)" >&2
   SOLVERS=ours
 fi
+SAE_LIBS=ours
+grep -q '"overcomplete": true' "$TMP/env.json" && SAE_LIBS="$SAE_LIBS,overcomplete"
+grep -q '"dictionary_learning": true' "$TMP/env.json" && SAE_LIBS="$SAE_LIBS,dictionary_learning"
 
 # a failing step does not stop the others (a lent GPU's minutes are few): its exit status is recorded and the
 # script exits non-zero at the end
@@ -106,6 +115,8 @@ FAILED=0
 step llava "$PY" benchmarks/extract_throughput.py "${LLAVA[@]}" --json "$TMP/llava.json" || FAILED=1
 step qwen2_vl "$PY" benchmarks/extract_throughput.py "${QWEN[@]}" --json "$TMP/qwen2_vl.json" || FAILED=1
 step semi_nmf "$PY" benchmarks/decompose.py "${DECOMP[@]}" --solvers "$SOLVERS" --json "$TMP/semi_nmf.json" \
+  || FAILED=1
+step sae_speed "$PY" benchmarks/sae_speed.py "${SAES[@]}" --libraries "$SAE_LIBS" --json "$TMP/sae_speed.json" \
   || FAILED=1
 
 "$PY" - "$TMP" "$RESULT" "$DATE" <<'EOF'
@@ -116,7 +127,7 @@ merged = {"date": date, "environment": json.loads((tmp / "env.json").read_text()
 for line in (tmp / "steps.tsv").read_text().splitlines():
     name, secs, rc = line.split("\t")
     merged["steps"][name] = {"seconds": float(secs), "exit": int(rc)}
-for name in ("llava", "qwen2_vl", "semi_nmf"):
+for name in ("llava", "qwen2_vl", "semi_nmf", "sae_speed"):
     file = tmp / f"{name}.json"
     merged[name] = json.loads(file.read_text()) if file.exists() else None  # None: the step failed
 result.write_text(json.dumps(merged, indent=1))

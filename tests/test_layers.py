@@ -16,7 +16,7 @@ import mmconcepts
 
 #: The stages in the order data flows through them (docs/ARCHITECTURE.md), then what chains them.
 STAGES = ("data", "models", "extract", "decompose", "concepts", "interventions", "attribution", "explanations",
-          "evaluation", "report", "toy", "workflows", "cli")
+          "exchange", "evaluation", "report", "toy", "workflows", "cli")
 ROOT = Path(mmconcepts.__file__).parent
 
 

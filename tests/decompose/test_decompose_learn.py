@@ -79,7 +79,7 @@ def positive_store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("positive") / "features", Z), Z
 
 
-@pytest.mark.parametrize("method", ["semi-nmf", "nmf", "reference-dl"])
+@pytest.mark.parametrize("method", ["semi-nmf", "nmf", "relu-sae", "reference-dl"])
 def test_relative_l1_works_for_every_method_with_an_l1(positive_store, tmp_path, method):
     """l1 = relative_l1 * mean row norm, for every method with an l1 parameter, recorded in the summary.
 
@@ -95,7 +95,7 @@ def test_relative_l1_works_for_every_method_with_an_l1(positive_store, tmp_path,
 
 @pytest.mark.parametrize("method, kwargs, match", [
     ("pca", {"relative_l1": 0.05},
-     r"^--relative-l1 does not apply to pca; it applies to semi-nmf, nmf, reference-dl$"),
+     r"^--relative-l1 does not apply to pca; it applies to semi-nmf, nmf, relu-sae, reference-dl$"),
     ("topk-sae", {"l1": 0.1}, "--l1 does not apply to topk-sae"),
     ("reference-dl", {"relative_l1": 0}, "relative_l1=0 does not suit reference-dl: l1 must be"),
 ])

@@ -1,14 +1,15 @@
 import pytest
 import torch
 
-from mmconcepts.decompose import KMeans, METHODS, NMF, PCA, ReferenceDL, SemiNMF, Simple, TopKSAE, load_dictionary
+from mmconcepts.decompose import (METHODS, NMF, PCA, BatchTopKSAE, JumpReLUSAE, KMeans, MatryoshkaSAE, ReferenceDL, ReLUSAE,
+                                  SemiNMF, Simple, TopKSAE, load_dictionary)
 from mmconcepts.errors import MMConceptsError
 
 from decompose_helpers import match_cosine, planted
 
 
 def test_registry_in_documented_order():
-    assert list(METHODS) == ["semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "reference-dl"]
+    assert list(METHODS) == ["semi-nmf", "nmf", "pca", "kmeans", "simple", "topk-sae", "batchtopk-sae", "jumprelu-sae", "matryoshka-sae", "relu-sae", "reference-dl"]
     from mmconcepts.cli.learn import METHOD_NAMES
 
     assert tuple(METHODS) == METHOD_NAMES
@@ -98,6 +99,10 @@ FACTORIES = {
     "kmeans": lambda: KMeans(4, seed=1),
     "simple": lambda: Simple(4),
     "topk-sae": lambda: TopKSAE(4, k=2, max_iter=5, seed=1),
+    "batchtopk-sae": lambda: BatchTopKSAE(4, k=2, max_iter=5, batch_size=50, seed=1),
+    "jumprelu-sae": lambda: JumpReLUSAE(4, max_iter=5, seed=1),
+    "matryoshka-sae": lambda: MatryoshkaSAE(4, k=2, n_groups=2, max_iter=5, batch_size=50, seed=1),
+    "relu-sae": lambda: ReLUSAE(4, max_iter=5, seed=1),
     "reference-dl": lambda: ReferenceDL(4, l1=0.01, max_iter=5, seed=1),
 }
 

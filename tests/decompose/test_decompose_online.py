@@ -1,4 +1,4 @@
-"""One ``partial_fit`` contract for every method that streams (semi-nmf, nmf, topk-sae).
+"""One ``partial_fit`` contract for every method that streams (semi-nmf, nmf, the sparse autoencoders).
 
 ``partial_fit`` continues from the current fitted state, whether it came from ``fit``, from earlier
 ``partial_fit`` calls or from ``load_dictionary`` (the online state is saved with the dictionary, so the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmconcepts.decompose import NMF, SemiNMF, TopKSAE, load_dictionary
+from mmconcepts.decompose import NMF, BatchTopKSAE, JumpReLUSAE, MatryoshkaSAE, ReLUSAE, SemiNMF, TopKSAE, load_dictionary
 from mmconcepts.errors import MMConceptsError
 
 from decompose_helpers import planted
@@ -19,7 +19,12 @@ FACTORIES = {
     "semi-nmf": lambda: SemiNMF(4, l1=0.01, seed=2),
     "nmf": lambda: NMF(4, seed=2),
     "topk-sae": lambda: TopKSAE(4, k=2, max_iter=4, batch_size=50, seed=2),
+    "batchtopk-sae": lambda: BatchTopKSAE(4, k=2, max_iter=4, batch_size=50, seed=2),
+    "jumprelu-sae": lambda: JumpReLUSAE(4, max_iter=4, batch_size=50, seed=2),
+    "matryoshka-sae": lambda: MatryoshkaSAE(4, k=2, n_groups=2, max_iter=4, batch_size=50, seed=2),
+    "relu-sae": lambda: ReLUSAE(4, max_iter=4, batch_size=50, seed=2),
 }
+SAES = ("topk-sae", "batchtopk-sae", "jumprelu-sae", "matryoshka-sae", "relu-sae")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +85,7 @@ def test_partial_fit_continues_from_fit(name, data):
     model.partial_fit(shards[0])
     cos = torch.nn.functional.cosine_similarity(before, model.components_, dim=1)
     assert float(cos.min()) > 0.98
-    if name == "topk-sae":
+    if name in SAES:
         assert model.n_iter_ == n_iter + 1  # epochs of fit, then one more
     else:
         assert model.n_iter_ == 1  # batches seen since fit

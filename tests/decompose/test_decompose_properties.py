@@ -1,7 +1,7 @@
 """Property tests (Hypothesis) of the estimators' invariants, on generated data.
 
 - activations are non-negative for the methods that promise it (``nonnegative_activations``), whatever the
-  data (semi-nmf, nmf, kmeans, simple, topk-sae);
+  data (semi-nmf, nmf, kmeans, simple, the sparse autoencoders);
 - Semi-NMF's objective never increases from one iteration to the next (nor its error when ``l1 = 0``);
 - ``transform`` of the training data matches ``fit_transform`` (on identifiable problems: planted
   dictionaries with at most as many concepts as were planted).
@@ -27,6 +27,8 @@ SETTINGS = settings(max_examples=15, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 NONNEGATIVE = [name for name, cls in METHODS.items() if cls.nonnegative_activations]
 FAST = {"semi-nmf": {"max_iter": 10}, "nmf": {"max_iter": 10}, "topk-sae": {"max_iter": 3},
+        "batchtopk-sae": {"max_iter": 3}, "jumprelu-sae": {"max_iter": 3}, "matryoshka-sae": {"max_iter": 3},
+        "relu-sae": {"max_iter": 3},
         "reference-dl": {"l1": 0.05, "max_iter": 10}}
 
 matrices = st.tuples(st.integers(8, 40), st.integers(2, 12)).flatmap(
@@ -44,7 +46,7 @@ def problems(draw):
 
 
 def test_the_promise_is_kept_by_the_right_methods():
-    assert NONNEGATIVE == ["semi-nmf", "nmf", "kmeans", "simple", "topk-sae", "reference-dl"]
+    assert NONNEGATIVE == ["semi-nmf", "nmf", "kmeans", "simple", "topk-sae", "batchtopk-sae", "jumprelu-sae", "matryoshka-sae", "relu-sae", "reference-dl"]
 
 
 @pytest.mark.parametrize("name", NONNEGATIVE)

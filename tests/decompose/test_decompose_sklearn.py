@@ -32,7 +32,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mmconcepts.decompose import (METHODS, NMF, PCA, KMeans, ReferenceDL, SemiNMF, Simple, TopKSAE,
+from mmconcepts.decompose import (METHODS, NMF, PCA, BatchTopKSAE, JumpReLUSAE, KMeans, MatryoshkaSAE, ReferenceDL,
+                                  ReLUSAE, SemiNMF, Simple, TopKSAE,
                                   concept_directions, one_sided)
 from mmconcepts.errors import MMConceptsError
 
@@ -40,6 +41,8 @@ from decompose_helpers import planted
 
 CHECKED = [SemiNMF(n_concepts=2, l1=0.01), SemiNMF(n_concepts=3), NMF(n_concepts=2), PCA(n_concepts=2),
            KMeans(n_concepts=3), Simple(n_concepts=3), TopKSAE(n_concepts=3, max_iter=5),
+           BatchTopKSAE(n_concepts=3, max_iter=5), JumpReLUSAE(n_concepts=3, max_iter=5),
+           MatryoshkaSAE(n_concepts=3, n_groups=2, max_iter=5), ReLUSAE(n_concepts=3, max_iter=5),
            ReferenceDL(n_concepts=3, l1=0.1, max_iter=20)]
 
 _NOT_UNIQUE = ("plain Semi-NMF (l1=0) has no unique codes on this degenerate data (two tight blobs on a line): "

@@ -24,11 +24,13 @@ COMMANDS = (
     "score_captions",
     "extract",
     "learn",
+    "import_sae",
     "explain",
     "steer",
     "evaluate",
     "sweep",
     "report",
+    "export",
 )
 
 

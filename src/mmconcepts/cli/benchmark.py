@@ -42,7 +42,7 @@ def run(args) -> int:
     result = run_benchmark(settings, args.out, progress=not args.quiet, log=(lambda line: None) if args.quiet
                            else (lambda line: print(line, flush=True)))
     k = str(settings.n_concepts[0])
-    print("\n".join(metric_table(result["summary"], [*settings.methods, *settings.baselines],
+    print("\n".join(metric_table(result["summary"], [*settings.method_names, *settings.baselines],
                                  best=result["apart"][k], baselines=settings.baselines)))
     print("\n".join(apart_lines(result["apart"][k], result["summary"])))
     print(f"wrote {args.out}/benchmark.json, benchmark.md and benchmark.html ({len(result['runs'])} runs)")

@@ -21,22 +21,22 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import resolve_field
+from mmconcepts.concepts.activations import activation_column, is_sparse, read_activations, top_rows
 from mmconcepts.concepts.images import images_at, missing_images
 from mmconcepts.records import Grounding, Summary
 
 
-def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
-    """Visual grounding: the ``n_images`` most activating samples of every concept (column of ``activations``)."""
-    import torch
+#: A sparse folder's activations are handed out dense (:attr:`ConceptSet.activations`) up to this many
+#: entries (``N x K``); above it they stay sparse, and only the readers of :mod:`.activations` apply.
+DENSE_LIMIT = 1 << 24
 
-    n = min(n_images, activations.shape[0])
-    values, rows = torch.topk(activations.float(), n, dim=0)
-    result = []
-    for k in range(activations.shape[1]):
-        result.append([{"id": meta[r]["id"], "image": meta[r]["image"], "caption": meta[r].get("caption", ""),
-                        "activation": round(float(v), 5)}
-                       for v, r in zip(values[:, k].tolist(), rows[:, k].tolist())])
-    return result
+
+def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
+    """Visual grounding: the ``n_images`` most activating samples of every concept (column of ``activations``,
+    dense or sparse: :func:`~mmconcepts.concepts.activations.top_rows`)."""
+    return [[{"id": meta[r]["id"], "image": meta[r]["image"], "caption": meta[r].get("caption", ""),
+              "activation": round(float(v), 5)} for r, v in column]
+            for column in top_rows(activations, n_images)]
 
 
 @dataclass
@@ -56,10 +56,20 @@ class ConceptSet:
 
     @property
     def activations(self):
-        """``N x n_concepts`` activations of the training samples, one column a concept."""
+        """``N x n_concepts`` activations of the training samples, one column a concept: a dense tensor, or,
+        for a folder stored sparse with more than :data:`DENSE_LIMIT` entries, a ``torch.sparse_csr`` tensor
+        (read it with :func:`activation_column`, :func:`~mmconcepts.concepts.activations.positive_means`,
+        :func:`top_samples`)."""
         from mmconcepts.decompose.base import one_sided
 
-        return one_sided(self.raw_activations, self.signed)
+        A = self.raw_activations
+        if is_sparse(A):
+            return A.to_dense() if A.shape[0] * A.shape[1] <= DENSE_LIMIT else A
+        return one_sided(A, self.signed)
+
+    def activation_column(self, k: int):
+        """Concept ``k``'s training activations, a dense ``N`` vector, whatever the stored form."""
+        return activation_column(self.activations, k)
 
     @property
     def directions(self):
@@ -194,8 +204,6 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
     ...
     mmconcepts.errors.MMConceptsError: concepts folder not found: runs/nothing; create it with `mmconcepts learn`
     """
-    from safetensors.torch import load_file
-
     from mmconcepts.decompose import load_dictionary
 
     path = Path(path)
@@ -203,11 +211,10 @@ def load_concepts(path: str | os.PathLike, require_grounding: bool = False) -> C
         raise MMConceptsError(f"concepts folder not found: {path}; create it with `mmconcepts learn`")
     summary = _summary_record(path)
     dictionary = load_dictionary(path)
-    try:
-        activations = load_file(str(path / "activations.safetensors"))["activations"]
-    except Exception:  # missing or truncated file: safetensors raises several error types
-        raise MMConceptsError(f"cannot read {path / 'activations.safetensors'}; run `mmconcepts learn` again") \
-            from None
+    activations = read_activations(path / "activations.safetensors")
+    if is_sparse(activations) and getattr(dictionary, "signed_activations", False):
+        raise MMConceptsError(f"{path / 'activations.safetensors'} is sparse, but {summary.method} has signed "
+                              "activations, which are stored dense; run `mmconcepts learn` again")
     grounding = read_grounding(path)
     if require_grounding and grounding is None:
         raise MMConceptsError(f"{path} has no grounding.json; run `mmconcepts learn` without --no-ground")

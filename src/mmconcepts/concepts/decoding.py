@@ -32,6 +32,11 @@ from __future__ import annotations
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.concepts.settings import DECODINGS, MIN_RATIO, GroundingSettings
 
+#: The most concept-by-token scores a :class:`WordGrounder` holds at once (a 100k-concept dictionary is read
+#: in chunks of this many entries).
+SCORE_ENTRIES = 1 << 24
+
+
 def _check(components, weight):
     if components.ndim != 2 or components.shape[1] != weight.shape[1]:
         raise MMConceptsError(f"concepts have dimension {tuple(components.shape)[1:]} but the model's unembedding "
@@ -39,7 +44,7 @@ def _check(components, weight):
 
 
 def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=None, strengths=None,
-                   points: bool = False):
+                   points: bool = False, center=None):
     """``K x V`` token scores of the concepts (rows of ``components``).
 
     Parameters
@@ -51,6 +56,8 @@ def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=
     base : ``D`` mean training feature (``"effect"`` only).
     strengths : ``K`` typical activation of each concept (``"effect"`` with direction concepts).
     points : the concepts are points of the feature space (K-Means, Simple), decoded as they are.
+    center : ``V`` logits subtracted by ``"centered"`` (``None``: the mean over ``components``; a dictionary
+        scored in chunks passes the mean over all its concepts, :func:`mean_logits`).
     """
     import torch
 
@@ -68,7 +75,11 @@ def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=
     with torch.no_grad():
         if decode != "effect":
             logits = read(U)
-            return (logits - logits.mean(dim=0, keepdim=True) if decode == "centered" else logits).cpu()
+            if decode == "paper":
+                return logits.cpu()
+            mean = logits.mean(dim=0, keepdim=True) if center is None else \
+                torch.as_tensor(center).to(logits.device, logits.dtype).reshape(1, -1)
+            return (logits - mean).cpu()
         if base is None or (strengths is None and not points):
             raise MMConceptsError("the effect decoding needs the mean training feature and the concepts' "
                                   "typical activations; use WordGrounder.ground_dictionary")
@@ -82,13 +93,23 @@ def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=
 
 
 def typical_strengths(activations):
-    """``s_k``: the mean of each concept's positive activations (0 for a concept never active)."""
+    """``s_k``: the mean of each concept's positive activations (0 for a concept never active); dense or
+    sparse activations (:func:`~mmconcepts.concepts.activations.positive_means`)."""
+    from mmconcepts.concepts.activations import positive_means
+
+    return positive_means(activations)
+
+
+def mean_logits(components, lm_head, norm=None, rows: int = 4096):
+    """``V``: the mean over the concepts (rows of ``components``) of their logits, read ``rows`` at a time
+    (what ``"centered"`` subtracts)."""
     import torch
 
-    A = torch.as_tensor(activations).float()
-    positive = A.clamp(min=0)
-    count = (A > 0).sum(dim=0).clamp(min=1)
-    return positive.sum(dim=0) / count
+    total = None
+    for start in range(0, components.shape[0], rows):
+        logits = concept_scores(components[start:start + rows], lm_head, norm, decode="paper")
+        total = logits.double().sum(dim=0) if total is None else total + logits.double().sum(dim=0)
+    return (total / max(components.shape[0], 1)).float() if total is not None else torch.zeros(0)
 
 
 def ground_words(scores, token_words, top_k: int = 50, n_words: int = 10, allowed: set[str] | None = None,
@@ -185,10 +206,38 @@ class WordGrounder:
 
     def __call__(self, components, base=None, strengths=None, points: bool = False) -> list[list[dict]]:
         """``[[{"word", "score"}, ...], ...]`` for the rows of ``components``; ``strengths``: the typical
-        activation of each (:func:`typical_strengths`), ``base``: the mean training feature."""
-        return ground_words(self.scores(components, base, strengths, points), self.token_words,
-                            top_k=self.top_k, n_words=self.n_words, allowed=self.allowed,
-                            min_ratio=self.min_ratio, exclude=self.exclude)
+        activation of each (:func:`typical_strengths`), ``base``: the mean training feature.
+
+        A large dictionary is scored :data:`SCORE_ENTRIES` (concepts x vocabulary) at a time, never all at
+        once; there, under ``"effect"``, a concept never active (strength 0) is not scored: it raises no
+        token, so it has no words either way."""
+        K, V = int(components.shape[0]), int(self.adapter.lm_head().weight.shape[0])
+        rows = max(1, SCORE_ENTRIES // max(V, 1))
+        if K <= rows:
+            return self._words(self.scores(components, base, strengths, points))
+        import torch
+
+        center = None
+        if self.decode == "centered":
+            center = mean_logits(components, self.adapter.lm_head(),
+                                 self.adapter.final_norm() if self.apply_norm else None, rows)
+        todo = torch.arange(K)
+        if self.decode == "effect" and not points and strengths is not None and self.min_ratio is not None:
+            todo = torch.nonzero(torch.as_tensor(strengths).reshape(-1) != 0).reshape(-1)
+        words: list[list[dict]] = [[] for _ in range(K)]
+        for start in range(0, todo.numel(), rows):
+            idx = todo[start:start + rows]
+            s = None if strengths is None else torch.as_tensor(strengths).reshape(-1)[idx]
+            scores = concept_scores(components[idx], self.adapter.lm_head(),
+                                    norm=self.adapter.final_norm() if self.apply_norm else None,
+                                    decode=self.decode, base=base, strengths=s, points=points, center=center)
+            for k, w in zip(idx.tolist(), self._words(scores)):
+                words[k] = w
+        return words
+
+    def _words(self, scores) -> list[list[dict]]:
+        return ground_words(scores, self.token_words, top_k=self.top_k, n_words=self.n_words,
+                            allowed=self.allowed, min_ratio=self.min_ratio, exclude=self.exclude)
 
     def pool(self) -> list[str]:
         """Every word this grounder could return (the pool of the Rnd-Words baseline)."""

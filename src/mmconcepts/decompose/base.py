@@ -124,6 +124,8 @@ class ConceptDictionary(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
     _fitted_scalars: ClassVar[tuple[str, ...]] = ("n_features_in_", "n_iter_", "reconstruction_err_")
     _state_tensors: ClassVar[tuple[str, ...]] = ()
     _state_scalars: ClassVar[tuple[str, ...]] = ()
+    #: Fitted scalars a file saved before they existed may lack, with the value that then holds.
+    _scalar_defaults: ClassVar[dict[str, object]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -3,7 +3,8 @@
 Writes into ``out`` (atomically: everything goes to a temp folder beside it, moved into place at the end):
 
 - ``dictionary.safetensors`` + ``dictionary.json``: the fitted dictionary (:func:`load_dictionary`);
-- ``activations.safetensors``: tensor ``"activations"``, ``N x K`` float32, rows in the store's order;
+- ``activations.safetensors``: tensor ``"activations"``, ``N x K`` float32, rows in the store's order (or, as
+  written by :func:`write_concepts` for large dictionaries, its sparse form: docs/FORMAT.md);
 - ``summary.json``: method, layer, token, model, sizes, relative error, sparsity, iterations, seconds, ...
 """
 
@@ -304,16 +305,33 @@ def _summary(run: _Run, model, V, seconds: float, use_stream: bool, ranks: int) 
 
 def _write(run: _Run, model, V, summary: dict) -> None:
     """The dictionary, the activations and the summary into ``out`` (one swap), ``finish`` run first."""
+    write_concepts(run.out, model, V, summary, inputs=[run.features], overwrite=run.overwrite, finish=run.finish)
+
+
+def write_concepts(out: str | os.PathLike, dictionary, activations, summary: dict, *, inputs=(),
+                   overwrite: bool = False, finish: Callable[[Path], None] | None = None) -> Path:
+    """Write a concepts folder (docs/FORMAT.md) in one swap: ``dictionary`` (fitted; saved with the provenance
+    of ``summary``), ``activations`` (an ``N x K`` tensor, or the tensors of ``activations.safetensors`` as a
+    dict: the sparse form) and ``summary.json``; ``finish(tmp)`` runs on the complete folder before the swap
+    (``mmconcepts learn`` and ``import-sae`` ground there). ``inputs``: folders ``out`` must not touch.
+
+    Returns
+    -------
+    Path of ``out``.
+    """
     from safetensors.torch import save_file
 
-    with OutputFolder(run.out, overwrite=run.overwrite, inputs=[run.features]) as tmp:
+    out = Path(out)
+    tensors = activations if isinstance(activations, dict) else {"activations": activations}
+    with OutputFolder(out, overwrite=overwrite, inputs=list(inputs)) as tmp:
         try:
             from mmconcepts.decompose.persistence import provenance
 
-            model.save(tmp, provenance=provenance(summary))
-            save_file({"activations": V}, str(tmp / "activations.safetensors"))
+            dictionary.save(tmp, provenance=provenance(summary))
+            save_file(tensors, str(tmp / "activations.safetensors"))
         except OSError as exc:
-            raise os_error(exc, f"cannot write the dictionary into {run.out}") from None
+            raise os_error(exc, f"cannot write the dictionary into {out}") from None
         write_json(tmp / "summary.json", summary, indent=2)
-        if run.finish is not None:
-            run.finish(tmp)
+        if finish is not None:
+            finish(tmp)
+    return out

@@ -213,8 +213,11 @@ def load_dictionary(path: str | os.PathLike, device: str = "cpu") -> ConceptDict
     except MMConceptsError as exc:
         raise _corrupt(path, str(exc)) from None
     attributes = info.get("attributes", {})
-    if not isinstance(attributes, dict) or set(attributes) != set(cls._fitted_scalars):
+    defaults = cls._scalar_defaults  # scalars a file written before they existed may lack
+    if not isinstance(attributes, dict) or set(attributes) - set(cls._fitted_scalars) or \
+            set(cls._fitted_scalars) - set(attributes) - set(defaults):
         raise _corrupt(path, "fitted attributes missing")
+    attributes = {**{n: defaults[n] for n in cls._fitted_scalars if n not in attributes}, **attributes}
     state = info.get("state", {})
     if not isinstance(state, dict) or not set(state) <= set(cls._state_scalars):
         raise _corrupt(path, "unknown online state")

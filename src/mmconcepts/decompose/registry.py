@@ -76,6 +76,13 @@ BUILTIN: dict[str, Method] = {
     "simple": Method("mmconcepts.decompose.simple:Simple",
                      "the K samples of largest norm, activation 1 / (1 + distance)"),
     "topk-sae": Method("mmconcepts.decompose.topk_sae:TopKSAE", "top-k sparse autoencoder (Adam), for larger K"),
+    "batchtopk-sae": Method("mmconcepts.decompose.batchtopk_sae:BatchTopKSAE",
+                            "BatchTopK sparse autoencoder: k active per sample on average, a threshold at inference"),
+    "jumprelu-sae": Method("mmconcepts.decompose.jumprelu_sae:JumpReLUSAE",
+                           "JumpReLU sparse autoencoder: a learnt threshold per concept, an L0 penalty"),
+    "matryoshka-sae": Method("mmconcepts.decompose.matryoshka_sae:MatryoshkaSAE",
+                             "Matryoshka BatchTopK sparse autoencoder: nested groups, each prefix a reconstruction"),
+    "relu-sae": Method("mmconcepts.decompose.relu_sae:ReLUSAE", "ReLU sparse autoencoder with an L1 penalty"),
     "reference-dl": Method("mmconcepts.decompose.reference_dl:ReferenceDL",
                            "scikit-learn DictionaryLearning, as the reference code"),
 }

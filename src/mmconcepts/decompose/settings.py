@@ -52,7 +52,7 @@ class LearnSettings:
     relative_l1 : float or None
         L1 weight as a share of the features' mean norm, ``l1 = relative_l1 * mean ||z||``, so that one setting
         means the same sparsity at every layer and model; for every method with an ``l1`` parameter
-        (semi-nmf, nmf, reference-dl; the others refuse it). ``None``: :data:`DEFAULT_RELATIVE_L1` for
+        (semi-nmf, nmf, relu-sae, reference-dl; the others refuse it). ``None``: :data:`DEFAULT_RELATIVE_L1` for
         semi-nmf when ``l1`` is not given either, the method's default otherwise.
     seed : int
         The same seed gives the same concepts (bit for bit on the CPU).
@@ -83,7 +83,7 @@ class LearnSettings:
     tol: float | None = param(None, constraint=Interval(float, 0), optional=True, shown="the method's",
                               help="stopping tolerance")
     stream: bool | None = param(None, constraint=Boolean(), optional=True, shown="when features exceed 4 GiB",
-                                help="read the store shard by shard (semi-nmf, nmf)")
+                                help="read the store shard by shard (semi-nmf, nmf, the SAEs)")
     device: str = param("cpu", flag=None, help="compute device")
     method_parameters: dict = field(default_factory=dict)
 

@@ -13,11 +13,14 @@ each step on it, each returning what it computed:
 - the baselines' rows (:func:`~mmconcepts.evaluation.comparisons.baseline_rows`): **rnd-words**,
   **noise-imgs** (``baselines/noise-imgs/``: a store of uniform-noise images read with the training captions,
   :mod:`mmconcepts.data.noise`, and the main method learnt on it) and **gt-captions**;
-- with ``causal``, the causal evaluation (:mod:`mmconcepts.evaluation.causal`) and with ``heatmaps`` the
-  concept maps' (:mod:`mmconcepts.evaluation.attribution`).
+- with ``causal``, the causal evaluation (:mod:`mmconcepts.evaluation.causal`), with ``fidelity`` every
+  method's reconstruction spliced into the model (:mod:`mmconcepts.evaluation.fidelity`), with ``autointerp``
+  every method's concepts named from their top images (:mod:`mmconcepts.evaluation.autointerp`) and with
+  ``heatmaps`` the concept maps' (:mod:`mmconcepts.evaluation.attribution`).
 
 Output (:mod:`mmconcepts.evaluation.folder`, :mod:`mmconcepts.evaluation.results`): ``metrics.json``,
-``metrics.md``, ``overlap.json``, ``explanations.json`` (and ``causal.json``, ``maps.json``) and those folders,
+``metrics.md``, ``overlap.json``, ``explanations.json`` (and ``causal.json``, ``maps.json``, ``autointerp.json``)
+and those folders,
 written to a temp folder and moved into place at the end.
 """
 
@@ -42,8 +45,10 @@ if TYPE_CHECKING:
 
     from mmconcepts.concepts.concept_set import ConceptSet
     from mmconcepts.evaluation.attribution.heatmaps import HeatmapScores, ReportMaps
+    from mmconcepts.evaluation.autointerp.scores import AutointerpResult
     from mmconcepts.evaluation.causal.scores import CausalResult
     from mmconcepts.evaluation.extended.collect import ExtendedRow
+    from mmconcepts.evaluation.fidelity.scores import FidelityResult
     from mmconcepts.evaluation.grounding.scoring import Scorers, TestSet
     from mmconcepts.models import ModelAdapter
 
@@ -157,8 +162,9 @@ def _read_run(concepts, test_features, settings: EvaluationSettings, model, out:
     device = str(model.device) if isinstance(model, ModelAdapter) else as_options(model).device
     scorers = Scorers.load(settings.clip_model, settings.bert_model, settings.bert_layers, device=device)
     needs_model = any(m != main for m in settings.methods) or {"noise-imgs", "rnd-words"} & set(settings.baselines) \
-        or settings.causal or settings.extended or bool(settings.heatmaps)
-    whole = "noise-imgs" in settings.baselines or settings.causal or bool(settings.heatmaps)
+        or settings.causal or settings.extended or bool(settings.heatmaps) or settings.fidelity or settings.autointerp
+    whole = "noise-imgs" in settings.baselines or settings.causal or bool(settings.heatmaps) or settings.fidelity \
+        or (settings.autointerp and settings.namer is None)
     adapter = model_for(cs, model, head=not whole) if needs_model else None
     return EvaluationRun(cs, Path(test_features), TestSet(test_meta), Z_test, settings, scorers, adapter, device,
                          tmp=out, out=out)
@@ -176,20 +182,25 @@ def run_evaluation(run: EvaluationRun, *, caption_accuracy: Mapping | None = Non
     baselines = baseline_rows(run)
     causal = _causal(run, folders) if settings.causal else None
     heatmaps, maps = _heatmaps(run) if settings.heatmaps else (None, None)
+    fidelity = _fidelity(run, folders) if settings.fidelity else None
+    autointerp = _autointerp(run, folders) if settings.autointerp else None
+    named = autointerp.rows() if autointerp is not None else {}
     steered = causal.rows("concept") if causal is not None else {}
     controls = {CONTROL_ROWS[d]: causal.methods[run.main][d].row for d in CONTROLS} if causal is not None else {}
     summary, cs = run.concepts.summary, run.concepts
     result = EvaluationResult(
         token=summary["token"], layer=str(summary["layer"]), n_test=len(run.test.meta), n_train=len(run.train_meta),
         n_concepts=cs.n_concepts, model=cs.manifest.get("model"), main_method=run.main, settings=asdict(settings),
-        methods={m: {**grounding[m], **extended.get(m, {}), **steered.get(m, {})} for m in settings.methods},
+        methods={m: {**grounding[m], **extended.get(m, {}), **steered.get(m, {}), **named.get(m, {})}
+                 for m in settings.methods},
         baselines={**baselines, **controls}, concepts=link(cs.path, run.out),
         concepts_absolute=str(cs.path.resolve()), test_features=link(run.test_features, run.out),
         test_features_absolute=str(run.test_features.resolve()),
         caption_accuracy=dict(caption_accuracy) if caption_accuracy is not None else None,
-        heatmaps=heatmaps.to_json() if heatmaps is not None else None)
+        heatmaps=heatmaps.to_json() if heatmaps is not None else None,
+        fidelity=fidelity.to_json() if fidelity is not None else None)
     shown = explanations(cs, run.main_test, run.test.meta, settings.n_explanations, run.out)
-    return EvaluationOutputs(result, folders, shown, causal=causal, maps=maps)
+    return EvaluationOutputs(result, folders, shown, causal=causal, maps=maps, autointerp=autointerp)
 
 
 def _extended(run: EvaluationRun, folders: dict) -> dict[str, ExtendedRow]:
@@ -219,6 +230,35 @@ def _causal(run: EvaluationRun, folders: dict) -> CausalResult:
                                                          directions=directions, seed=settings.seed,
                                                          n_images=settings.causal_images)
     return CausalResult(detail)
+
+
+def _fidelity(run: EvaluationRun, folders: dict) -> FidelityResult:
+    """The main and every compared method's reconstruction spliced into the model
+    (:mod:`mmconcepts.evaluation.fidelity.splice`), on the same test images."""
+    from mmconcepts.evaluation.fidelity.settings import FidelitySettings
+    from mmconcepts.evaluation.fidelity.splice import fidelity_evaluation
+
+    settings = FidelitySettings(n_images=run.settings.fidelity_images, seed=run.settings.seed)
+    spliced = {run.main: run.concepts, **{m: folders[m] for m in run.settings.methods}}
+    return fidelity_evaluation(spliced, run.test.meta, run.Z_test, run.adapter, settings)
+
+
+def _autointerp(run: EvaluationRun, folders: dict) -> AutointerpResult:
+    """Every compared method's concepts named from their top images and scored
+    (:mod:`mmconcepts.evaluation.autointerp.naming`); the namer is the studied model unless ``namer`` names
+    another, loaded on the run's device."""
+    from mmconcepts.evaluation.autointerp.naming import autointerp_evaluation
+    from mmconcepts.evaluation.autointerp.settings import AutointerpSettings
+
+    settings = run.settings
+    namer = run.adapter
+    if settings.namer is not None:
+        from mmconcepts.models import load_model
+
+        namer = load_model(settings.namer, device=run.device)
+    return autointerp_evaluation({m: folders[m] for m in settings.methods}, run.Z_test, run.test.meta, namer,
+                                 AutointerpSettings(namer=settings.namer, seed=settings.seed),
+                                 namer_id=settings.namer)
 
 
 def _heatmaps(run: EvaluationRun) -> tuple[HeatmapScores, ReportMaps]:

@@ -19,6 +19,7 @@ from mmconcepts.files import link, write_json
 
 if TYPE_CHECKING:
     from mmconcepts.evaluation.attribution.heatmaps import ReportMaps
+    from mmconcepts.evaluation.autointerp.scores import AutointerpResult
     from mmconcepts.evaluation.causal.scores import CausalResult
 
 __all__ = ["EvaluationOutputs", "explanations", "write_folder"]
@@ -35,6 +36,7 @@ class EvaluationOutputs:
     explanations : the local explanations of the first test samples (``explanations.json``).
     causal : the causal evaluation (``causal.json``), if run.
     maps : the report's concept maps (``maps.json``), if drawn.
+    autointerp : the concepts' model-written names and their scores (``autointerp.json``), if run.
     """
 
     result: EvaluationResult
@@ -42,6 +44,7 @@ class EvaluationOutputs:
     explanations: list[dict]
     causal: CausalResult | None = None
     maps: ReportMaps | None = None
+    autointerp: AutointerpResult | None = None
 
 
 def explanations(concepts, test_activations, test_meta: list[dict], n: int, out: Path) -> list[dict]:
@@ -70,3 +73,5 @@ def write_folder(tmp: Path, out: Path, outputs: EvaluationOutputs) -> None:
         write_json(tmp / "maps.json", outputs.maps.to_json(), indent=None)
     if outputs.causal is not None:
         write_json(tmp / "causal.json", outputs.causal.to_json(out), indent=1)
+    if outputs.autointerp is not None:
+        write_json(tmp / "autointerp.json", outputs.autointerp.to_json(), indent=1)

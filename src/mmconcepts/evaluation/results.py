@@ -8,9 +8,14 @@
      "methods": {name: {metric: value}}, "baselines": {name: {metric: value}}, "caption_accuracy": {...},
      "heatmaps": {"concept": "top-1", "ground_truth", "n_images", "n_skipped", "grid": [rows, cols], "shown",
                   "methods": {map method: {pointing_game, energy_inside, n_images, seconds_per_image}},
-                  "baselines": {centre | random-patch | object-mask: {pointing_game, energy_inside}}}}
+                  "baselines": {centre | random-patch | object-mask: {pointing_game, energy_inside}}},
+     "fidelity": {"layer", "positions", "n_images", "n_skipped", "n_samples", "n_positions", "ce_clean", "ce_zero",
+                  "ce_mean", "kl_zero", "kl_mean", "ce_token_mean", "kl_token_mean",
+                  "methods": {name: {explained_variance, l0, dead_concepts, kl_divergence, kl_recovered_zero,
+                  kl_recovered_mean, ce_spliced, ce_recovered_zero, ce_recovered_mean, captions_unchanged}}}}
 
 (``heatmaps`` only with ``evaluate --heatmaps``: :class:`~mmconcepts.evaluation.attribution.heatmaps.HeatmapScores`;
+``fidelity`` only with ``evaluate --fidelity``: :class:`~mmconcepts.evaluation.fidelity.scores.FidelityResult`;
 ``caption_accuracy`` only when the caller measured it, as the demo does.)
 
 A metric that does not apply is absent, never zero. :data:`METRIC_ORDER` is the order tables show them in.
@@ -29,7 +34,8 @@ from mmconcepts.files import read_json
 
 METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1", "bertscore_top3",
                 "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity",
-                "steering_success", "ablation_success", "specificity", "fluency") + EXTENDED_METRICS
+                "steering_success", "ablation_success", "specificity", "fluency", "name_truth", "word_truth",
+                "name_detection", "word_detection", "named_concepts") + EXTENDED_METRICS
 
 
 @dataclass
@@ -39,7 +45,8 @@ class EvaluationResult:
     ``methods`` and ``baselines`` map a name to its row, ``{metric: value}``: a method's row merges its
     :class:`~mmconcepts.evaluation.grounding.scoring.GroundingRow`, its extended metrics and its
     :class:`~mmconcepts.evaluation.causal.scores.CausalRow`; a baseline's row is one of them. ``heatmaps`` is
-    :class:`~mmconcepts.evaluation.attribution.heatmaps.HeatmapScores` as JSON.
+    :class:`~mmconcepts.evaluation.attribution.heatmaps.HeatmapScores` as JSON, ``fidelity``
+    :class:`~mmconcepts.evaluation.fidelity.scores.FidelityResult`.
     """
 
     token: str
@@ -58,6 +65,7 @@ class EvaluationResult:
     test_features_absolute: str | None = None
     caption_accuracy: dict | None = None
     heatmaps: dict | None = None
+    fidelity: dict | None = None
 
     def to_json(self) -> dict:
         """The file's content: every field that is set; a row (a typed row of :mod:`mmconcepts.evaluation.rows`
@@ -90,6 +98,10 @@ class EvaluationResult:
             from mmconcepts.evaluation.attribution.heatmaps import markdown_table
 
             lines += ["", *markdown_table(self.heatmaps)]
+        if self.fidelity and self.fidelity.get("methods"):
+            from mmconcepts.evaluation.fidelity.scores import markdown_table as fidelity_table
+
+            lines += ["", *fidelity_table(self.fidelity)]
         return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mmconcepts.attribution.settings import METHODS as MAP_METHODS
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.fidelity.settings import DEFAULT_N_IMAGES as FIDELITY_IMAGES
 from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
 DEFAULT_METHODS = ("semi-nmf", "pca", "kmeans", "simple")
@@ -39,6 +40,16 @@ class EvaluationSettings:
         (:mod:`mmconcepts.evaluation.attribution.map_scores`) into ``metrics.json``'s ``heatmaps``, and ``maps.json`` (the
         first method's maps of the concepts' top images and of the explanations) for the report. Needs the
         whole model.
+    fidelity : also splice each method's reconstruction into the model at the concepts' layer, at the token's
+        position (:mod:`mmconcepts.evaluation.fidelity.splice`): explained variance, L0, dead concepts, KL
+        divergence and cross-entropy loss recovered against zero- and mean-ablation (the layer's mean state over
+        every position), captions unchanged; into ``metrics.json``'s ``fidelity``. Needs the whole model.
+    fidelity_images : test images the fidelity evaluation splices into (a seeded sample; ``None``: all).
+    autointerp : also name each concept from its top images with a captioning model and score the names
+        (:mod:`mmconcepts.evaluation.autointerp`): detection, and on ShapesWorld truth, for the model-written names
+        and for the words through the unembedding, side by side in each method's row; ``autointerp.json``.
+    namer : the model that writes the names (hub id or folder; ``None``: the studied model). Needs the whole
+        model.
     extended : also compute the extended metrics of every method (not the baselines):
         :func:`~mmconcepts.evaluation.extended.collect.extended_metrics` (words per concept, strict and fixed-word
         precision and overlap, coverage per attribute kind, sparse probing, stability), merged into its row.
@@ -69,6 +80,20 @@ class EvaluationSettings:
                                                    metavar="METHODS", shown="every method of --methods",
                                                    help="comma-separated methods whose concepts --causal steers with "
                                                         "(the main method's controls are always measured)")
+    fidelity: bool = param(False, constraint=Boolean(),
+                           help="also splice each method's reconstruction into the model at the token's position: "
+                                "explained variance, L0, dead concepts, KL divergence and cross-entropy loss "
+                                "recovered (against zero and mean ablation), captions unchanged (needs the whole "
+                                "model)")
+    fidelity_images: int | None = param(FIDELITY_IMAGES, constraint=Interval(int, 1), optional=True, metavar="N",
+                                        help="test images --fidelity splices into (a seeded sample)")
+    autointerp: bool = param(False, constraint=Boolean(),
+                             help="also name each concept from its top images with a captioning model (the words its "
+                                  "captions of them hold more than of random images) and score the names and the "
+                                  "unembedding words side by side: detection, and on ShapesWorld truth")
+    namer: str | None = param(None, constraint=Text(), optional=True, shown="the studied model", metavar="MODEL",
+                              help="image-text-to-text model that names the concepts for --autointerp (hub id or "
+                                   "folder)")
     extended: bool = param(False, constraint=Boolean(),
                            help="also compute the extended metrics of every method: words per concept, empty "
                                 "concepts, strict and fixed-word (3, 10) precision and overlap, coverage per "

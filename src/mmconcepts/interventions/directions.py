@@ -162,7 +162,9 @@ def diffmean_direction(concepts, k: int, Z, n_top: int | None = None):
     import torch
 
     k = check_concept(concepts, k)
-    A = torch.as_tensor(concepts.activations).float()[:, k]
+    from mmconcepts.concepts.activations import activation_column
+
+    A = activation_column(concepts.activations, k)  # dense or sparse
     Z = torch.as_tensor(Z).detach().float().cpu()
     N = A.shape[0]
     if Z.ndim != 2 or Z.shape[0] != N:

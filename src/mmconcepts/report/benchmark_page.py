@@ -124,7 +124,7 @@ def build_benchmark_report(benchmark: dict | str | os.PathLike, out: str | os.Pa
         if not isinstance(benchmark.get("summary_by_k"), dict):
             raise MMConceptsError(f"{path} is not a benchmark (no summary_by_k): run mmconcepts benchmark")
     settings = benchmark["settings"]
-    methods, baselines = list(settings["methods"]), list(settings["baselines"])
+    methods, baselines = list(benchmark.get("methods") or settings["methods"]), list(settings["baselines"])
     ks = [str(k) for k in settings["n_concepts"]]
     tables = [{"k": k, "table": _table(benchmark["summary_by_k"][k], methods, baselines, benchmark["apart"][k]),
                "apart": [{"metric": m, **a} for m, a in benchmark["apart"][k].items()]} for k in ks]

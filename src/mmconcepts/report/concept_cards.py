@@ -29,6 +29,11 @@ METRICS = {
     "ablation_success": "Ablation success",
     "specificity": "Specificity",
     "fluency": "Fluency",
+    "name_truth": "Model-written name true",
+    "word_truth": "Unembedding word true",
+    "name_detection": "Name detection",
+    "word_detection": "Word detection",
+    "named_concepts": "Concepts named",
 }
 #: Rows of metrics.json / sweep.json that are baselines, not methods.
 BASELINES = frozenset({"rnd-words", "noise-imgs", "gt-captions", "centred-direction", "random-direction", "diffmean"})
@@ -97,7 +102,8 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def _load_activations(path: Path):
-    """The ``N x K`` activations as a float32 numpy array, or ``None`` when the file is absent."""
+    """The ``N x K`` activations as a float32 numpy array, or ``None`` when the file is absent (or stored sparse
+    and larger than :data:`~mmconcepts.concepts.concept_set.DENSE_LIMIT`: the cards then show no histogram)."""
     import numpy as np
 
     if not path.is_file():
@@ -109,6 +115,12 @@ def _load_activations(path: Path):
         try:
             with safe_open(str(path), framework="np") as f:
                 keys = list(f.keys())
+                if "crow_indices" in keys:  # the sparse form: dense when small enough, else no statistics
+                    from mmconcepts.concepts.activations import read_activations
+                    from mmconcepts.concepts.concept_set import DENSE_LIMIT
+
+                    A = read_activations(path, fix)
+                    return A.to_dense().numpy() if A.shape[0] * A.shape[1] <= DENSE_LIMIT else None
                 key = "activations" if "activations" in keys else (keys[0] if len(keys) == 1 else None)
                 if key is None:
                     raise _malformed(path, "no tensor named 'activations'", fix)

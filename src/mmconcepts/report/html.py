@@ -16,6 +16,7 @@ from mmconcepts.files import atomic_write_text
 from mmconcepts.report.evaluation_sections import _explanations, _metrics, _overlap, _sweep
 from mmconcepts.report.concept_maps import attach_maps, read_maps
 from mmconcepts.report.causal_section import _steering
+from mmconcepts.report.fidelity_section import _fidelity
 from mmconcepts.report.concept_cards import (EXPLAIN_PX, THUMB_PX, _concepts, _facts, _load_activations, _malformed,
                                         _read_json, fmt)
 
@@ -80,7 +81,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
         activations = one_sided(torch.tensor(activations)).numpy()
     concepts = _concepts(concepts_dir, grounding, activations)
 
-    metrics = overlap = explanations = sweep = metrics_raw = steering = None
+    metrics = overlap = explanations = sweep = metrics_raw = steering = fidelity = None
     fix = "rerun mmconcepts evaluate to rewrite it"
     if eval_dir is not None:
         eval_dir = Path(eval_dir)
@@ -94,6 +95,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     main = str(main) if main is not None else None
     if eval_dir is not None:
         metrics = _metrics(metrics_raw, eval_dir / "metrics.json", main)
+        fidelity = _fidelity(metrics_raw, eval_dir / "metrics.json", main)
         overlap = _unwrap(_read_json(eval_dir / "overlap.json", fix, required=False), "methods")
         explanations = _explanations(_unwrap(_read_json(eval_dir / "explanations.json", fix, required=False),
                                              "explanations"),
@@ -124,6 +126,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
         explanations=explanations or [],
         map_method=map_method,
         steering=steering,
+        fidelity=fidelity,
         thumb_px=THUMB_PX,
         explain_px=EXPLAIN_PX,
         version=__version__,

@@ -109,6 +109,21 @@ def test_a_changed_setting_is_refused_and_nothing_changes(bench):
     assert {p: p.stat().st_mtime_ns for p in bench["out"].rglob("*.json")} == before
 
 
+def test_a_benchmark_made_before_the_fidelity_and_autointerp_flags_resumes(bench):
+    path = bench["out"] / "settings.json"
+    text = path.read_text()
+    record = json.loads(text)
+    assert record["settings"].pop("fidelity") is False and record["settings"].pop("autointerp") is False
+    try:
+        path.write_text(json.dumps(record))
+        assert run_benchmark(bench["settings"], bench["out"], log=lambda line: None)["summary"] == \
+            bench["result"]["summary"]
+        with pytest.raises(MMConceptsError, match="it was made with fidelity=False, not True"):
+            run_benchmark(replace(bench["settings"], fidelity=True), bench["out"])
+    finally:
+        path.write_text(text)
+
+
 def test_the_custom_method_is_a_row_like_ours(bench):
     result = bench["result"]
     assert set(result["summary"][CUSTOM]) == set(result["summary"]["semi-nmf"])

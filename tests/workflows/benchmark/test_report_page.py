@@ -7,6 +7,7 @@ from mmconcepts.report.benchmark_page import build_benchmark_report
 class _Settings:
     tokens, seeds, methods = ("circle", "<b>star</b>"), (0, 1), ("a", "b")
     baselines, n_concepts = ("rnd-words",), (5, 10)
+    method_names = methods
 
     def to_json(self):
         return {"tokens": list(self.tokens), "seeds": list(self.seeds), "methods": list(self.methods),

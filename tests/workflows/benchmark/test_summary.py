@@ -73,6 +73,7 @@ def test_apart_names_the_best_and_those_its_interval_overlaps():
 
 class _Settings:
     tokens, seeds, methods, baselines, n_concepts = ("circle", "star"), (0, 1), ("a", "b"), ("rnd-words",), (5,)
+    method_names = methods
 
     def to_json(self):
         return {"tokens": list(self.tokens), "seeds": list(self.seeds), "methods": list(self.methods),
@@ -111,3 +112,15 @@ def test_reference_metrics_are_not_ranked_and_ties_are_all_marked():
 
     lines = metric_table(summary, ["a", "b", "rnd-words"], ["coverage"], best=got, baselines=["rnd-words"])
     assert lines[2] == "| coverage | **0.900 [0.850, 0.950]** | **0.900 [0.850, 0.950]** | 0.950 [0.850, 0.950] |"
+
+
+def test_fidelity_columns_are_ordered_and_ranked_by_their_direction():
+    runs = [_run(t, 0, m, coverage=0.5, fidelity_captions_unchanged=0.9, fidelity_kl_divergence=kl,
+                 fidelity_l0=l0, fidelity_explained_variance=0.8)
+            for t in ("circle", "star") for m, kl, l0 in (("a", 0.1, 3.0), ("b", 0.5 + 0.01 * len(t), 9.0))]
+    got = table(runs, ["a", "b"])
+    assert list(got["a"]) == ["coverage", "fidelity_explained_variance", "fidelity_l0", "fidelity_kl_divergence",
+                              "fidelity_captions_unchanged"]  # metrics.json's, then the fidelity row's order
+    ranked = apart(got, ["a", "b"])
+    assert ranked["fidelity_kl_divergence"]["best"] == "a" and ranked["fidelity_kl_divergence"]["lower_is_better"]
+    assert "fidelity_l0" not in ranked and not ranked["fidelity_explained_variance"]["lower_is_better"]

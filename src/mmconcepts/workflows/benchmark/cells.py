@@ -8,6 +8,15 @@ are one more cell per (token, seed, K), evaluated next to the main method's fold
 them. Each finished cell is one JSON file, ``DIR/runs/<name>.json``, written atomically: its presence is
 what "finished" means.
 
+An imported SAE (``import:PATH``) is a cell like a method's, but its dictionary is
+:func:`~mmconcepts.exchange.import_sae.import_sae` of the folder on the training store instead of ``learn``: K
+is the SAE's own (the cell's K only files it), the seed changes nothing but the data, and its record says
+``imported`` (the folder, the SAE's method and ``d_sae``).
+
+With ``fidelity``, ``evaluate --fidelity``'s row of the method is in the record's metrics as
+``fidelity_<field>`` (every number of the row, whatever its fields); with ``autointerp``, ``evaluate
+--autointerp``'s columns are in the method's row already.
+
 A method that cannot apply to the features (NMF needs non-negative features; the residual stream has
 negative entries) is a finished cell too, ``{"skipped": reason}``, so the table says why the row is missing.
 """
@@ -23,6 +32,8 @@ from pathlib import Path
 from mmconcepts.files import read_json, write_json
 
 BASELINES_CELL = "baselines"
+#: The prefix of the fidelity numbers in a cell's metrics.
+FIDELITY_PREFIX = "fidelity_"
 
 
 def slug(text: str) -> str:
@@ -38,12 +49,15 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the benchmark; ``method`` is :data:`BASELINES_CELL` for the baselines of (token, seed, K)."""
+    """One run of the benchmark; ``method`` is :data:`BASELINES_CELL` for the baselines of (token, seed, K), the
+    table's name of the method otherwise (``import:<folder name>`` for an imported SAE, whose folder is
+    ``source``)."""
 
     token: str
     seed: int
     n_concepts: int
     method: str
+    source: str | None = None
 
     @property
     def name(self) -> str:
@@ -172,15 +186,48 @@ def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter) -> tuple[Pat
 
     folder = cell.work(stores["out"]) / "concepts"
     start = time.perf_counter()
-    learn(stores["train"], layer, method=cell.method, n_concepts=cell.n_concepts, out=folder, seed=cell.seed,
-          token=cell.token, device=_device_for(cell.method, adapter), overwrite=True)
+    if cell.source is not None:
+        from mmconcepts.exchange.import_sae import import_sae
+
+        import_sae(cell.source, features=stores["train"], out=folder, layer=layer, token=cell.token,
+                   overwrite=True)
+    else:
+        learn(stores["train"], layer, method=cell.method, n_concepts=cell.n_concepts, out=folder, seed=cell.seed,
+              token=cell.token, device=_device_for(cell.method, adapter), overwrite=True)
     learnt = time.perf_counter()
     ground(folder, model=adapter)
-    return folder, {"learn": round(learnt - start, 3), "ground": round(time.perf_counter() - learnt, 3)}
+    step = "import" if cell.source is not None else "learn"
+    return folder, {step: round(learnt - start, 3), "ground": round(time.perf_counter() - learnt, 3)}
 
 
-def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_train, extended: bool) -> dict:
-    """Learn, ground and evaluate one method (and its extended metrics).
+def fidelity_metrics(result: dict, method: str) -> dict:
+    """Every number of ``method``'s row of ``metrics.json``'s ``fidelity``, named ``fidelity_<field>``.
+
+    Parameters
+    ----------
+    result : dict
+        The content of ``metrics.json`` (``evaluate(..., fidelity=True)``).
+    method : str
+        The evaluated method.
+
+    Returns
+    -------
+    dict
+        ``{"fidelity_<field>": value}``; empty without a fidelity row.
+
+    Examples
+    --------
+    >>> fidelity_metrics({"fidelity": {"methods": {"pca": {"l0": 3.0, "kl_divergence": None}}}}, "pca")
+    {'fidelity_l0': 3.0}
+    """
+    row = ((result.get("fidelity") or {}).get("methods") or {}).get(method) or {}
+    return {FIDELITY_PREFIX + name: value for name, value in row.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_train, extended: bool, *,
+               fidelity: bool = False, autointerp: bool = False) -> dict:
+    """Learn (or import), ground and evaluate one method (and its extended metrics).
 
     Parameters
     ----------
@@ -195,23 +242,29 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
         Its training features.
     extended : bool
         Add :func:`~mmconcepts.evaluation.extended.collect.extended_metrics`.
+    fidelity, autointerp : bool
+        Evaluate with ``fidelity`` (its numbers added by :func:`fidelity_metrics`) and ``autointerp``.
 
     Returns
     -------
     dict
         The record: the cell's key, ``metrics``, ``seconds`` per step, ``n_train``, ``n_test`` and
-        ``relative_error``; or the key and ``skipped`` (:func:`not_applicable`).
+        ``relative_error`` (and ``imported`` for an imported SAE); or the key and ``skipped``
+        (:func:`not_applicable`).
     """
     from mmconcepts.evaluation.evaluate import evaluate
 
-    reason = not_applicable(cell.method, Z_train, cell.n_concepts)
+    reason = not_applicable(cell.method, Z_train, cell.n_concepts) if cell.source is None else None
     if reason is not None:
         return {**cell.key(), "skipped": reason}
     folder, seconds = learn_and_ground(cell, stores, layer, adapter)
+    summary = read_json(folder / "summary.json", "run the benchmark again")
+    method = summary["method"]  # the registry's name of an imported SAE's kind, else the cell's method
     start = time.perf_counter()
     result = evaluate(folder, stores["test"], cell.work(stores["out"]) / "eval", model=adapter,
-                      methods=(cell.method,), baselines=(), seed=cell.seed, overwrite=True)
-    metrics = dict(result["methods"][cell.method])
+                      methods=(method,), baselines=(), seed=cell.seed, fidelity=fidelity, autointerp=autointerp,
+                      overwrite=True)
+    metrics = {**result["methods"][method], **fidelity_metrics(result, method)}
     seconds["evaluate"] = round(time.perf_counter() - start, 3)
     if extended:
         from mmconcepts.evaluation.extended.collect import extended_metrics
@@ -220,9 +273,11 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
         Z_test, test_meta = test
         metrics.update(extended_metrics(folder, Z_test, test_meta, model=adapter, Z_train=Z_train, seed=cell.seed))
         seconds["extended"] = round(time.perf_counter() - start, 3)
-    summary = read_json(folder / "summary.json", "run the benchmark again")
-    return {**cell.key(), "metrics": metrics, "seconds": seconds, "n_train": result["n_train"],
-            "n_test": result["n_test"], "relative_error": summary.get("relative_error")}
+    record = {**cell.key(), "metrics": metrics, "seconds": seconds, "n_train": result["n_train"],
+              "n_test": result["n_test"], "relative_error": summary.get("relative_error")}
+    if cell.source is not None:
+        record["imported"] = {"source": cell.source, "method": method, "d_sae": summary["n_concepts"]}
+    return record
 
 
 def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, baselines: tuple,
@@ -253,9 +308,10 @@ def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, bas
     seconds = {}
     if not (folder / "grounding.json").is_file():
         folder, seconds = learn_and_ground(main, stores, layer, adapter)
+    method = read_json(folder / "summary.json", "run the benchmark again")["method"]
     start = time.perf_counter()
     result = evaluate(folder, stores["test"], cell.work(stores["out"]) / "eval", model=adapter,
-                      methods=(main.method,), baselines=baselines, seed=cell.seed, n_noise=n_noise,
+                      methods=(method,), baselines=baselines, seed=cell.seed, n_noise=n_noise,
                       overwrite=True)
     seconds["baselines"] = round(time.perf_counter() - start, 3)
     return {**cell.key(), "follows": main.method, "baselines": result["baselines"], "seconds": seconds}

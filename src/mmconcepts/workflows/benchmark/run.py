@@ -8,7 +8,7 @@ The folder ``DIR`` it writes::
                                stores); ``extraction.json`` beside them records how long it took
     work/<token>/seed<s>/k<K>/<method>/{concepts,eval}   each cell's concepts folder and evaluation
     runs/<token>-seed<s>-k<K>-<method>.json   each finished cell's numbers (its presence = finished)
-    benchmark.json             {"format_version", "settings", "runs": [...], "summary", "summary_by_k",
+    benchmark.json             {"format_version", "settings", "methods", "runs": [...], "summary", "summary_by_k",
                                "per_token", "skipped", "apart", "timings"} (:mod:`~mmconcepts.workflows.benchmark.summary`)
     benchmark.md, benchmark.html   the table (method x metric, mean and 95% interval), per token, against K
 
@@ -23,13 +23,15 @@ import time
 from pathlib import Path
 
 from mmconcepts.workflows.benchmark.cells import BASELINES_CELL, Cell, finish, read_record, run_baselines, run_method
-from mmconcepts.workflows.benchmark.settings import NOT_SETTINGS, BenchmarkSettings
+from mmconcepts.workflows.benchmark.settings import NOT_SETTINGS, BenchmarkSettings, imported_source, method_name
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import atomic_write_text, read_json, write_json
 from mmconcepts.outputs import FolderLock, make_dirs
 from mmconcepts.records import changed_setting
 
 SETTINGS_FILE = "settings.json"
+#: Settings added after benchmarks were first written, with the value a benchmark made before them ran with.
+ADDED_SETTINGS = {"fidelity": False, "autointerp": False}
 
 
 def _open(out: Path, settings: BenchmarkSettings) -> int:
@@ -37,7 +39,7 @@ def _open(out: Path, settings: BenchmarkSettings) -> int:
     path = out / SETTINGS_FILE
     record = settings.to_json()
     if path.is_file():
-        old = read_json(path, "use a new --out").get("settings", {})
+        old = {**ADDED_SETTINGS, **read_json(path, "use a new --out").get("settings", {})}
         change = changed_setting(old, record, NOT_SETTINGS)
         if change:
             key, was, now = change
@@ -102,10 +104,15 @@ def plan(settings: BenchmarkSettings) -> list[Cell]:
     for seed in settings.seeds:
         for token in settings.tokens:
             for k in settings.n_concepts:
-                cells += [Cell(token, seed, k, method) for method in settings.methods]
+                cells += [_cell(token, seed, k, method) for method in settings.methods]
                 if settings.baselines:
                     cells.append(Cell(token, seed, k, BASELINES_CELL))
     return cells
+
+
+def _cell(token: str, seed: int, k: int, method: str) -> Cell:
+    """The cell of a method entry (an ``import:PATH`` one named by its folder, :func:`method_name`)."""
+    return Cell(token, seed, k, method_name(method), imported_source(method))
 
 
 def _headline(record: dict) -> str:
@@ -180,7 +187,7 @@ def _run(out: Path, settings: BenchmarkSettings, progress: bool, log) -> dict:
                         loaded = (load_features(stores["train"], settings.layer, token)[0],
                                   load_features(stores["test"], settings.layer, token))
                     if cell.method == BASELINES_CELL:
-                        main = Cell(token, seed, cell.n_concepts, settings.main_method)
+                        main = _cell(token, seed, cell.n_concepts, settings.main_method)
                         if "skipped" in (read_record(out, main) or {}):
                             record = {**cell.key(), "skipped": f"the main method {main.method} was skipped"}
                         else:
@@ -188,7 +195,8 @@ def _run(out: Path, settings: BenchmarkSettings, progress: bool, log) -> dict:
                                                    settings.n_noise)
                     else:
                         record = run_method(cell, stores, settings.layer, adapter, loaded[1], loaded[0],
-                                            settings.extended)
+                                            settings.extended, fidelity=settings.fidelity,
+                                            autointerp=settings.autointerp)
                     finish(out, cell, record)
                     log(f"[{cells.index(cell) + 1:>3}/{len(cells)}] {token} seed {seed} K={cell.n_concepts} "
                         f"{cell.method}: {_headline(record)}")

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import math
 
-from mmconcepts.workflows.benchmark.cells import BASELINES_CELL
+from mmconcepts.workflows.benchmark.cells import BASELINES_CELL, FIDELITY_PREFIX
 
 #: Metrics where a smaller value is better; every other ranked metric: larger is better.
-LOWER_IS_BETTER = frozenset({"overlap", "overlap_strict", "overlap_words3", "overlap_words10", "empty_concepts"})
+LOWER_IS_BETTER = frozenset({"overlap", "overlap_strict", "overlap_words3", "overlap_words10", "empty_concepts",
+                             *(FIDELITY_PREFIX + m for m in ("dead_concepts", "kl_divergence", "ce_spliced"))})
 CONFIDENCE = 0.95
 
 
 def unranked() -> frozenset[str]:
-    """Metrics no method is better at: the word counts, and the probes' ceiling (raw features) and floor
-    (random directions), the same for every method of a run."""
+    """Metrics no method is better at: the word counts, the probes' ceiling (raw features) and floor (random
+    directions), the same for every method of a run, and the fidelity L0 (fewer active concepts is sparser,
+    not better)."""
     from mmconcepts.evaluation.extended.probing import PROBED_ATTRIBUTES
 
-    names = {"words_per_concept", "words_per_concept_words3", "words_per_concept_words10"}
+    names = {"words_per_concept", "words_per_concept_words3", "words_per_concept_words10", FIDELITY_PREFIX + "l0"}
     for attribute in PROBED_ATTRIBUTES:
         names |= {f"probing_raw_{attribute}", f"probing_random1_{attribute}", f"probing_random3_{attribute}"}
     return frozenset(names)
@@ -69,15 +71,18 @@ def interval(values: list[float], confidence: float = CONFIDENCE) -> dict:
 
 
 def metric_order(names) -> list[str]:
-    """Metric names in table order: ``metrics.json``'s, then the extended metrics', then the rest sorted."""
+    """Metric names in table order: ``metrics.json``'s, the extended metrics', the fidelity's
+    (``fidelity_<field>``), then the rest sorted."""
     from mmconcepts.evaluation.results import METRIC_ORDER
 
     try:
         from mmconcepts.evaluation.extended.collect import EXTENDED_METRICS
     except ImportError:
         EXTENDED_METRICS = ()
+    from mmconcepts.evaluation.fidelity.scores import METRICS as FIDELITY_METRICS
+
     names = set(names)
-    known = list(dict.fromkeys([*METRIC_ORDER, *EXTENDED_METRICS]))
+    known = list(dict.fromkeys([*METRIC_ORDER, *EXTENDED_METRICS, *(FIDELITY_PREFIX + m for m in FIDELITY_METRICS)]))
     return [m for m in known if m in names] + sorted(names - set(known))
 
 
@@ -153,18 +158,20 @@ def summarize(runs: list[dict], settings, *, extraction_s: dict | None = None, w
     Returns
     -------
     dict
-        ``settings``, ``runs``, ``summary`` (``{row: {metric: {"mean", "ci95", "n"}}}`` at the first K, the
+        ``settings``, ``methods`` (the methods' names in the tables: an imported SAE's is
+        ``import:<folder name>``), ``runs``, ``summary`` (``{row: {metric: {"mean", "ci95", "n"}}}`` at the first K, the
         baselines under their names), ``summary_by_k`` (every K), ``per_token`` (K -> token -> the same over
         seeds), ``apart`` (K -> :func:`apart`), ``skipped``, ``interval`` (how the intervals are made) and
         ``timings`` (seconds per stage, summed over the cells).
     """
-    order = [*settings.methods, *settings.baselines]
+    methods = list(settings.method_names)
+    order = [*methods, *settings.baselines]
     by_k, per_token, separated = {}, {}, {}
     for k in settings.n_concepts:
         mine = [r for r in runs if r["n_concepts"] == k]
         by_k[str(k)] = table(mine, order)
         per_token[str(k)] = {t: table([r for r in mine if r["token"] == t], order) for t in settings.tokens}
-        separated[str(k)] = apart(by_k[str(k)], list(settings.methods))
+        separated[str(k)] = apart(by_k[str(k)], methods)
     stages: dict[str, float] = {}
     for run in runs:
         for stage, seconds in (run.get("seconds") or {}).items():
@@ -173,6 +180,7 @@ def summarize(runs: list[dict], settings, *, extraction_s: dict | None = None, w
                for r in runs if "skipped" in r]
     return {
         "settings": settings.to_json(),
+        "methods": methods,
         "interval": f"mean and {CONFIDENCE:.0%} Student-t interval over the tokens x seeds runs",
         "summary": by_k[str(settings.n_concepts[0])],
         "summary_by_k": by_k,

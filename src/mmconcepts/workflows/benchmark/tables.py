@@ -123,7 +123,7 @@ def markdown(result: dict) -> str:
     str
     """
     settings = result["settings"]
-    methods, baselines = list(settings["methods"]), list(settings["baselines"])
+    methods, baselines = list(result.get("methods") or settings["methods"]), list(settings["baselines"])
     ks = [str(k) for k in settings["n_concepts"]]
     data = (f"ShapesWorld, {settings['n_train']} / {settings['n_test']} images per seed" if settings["data"] is None
             else f"{settings['data']} / {settings['test_data']}")

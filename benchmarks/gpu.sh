@@ -8,7 +8,7 @@
 #      GPU memory (torch.cuda.max_memory_allocated) of each pattern
 #   3. decompose.py  mmconcepts SemiNMF vs overcomplete's SemiNMF, n = 100,000, D = 4,096, K = 20, on the GPU:
 #      time to within 1% of the best error, peak GPU memory
-#   4. sae_speed.py  our TopK and BatchTopK SAEs vs overcomplete's and dictionary_learning's (those installed),
+#   4. sae_speed.py  our TopK and BatchTopK SAEs vs overcomplete's, dictionary_learning's and SAELens' (those installed),
 #      n = 200,000, D = 4,096, K = 16,384, k = 64, at most 15 s of training each: time to equal error and L0
 #
 # Writes benchmarks/results/gpu-<date>.json (and copies it to $OUT when that is set, so a remote run returns it).
@@ -96,6 +96,7 @@ env = {"python": platform.python_version(), "torch": torch.__version__, "transfo
        "gpu_memory_gb": (torch.cuda.get_device_properties(0).total_memory / 2**30) if torch.cuda.is_available() else None}
 env["overcomplete"] = importlib.util.find_spec("overcomplete") is not None  # decompose.py imports a submodule
 env["dictionary_learning"] = importlib.util.find_spec("dictionary_learning") is not None
+env["sae_lens"] = importlib.util.find_spec("sae_lens") is not None
 with open(sys.argv[2], "w") as f:
     json.dump(env, f)
 print(json.dumps(env))
@@ -108,6 +109,7 @@ fi
 SAE_LIBS=ours
 grep -q '"overcomplete": true' "$TMP/env.json" && SAE_LIBS="$SAE_LIBS,overcomplete"
 grep -q '"dictionary_learning": true' "$TMP/env.json" && SAE_LIBS="$SAE_LIBS,dictionary_learning"
+grep -q '"sae_lens": true' "$TMP/env.json" && SAE_LIBS="$SAE_LIBS,sae_lens"
 
 # a failing step does not stop the others (a lent GPU's minutes are few): its exit status is recorded and the
 # script exits non-zero at the end

@@ -1,5 +1,5 @@
-"""Benchmark: training speed of mmconcepts' SAEs against overcomplete's and dictionary_learning's, to equal
-reconstruction, on the same features in the same run.
+"""Benchmark: training speed of mmconcepts' SAEs against overcomplete's, dictionary_learning's and SAELens', to
+equal reconstruction, on the same features in the same run.
 
 Trainers (each from the same data, on the same device, with batch ``--batch-size``, Adam):
 
@@ -7,6 +7,9 @@ Trainers (each from the same data, on the same device, with batch ``--batch-size
   call: what a user streaming a store gets, its bookkeeping included);
 - overcomplete (``overcomplete.sae``): ``TopKSAE``, ``BatchTopKSAE`` (its ``top_k`` counts the batch: ``k * B``),
   ``JumpSAE`` (rectangle kernel, MSE + ``--oc-l1`` L1 on the codes), one epoch of its ``train_sae`` a call;
+- SAELens: ``TopKTrainingSAE``, ``BatchTopKTrainingSAE``, ``MatryoshkaBatchTopKTrainingSAE`` trained by its own
+  ``SAETrainer`` one ``step`` a batch (the seam its ``fit`` uses), evaluated as it saves them (BatchTopK and
+  Matryoshka: JumpReLU with the learnt ``topk_threshold``);
 - dictionary_learning (``dictionary_learning.trainers``): ``TopKTrainer``, ``BatchTopKTrainer``,
   ``JumpReluTrainer`` (``target_l0 = k``), ``MatryoshkaBatchTopKTrainer`` (4 groups), driven step by step
   on a plain tensor iterator with ``update(step, x)``; warm-up and the threshold start shortened to the run's
@@ -175,9 +178,52 @@ def dictionary_learning(family, Z, args):
     return epoch, evaluate
 
 
-LIBRARIES = {"ours": ours, "overcomplete": overcomplete, "dictionary_learning": dictionary_learning}
+def sae_lens(family, Z, args):
+    """SAELens' own trainer (``SAETrainer.step``, the seam its ``fit`` and multi-SAE runner use) on the plain
+    batches; inference as SAELens saves them: TopK per sample, BatchTopK and Matryoshka as JumpReLU with the
+    learnt ``topk_threshold``."""
+    import logging
+
+    from sae_lens import (BatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAE, SAETrainer, TopKTrainingSAE)
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import MatryoshkaBatchTopKTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
+
+    logging.getLogger("sae_lens").setLevel(logging.ERROR)
+    D, K, dev = Z.shape[1], args.k_concepts, args.device
+    widths = [K // 15, 3 * K // 15, 7 * K // 15, K]  # 4 nested groups of 1, 2, 4, 8 fifteenths, as dictionary_learning's
+    sae = {"topk": lambda: TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=K, k=args.k, device=dev)),
+           "batchtopk": lambda: BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D, d_sae=K, k=args.k,
+                                                                                device=dev)),
+           "matryoshka": lambda: MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+               d_in=D, d_sae=K, k=args.k, matryoshka_widths=widths, device=dev))}[family]()
+    steps = math.ceil(Z.shape[0] / args.batch_size) * args.epochs
+    trainer = SAETrainer(SAETrainerConfig(total_training_samples=steps * args.batch_size,
+                                          train_batch_size_samples=args.batch_size, lr=args.lr, lr_end=args.lr, device=dev,
+                                          logger=LoggingConfig(log_to_wandb=False)), sae, data_provider=iter(()))
+
+    def epoch():
+        order = torch.randperm(Z.shape[0], device=Z.device)
+        for s in range(0, Z.shape[0], args.batch_size):
+            trainer.step(Z[order[s:s + args.batch_size]])
+            trainer.n_training_steps += 1
+
+    def evaluate(X):
+        with torch.no_grad():
+            if family == "topk":
+                codes = sae.encode(X)
+            else:
+                pre = (X - sae.b_dec * sae.cfg.apply_b_dec_to_input) @ sae.W_enc + sae.b_enc
+                codes = pre.relu() * (pre > sae.topk_threshold)
+            return sae.decode(codes), codes
+    return epoch, evaluate
+
+
+LIBRARIES = {"ours": ours, "overcomplete": overcomplete, "dictionary_learning": dictionary_learning,
+             "sae_lens": sae_lens}
 AVAILABLE = {"ours": FAMILIES, "overcomplete": ("topk", "batchtopk", "jumprelu"),
-             "dictionary_learning": FAMILIES}
+             "dictionary_learning": FAMILIES, "sae_lens": ("topk", "batchtopk", "matryoshka")}
 
 
 def run_one(library, family, Z, Z_test, args) -> dict:
@@ -218,7 +264,7 @@ def main(argv=None) -> dict:
     p.add_argument("--oc-l1", type=float, default=1e-3, help="L1 weight of overcomplete's JumpSAE loss")
     p.add_argument("--budget", type=float, default=120.0, help="seconds of training per trainer at most")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--libraries", default="ours,overcomplete,dictionary_learning")
+    p.add_argument("--libraries", default="ours,overcomplete,dictionary_learning,sae_lens")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--quick", action="store_true", help="N=4000, D=128, K=64, k=8, 6 epochs: under a minute")
     p.add_argument("--max-l0-factor", type=float, default=1.5,

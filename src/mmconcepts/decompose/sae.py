@@ -133,16 +133,16 @@ class SparseAutoencoder(ConceptDictionary):
 
     # -- training state: parameters in the training scale, Adam, the batch-order generator
     def _start(self, Z: torch.Tensor) -> tuple[list[torch.Tensor], torch.optim.Adam, torch.Generator]:
-        """Fresh parameters seeded from ``Z`` (k-means++ rows of a sample of ``max(2048, 4K)`` rows, at most
+        """Fresh parameters seeded from ``Z`` (k-means++ rows of a sample of ``max(2048, 2K)`` rows, at most
         10,000), a fresh Adam and generator."""
         check_n_concepts(self.n_concepts, Z.shape[0])
         gen = torch.Generator().manual_seed(int(self.seed))
         self.input_scale_ = float(Z.square().sum(1).mean().sqrt().clamp_min(1e-12))
         self.input_centred_ = True
         X = Z / self.input_scale_
-        # k-means++ costs O(sample x K x D) in K sequential steps: 4 rows per concept (at least 2048, at most
+        # k-means++ costs O(sample x K x D) in K sequential steps: 2 rows per concept (at least 2048, at most
         # 10,000) seed as well as more and keep the start below an epoch's cost
-        size = min(10000, max(2048, 4 * int(self.n_concepts)))
+        size = min(10000, max(2048, 2 * int(self.n_concepts)))
         sample = X[torch.randperm(X.shape[0], generator=gen)[:size].to(X.device)]
         U = sample[kmeans_plusplus(sample, self.n_concepts, gen).to(X.device)]
         U = U / torch.linalg.vector_norm(U, dim=1, keepdim=True).clamp_min(1e-12)

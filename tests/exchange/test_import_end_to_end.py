@@ -96,3 +96,12 @@ def test_a_100k_latent_sae_imports_and_grounds_without_a_dense_n_by_k(shapes, tm
     active = {int(c) for c in stored["col_indices"].tolist()}
     assert len(entries) == K and all(bool(entries[k]["images"]) == (k in active) for k in range(0, K, 997))
     assert any(entries[k]["words"] for k in active)
+    # and it evaluates: the grounding metrics (coverage and purity from the sparse form), the word overlap without
+    # a K x K matrix (overlap.json holds null for it), the explanations
+    _cli(["evaluate", "--concepts", str(tmp_path / "big"), "--test-features", str(shapes / "features-test"),
+          "--out", str(tmp_path / "eval"), "--methods", "topk-sae", "--baselines", ""])
+    import json
+
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0.0 <= metrics["methods"]["topk-sae"]["overlap"] <= 1.0 and metrics["n_concepts"] == K
+    assert json.loads((tmp_path / "eval" / "overlap.json").read_text())["methods"]["topk-sae"] is None

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from mmconcepts.evaluation.autointerp.scores import AutointerpResult
     from mmconcepts.evaluation.causal.scores import CausalResult
 
-__all__ = ["EvaluationOutputs", "explanations", "write_folder"]
+__all__ = ["EvaluationOutputs", "MAX_OVERLAP_MATRIX", "explanations", "write_folder"]
+
+#: Above this many concepts ``overlap.json`` holds ``null`` for the method instead of its K x K matrix.
+MAX_OVERLAP_MATRIX = 2048
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,9 @@ def write_folder(tmp: Path, out: Path, outputs: EvaluationOutputs) -> None:
     """Write ``outputs`` into ``tmp``, the folder that becomes ``out`` (paths stored relative to ``out``)."""
     from mmconcepts.evaluation.grounding.overlap import overlap_matrix
 
-    overlaps = {m: overlap_matrix([set(w) for w in f.word_sets()]) for m, f in outputs.folders.items()}
+    # the K x K matrix for the report's heatmap; a large dictionary's (an imported 100k-latent SAE) is not written
+    overlaps = {m: overlap_matrix([set(w) for w in f.word_sets()]) if f.n_concepts <= MAX_OVERLAP_MATRIX else None
+                for m, f in outputs.folders.items()}
     write_json(tmp / "metrics.json", outputs.result.to_json(), indent=2)
     (tmp / "metrics.md").write_text(outputs.result.markdown(), encoding="utf-8")
     write_json(tmp / "overlap.json", {"methods": overlaps}, indent=None)

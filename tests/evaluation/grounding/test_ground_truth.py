@@ -132,3 +132,26 @@ def test_coverage_and_purity_errors():
         purity(torch.zeros(0, 3), [])
     with pytest.raises(MMConceptsError, match="n_top"):
         coverage(ACTS, TRAIN, n_top=0)
+
+
+def test_coverage_and_purity_read_the_sparse_form_as_the_dense_one():
+    import torch
+
+    from mmconcepts.evaluation.grounding.ground_truth import coverage, purity
+
+    g = torch.Generator().manual_seed(0)
+    colours, shapes = ("red", "blue", "green"), ("star", "circle")
+    records = [{"objects": [{"shape": shapes[i % 2], "colour": colours[i % 3], "size": "small",
+                             "position": "left"}]} for i in range(30)]
+    A = torch.rand(30, 6, generator=g) * (torch.rand(30, 6, generator=g) > 0.5)  # every concept active on >= 5
+    assert bool(((A > 0).sum(0) >= 5).all())
+    S = A.to_sparse_csr()
+    assert coverage(S, records)["coverage"] == coverage(A, records)["coverage"]
+    assert coverage(S, records)["owned"] == coverage(A, records)["owned"]
+    assert purity(S, records) == purity(A, records)
+    # a concept active on fewer images than n_top owns nothing and its purity counts what it has
+    A[:, 0] = 0
+    A[0, 0] = 1.0
+    cov = coverage(A.to_sparse_csr(), records)
+    assert all(0 not in ks for ks in cov["owned"].values())
+    assert 0.0 <= purity(A.to_sparse_csr(), records) <= 1.0

@@ -117,11 +117,14 @@ def _parse_exclude(exclude: Iterable) -> set[tuple[str, str]]:
 
 def _top_images(activations, train_attributes: Sequence[dict], n_top: int
                 ) -> tuple[list[list[int]], list[set[tuple[str, str]]], int]:
-    """``(top, values, n)``: each concept's ``n`` most activating images (K lists of n indices), each image's
-    true ``(attribute, value)`` pairs, and ``n = min(n_top, N)``."""
+    """``(top, values, n)``: each concept's ``n`` most activating images (K lists of n indices; in the sparse
+    form of a large dictionary, :mod:`mmconcepts.concepts.activations`, among its active images only, so
+    possibly fewer), each image's true ``(attribute, value)`` pairs, and ``n = min(n_top, N)``."""
     import torch
 
-    A = torch.as_tensor(activations)
+    from mmconcepts.concepts.activations import is_sparse, top_rows
+
+    A = activations if is_sparse(activations) else torch.as_tensor(activations)
     if A.ndim != 2:
         raise MMConceptsError(f"activations must be an N x K matrix, got shape {tuple(A.shape)}")
     N, K = A.shape
@@ -133,7 +136,10 @@ def _top_images(activations, train_attributes: Sequence[dict], n_top: int
     if n_top < 1:
         raise MMConceptsError(f"n_top must be at least 1, got {n_top}")
     n = min(int(n_top), N)
-    top = A.float().topk(n, dim=0).indices.T.tolist()  # K lists of n image indices
+    if is_sparse(A):  # never densified: a 100k-latent dictionary's N x K does not fit
+        top = [[row for row, _ in rows] for rows in top_rows(A, n)]
+    else:
+        top = A.float().topk(n, dim=0).indices.T.tolist()  # K lists of n image indices
     values = [true_values(r) for r in train_attributes]
     return top, values, n
 
@@ -180,7 +186,7 @@ def coverage(activations: torch.Tensor, train_attributes: Sequence[dict], n_top:
     considered = sorted(v for v, c in counts.items() if c >= n and v not in skip)
     owned: dict[str, list[int]] = {f"{a}={v}": [] for a, v in considered}
     for k, images in enumerate(top):
-        common = set.intersection(*(values[i] for i in images))
+        common = set.intersection(*(values[i] for i in images)) if len(images) == n else set()
         for a, v in considered:
             if (a, v) in common:
                 owned[f"{a}={v}"].append(k)

@@ -71,11 +71,14 @@ def overlap_matrix(word_sets: Iterable[Iterable[str]]) -> list[list[float]]:
 
 def _row_overlaps(word_sets: Iterable[Iterable[str]], empty: float) -> list[float]:
     """Each concept's mean overlap with the others (``empty`` for a concept without words; 0.0 when K = 1)."""
+    from collections import Counter
+
     sets = _word_sets(word_sets)
-    matrix = overlap_matrix(sets)
     K = len(sets)
-    return [empty if not sets[k] else sum(v for l, v in enumerate(row) if l != k) / (K - 1) if K > 1 else 0.0
-            for k, row in enumerate(matrix)]
+    # sum_{l != k} |T_l & T_k| = sum_{w in T_k} (concepts holding w - 1): no K x K matrix (100k concepts)
+    holders = Counter(w for t in sets for w in t)
+    return [empty if not t else sum(holders[w] - 1 for w in t) / len(t) / (K - 1) if K > 1 else 0.0
+            for t in sets]
 
 
 def overlap(word_sets: Iterable[Iterable[str]]) -> float:

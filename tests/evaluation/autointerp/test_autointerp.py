@@ -146,3 +146,25 @@ def test_evaluate_autointerp_writes_the_names_beside_the_metrics(shapes, tmp_pat
 
     grounded = load_concepts(cs.path).grounding["concepts"]
     assert all(c["words"] == [w["word"] for w in grounded[c["index"]]["words"]][:3] for c in concepts)
+
+
+def test_another_model_can_be_the_namer(shapes, tmp_path, tiny_llava_dir):
+    """``--namer`` loads any image-text-to-text model (here a tiny random LLaVA saved with save_pretrained) and
+    its captions, not the studied model's, write the names."""
+    import json
+
+    from mmconcepts.cli import main
+    from mmconcepts.concepts import ground
+
+    cs = shapes[0]
+    if not (cs.path / "grounding.json").exists():
+        ground(cs.path)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--concepts", str(cs.path), "--test-features", str(cs.path.parent / "features-test"),
+                 "--out", str(out), "--methods", "semi-nmf", "--baselines", "", "--autointerp",
+                 "--namer", str(tiny_llava_dir)]) == 0
+    names = json.loads((out / "autointerp.json").read_text())
+    assert names["namer"] == str(tiny_llava_dir) and names["settings"]["namer"] == str(tiny_llava_dir)
+    shipped = {c for c in cs.train_meta()[0]["caption"].split()}
+    captions = [c for concept in names["methods"]["semi-nmf"]["concepts"] for c in concept["top_captions"]]
+    assert captions and not any(set(c.split()) == shipped for c in captions)  # not the studied model's captions

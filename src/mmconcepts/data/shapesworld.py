@@ -154,6 +154,39 @@ def _polygon(obj: ShapeObject) -> list[tuple[float, float]] | None:
     return None
 
 
+def _inside(point: tuple[float, float], polygon: list[tuple[float, float]]) -> bool:
+    """Whether ``point`` lies inside ``polygon`` (even-odd rule)."""
+    x, y = point
+    inside = False
+    for (ax, ay), (bx, by) in zip(polygon, polygon[1:] + polygon[:1]):
+        if (ay > y) != (by > y) and x < ax + (y - ay) * (bx - ax) / (by - ay):
+            inside = not inside
+    return inside
+
+
+def object_at(record: dict, x: float, y: float) -> dict | None:
+    """The object of an image's attribute record (:meth:`Scene.attributes`) drawn at pixel point ``(x, y)``, as
+    its record (the last drawn where objects overlap), or ``None`` on the background. The extent is the drawn
+    one: a disc of the size's radius, or the shape's polygon.
+
+    Examples
+    --------
+    >>> record = {"background": "white", "objects": [{"shape": "square", "colour": "red", "size": "large",
+    ...                                              "position": "left", "x": 16.0, "y": 32.0}]}
+    >>> object_at(record, 16, 32)["shape"], object_at(record, 40, 32)
+    ('square', None)
+    """
+    for obj in reversed(record.get("objects") or []):
+        shape = ShapeObject(**{k: obj[k] for k in ("shape", "colour", "size", "position", "x", "y")})
+        polygon = _polygon(shape)
+        r = SIZES[shape.size]
+        if polygon is None and (x - shape.x) ** 2 + (y - shape.y) ** 2 <= r * r:
+            return obj
+        if polygon is not None and _inside((x, y), polygon):
+            return obj
+    return None
+
+
 def render(scene: Scene) -> Image.Image:
     """Draw a scene as a 64 x 64 RGB image."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[scene.background])

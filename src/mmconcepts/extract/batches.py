@@ -77,6 +77,15 @@ def generate_rows(adapter, batch: Batch, layers, matchers: dict, keep: str, coun
         adapter.encode(batch.images, [prompt] * len(batch.samples))
     with StepRecorder(adapter, layers) as recorder:
         new_tokens = adapter.generate(inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens).tolist()
+    rows, steps, meta = select_generated(adapter, batch, new_tokens, matchers, keep, counts, root)
+    return recorder.gather(rows, steps), meta
+
+
+def select_generated(adapter, batch: Batch, new_tokens: list, matchers: dict, keep: str, counts: dict,
+                     root: Path | None = None) -> tuple[list[int], list[int], list[dict]]:
+    """The kept (row, word) pairs of a generated batch: ``(rows, steps, meta)``, each word's first predicting
+    step, grouped by word (in ``matchers``' order); counts each word and records every row's caption in
+    ``batch.captions``."""
     texts = decode(adapter, new_tokens)
     rows, steps, meta = [], [], []
     kept_words: list[list[str]] = [[] for _ in new_tokens]
@@ -97,7 +106,7 @@ def generate_rows(adapter, batch: Batch, layers, matchers: dict, keep: str, coun
     for row, (index, sample) in enumerate(zip(batch.indices, batch.samples)):
         batch.captions.append({"index": index, "id": sample.id, "caption": texts[row], "kept": bool(kept_words[row]),
                                "tokens": kept_words[row]})
-    return recorder.gather(rows, steps), meta
+    return rows, steps, meta
 
 
 def teacher_rows(adapter, batch: Batch, layers, matchers: dict, counts: dict, prompt: str,

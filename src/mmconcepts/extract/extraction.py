@@ -63,6 +63,7 @@ def _run_record(adapter, opts, settings: ExtractionSettings, names, prompt, data
         "kind": "feature-store", "model": adapter.model_id, "model_options": (opts or as_options(None)).record(adapter),
         "family": info.get("family"), "hidden_size": info["hidden_size"], "num_layers": info["num_layers"],
         **words, "layers": names, "mode": settings.mode, "keep": settings.keep,
+        **({"positions": settings.positions} if settings.positions != "token" else {}),
         "instruction": settings.instruction, "prompt": prompt, "max_new_tokens": settings.max_new_tokens,
         "min_new_tokens": settings.min_new_tokens, "batch_size": settings.batch_size, "dtype": settings.dtype,
         "shard_size": settings.shard_size, "commit_every": settings.commit_every, "split": split, "limit": limit,
@@ -166,6 +167,13 @@ class ExtractionRun:
         """The features and metadata rows of one batch, by the settings' mode; ``words`` (each word's counts)
         is counted up."""
         s, root = self.settings, Path(self.dataset.root).resolve()
+        if s.positions == "image":
+            from mmconcepts.extract.image_rows import generate_image_rows, teacher_image_rows
+
+            if s.mode == "generate":
+                return generate_image_rows(self.adapter, batch, self.layers, matchers, s.keep, words, self.prompt,
+                                           s.max_new_tokens, s.min_new_tokens, root)
+            return teacher_image_rows(self.adapter, batch, self.layers, matchers, words, self.prompt, root)
         if s.mode == "generate":
             return generate_rows(self.adapter, batch, self.layers, matchers, s.keep, words, self.prompt,
                                  s.max_new_tokens, s.min_new_tokens, root)

@@ -9,7 +9,10 @@ selected (row, step) pairs to the CPU.
 :class:`PositionRecorder` serves teacher forcing: the positions are known before the forward pass, so the
 hook keeps only ``hidden[row, position[row]]``.
 
-Both are context managers: the hooks exist only inside the ``with`` block.
+:class:`PrefillRecorder` serves ``--positions image``: of the prompt's pass (the first forward call) it keeps
+every row's image-token states.
+
+All are context managers: the hooks exist only inside the ``with`` block.
 """
 
 from __future__ import annotations
@@ -79,3 +82,28 @@ class PositionRecorder(_Recorder):
     def gather(self) -> dict:
         """``{layer: n x D CPU tensor}``: the kept state of every row."""
         return {name: s.float().cpu() for name, s in self.states.items()}
+
+
+class PrefillRecorder(_Recorder):
+    """Keeps, of the first forward call (a plain pass, or the prefill of ``generate``), the states of every row
+    at its own ``positions[row]`` (a 1-D long tensor a row: the image tokens of the prompt)."""
+
+    def __init__(self, adapter, layers: list[str], positions: list):
+        self.positions = positions
+        self.states: dict[str, list] = {}
+        super().__init__(adapter, layers)
+
+    def _keeper(self, name: str):
+        def keep(hidden, call):
+            if call == 0:
+                self.states[name] = [hidden[row, p.to(hidden.device)].detach()
+                                     for row, p in enumerate(self.positions)]
+
+        return keep
+
+    def gather(self, rows: list[int]) -> dict:
+        """``{layer: n x D CPU tensor}``: the kept states of ``rows`` (each row's positions in turn)."""
+        import torch
+
+        return {name: torch.cat([states[r] for r in rows]).float().cpu() if rows else
+                torch.empty(0, states[0].shape[-1] if states else 0) for name, states in self.states.items()}

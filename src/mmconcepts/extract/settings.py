@@ -25,6 +25,9 @@ from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, val
 
 MODES = ("generate", "teacher")
 KEEP_RULES = ("both", "generated")
+#: Where an extraction reads: the state predicting each word (``token``) or every image token of the prompt
+#: (``image``, :mod:`~mmconcepts.extract.image_rows`).
+POSITIONS = ("token", "image")
 #: Counts of a whole run (``scanned``, ``skipped_images``) and of each word (the others). Teacher mode cuts a
 #: reference caption longer than the model's context at the last token that fits (``truncated_captions``: the
 #: captions cut); a word that then lies past the cut is not kept (``beyond_context``). ``kept``,
@@ -79,6 +82,9 @@ class ExtractionSettings:
     mode : ``"generate"`` (greedy captions) or ``"teacher"`` (the first reference caption holding the word).
     keep : ``"both"`` keeps a sample when the word is in the generated caption and in a reference caption
         (the paper's rule); ``"generated"`` drops the second condition.
+    positions : ``"token"`` keeps the state from which each word is predicted (one row per image and word);
+        ``"image"`` keeps the state of every image token of the prompt (one row per image, word and image token,
+        with its box on the image).
     instruction : the user message under the image (the model's chat template wraps it).
     max_new_tokens, min_new_tokens : caption lengths (generate mode).
     batch_size : images per forward pass.
@@ -103,6 +109,9 @@ class ExtractionSettings:
     keep: str = param("both", constraint=Options(KEEP_RULES, noun="keep rule"),
                       help="both: the word must also be in a reference caption (the paper's rule); generated: the "
                            "generated caption is enough")
+    positions: str = param("token", constraint=Options(POSITIONS, noun="positions"),
+                           help="token: the state from which the word is predicted; image: the state of every image "
+                                "token of the prompt (one row per image token, with its box) in the images kept")
     instruction: str = param(DEFAULT_INSTRUCTION, constraint=Text(), help="the user message under the image")
     max_new_tokens: int = param(50, constraint=Interval(int, 1), help="longest caption in tokens")
     min_new_tokens: int = param(0, constraint=Interval(int, 0),

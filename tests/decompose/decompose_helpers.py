@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from tests.fixtures.stores import make_store
+
+__all__ = ["make_store", "match_cosine", "planted"]
+
 
 def planted(n: int = 600, d: int = 48, k: int = 6, *, max_active: int = 3, noise: float = 0.0, seed: int = 0,
             nonnegative_concepts: bool = False):
@@ -28,18 +32,3 @@ def match_cosine(U: torch.Tensor, W: torch.Tensor) -> float:
     c = (Un @ Wn.T).abs().numpy()
     rows, cols = linear_sum_assignment(-c)
     return float(c[rows, cols].mean())
-
-
-def make_store(path, Z: torch.Tensor, *, layer: str = "3", shard_size: int = 64, num_layers: int = 4):
-    """A complete feature store with one layer, written by the store's own writer."""
-    from mmconcepts.extract.store import FeatureStoreWriter
-
-    manifest = {"model": "toy-model", "token": "dog", "mode": "generate", "layers": [layer], "dtype": "float32",
-                "hidden_size": int(Z.shape[1]), "num_layers": num_layers, "data": "synthetic"}
-    writer = FeatureStoreWriter(path, manifest, shard_size=shard_size)
-    for s in range(0, Z.shape[0], shard_size):
-        chunk = Z[s:s + shard_size]
-        writer.add({layer: chunk}, [{"id": str(i)} for i in range(s, s + chunk.shape[0])])
-        writer.commit(position=s + chunk.shape[0], counts={})
-    writer.close(position=Z.shape[0], counts={})
-    return path

@@ -9,24 +9,14 @@ from pathlib import Path
 
 import torch
 
+from tests.fixtures.stores import make_store as _make_store
+
 HOOK = "blocks.3.hook_resid_post"  # layer "3" of a 4-layer store
 
 
-def make_store(path, Z: torch.Tensor, *, layer: str = "3", shard_size: int = 64, num_layers: int = 4,
-               model: str = "toy-model"):
-    """A complete one-layer feature store written by the store's own writer."""
-    from mmconcepts.extract.store import FeatureStoreWriter
-
-    manifest = {"model": model, "token": "dog", "mode": "generate", "layers": [layer], "dtype": "float32",
-                "hidden_size": int(Z.shape[1]), "num_layers": num_layers, "data": "synthetic"}
-    writer = FeatureStoreWriter(path, manifest, shard_size=shard_size)
-    for s in range(0, Z.shape[0], shard_size):
-        chunk = Z[s:s + shard_size]
-        writer.add({layer: chunk}, [{"id": str(i), "image": f"{i}.png", "caption": "a dog"}
-                                    for i in range(s, s + chunk.shape[0])])
-        writer.commit(position=s + chunk.shape[0], counts={})
-    writer.close(position=Z.shape[0], counts={})
-    return path
+def make_store(path, Z: torch.Tensor, **kw):
+    """A complete one-layer feature store whose samples have an image and a caption (grounding reads them)."""
+    return _make_store(path, Z, row=lambda i: {"id": str(i), "image": f"{i}.png", "caption": "a dog"}, **kw)
 
 
 def _jitter(module, names, scale, g):

@@ -93,7 +93,7 @@ def test_large_sparse_activations_are_stored_sparse(store, tmp_path, monkeypatch
     from safetensors.torch import load_file
 
     import mmconcepts.concepts.concept_set as concept_set
-    from mmconcepts.concepts.activations import is_sparse
+    from mmconcepts.concepts.activations import activation_column, is_sparse
 
     sae = saelens(tmp_path / "sae", "topk", D, 5000, k=3)
     concepts, Z = _imported(tmp_path / "sae", store, tmp_path / "out")
@@ -105,7 +105,8 @@ def test_large_sparse_activations_are_stored_sparse(store, tmp_path, monkeypatch
     with torch.no_grad():
         expected = sae.encode(Z)
     assert torch.allclose(sparse.to_dense(), expected, atol=1e-5)
-    assert torch.allclose(load_concepts(tmp_path / "out").activation_column(7), expected[:, 7], atol=1e-5)
+    column = activation_column(load_concepts(tmp_path / "out").activations, 7)
+    assert torch.allclose(column, expected[:, 7], atol=1e-5)
 
 
 def _cli(argv):

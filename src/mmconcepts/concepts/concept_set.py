@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.files import resolve_field
-from mmconcepts.concepts.activations import activation_column, is_sparse, read_activations, top_rows
+from mmconcepts.concepts.activations import is_sparse, read_activations, top_rows
 from mmconcepts.concepts.images import images_at, missing_images
 from mmconcepts.records import Grounding, Summary
 
@@ -58,18 +58,14 @@ class ConceptSet:
     def activations(self):
         """``N x n_concepts`` activations of the training samples, one column a concept: a dense tensor, or,
         for a folder stored sparse with more than :data:`DENSE_LIMIT` entries, a ``torch.sparse_csr`` tensor
-        (read it with :func:`activation_column`, :func:`~mmconcepts.concepts.activations.positive_means`,
-        :func:`top_samples`)."""
+        (read it with :func:`~mmconcepts.concepts.activations.activation_column`,
+        :func:`~mmconcepts.concepts.activations.positive_means`, :func:`top_samples`)."""
         from mmconcepts.decompose.base import one_sided
 
         A = self.raw_activations
         if is_sparse(A):
             return A.to_dense() if A.shape[0] * A.shape[1] <= DENSE_LIMIT else A
         return one_sided(A, self.signed)
-
-    def activation_column(self, k: int):
-        """Concept ``k``'s training activations, a dense ``N`` vector, whatever the stored form."""
-        return activation_column(self.activations, k)
 
     @property
     def directions(self):

@@ -71,6 +71,22 @@ class PromptCache:
         self.layers, self.rows = layers, rows
 
     @classmethod
+    def checked(cls, adapter, images: Sequence, prompt: str, ids: list[list[int]], *, batch_size: int = 32,
+                **generation) -> PromptCache | None:
+        """:meth:`build`, kept only when generating from it (``generate_ids(..., **generation)``) gives back the
+        plain generations ``ids`` exactly; ``None`` otherwise, or where building it fails: a cache is an
+        optimisation only, and a model it does not fit reads each image again."""
+        from mmconcepts.models.generation import generate_ids
+
+        try:
+            cache = cls.build(adapter, images, prompt, batch_size=batch_size)
+            same = cache is not None and generate_ids(adapter, images, prompt, batch_size=batch_size,
+                                                      prompt_cache=cache, **generation) == ids
+        except Exception:  # noqa: BLE001 (an optimisation only)
+            return None
+        return cache if same else None
+
+    @classmethod
     def build(cls, adapter, images: Sequence, prompt: str, *, batch_size: int = 32) -> PromptCache | None:
         """Read each distinct image of ``images`` (by identity) with ``prompt``, the first alone (what one image's
         cache weighs), then ``batch_size`` at a time; ``None`` where a cache does not apply (an encoder-decoder

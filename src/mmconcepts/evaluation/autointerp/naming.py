@@ -87,14 +87,6 @@ class Captioner:
         return [self._captions[str(p)] for p in images]
 
 
-def _top_rows(column, n: int) -> list[int]:
-    """The rows of the ``n`` largest positive values of an activation column (fewer when fewer are active)."""
-    import torch
-
-    values, rows = torch.topk(column.float(), min(n, column.shape[0]))
-    return [int(r) for v, r in zip(values.tolist(), rows.tolist()) if v > 0]
-
-
 def _random_rows(n_rows: int, n: int, seed: int) -> list[int]:
     import torch
 
@@ -117,19 +109,24 @@ def name_concepts(concepts, test_activations, test_meta: Sequence[dict], caption
     -------
     list of :class:`~.scores.ConceptName`, one per concept.
     """
+    from mmconcepts.concepts.activations import top_rows
+
     train_meta, token = concepts.train_meta(), concepts.token
+    # each concept's top rows among its active ones, read once for all concepts (dense or sparse form)
+    train_tops = [[r for r, v in column if v > 0] for column in top_rows(concepts.activations, settings.n_top)]
+    test_tops = [[r for r, v in column if v > 0] for column in top_rows(test_activations, settings.n_detect)]
     random_train = _random_rows(len(train_meta), settings.n_random, settings.seed)
     random_test = _random_rows(len(test_meta), settings.n_random, settings.seed + 1)
     grounded = (concepts.grounding or {}).get("concepts", [])
     names = []
     for k in range(concepts.n_concepts):
         words = [w["word"] for w in grounded[k].get("words", [])][:settings.n_words] if k < len(grounded) else []
-        top = _top_rows(concepts.activation_column(k), settings.n_top)  # one column: the sparse form too
+        top = train_tops[k]
         top_captions = captioner([train_meta[r]["image"] for r in top])
         others = [r for r in random_train if r not in top]
         name = contrastive_words(top_captions, captioner([train_meta[r]["image"] for r in others]),
                                  exclude=[token], n_words=settings.n_words) if top else []
-        test_top = _top_rows(test_activations[:, k], settings.n_detect)
+        test_top = test_tops[k]
         test_top_captions = captioner([test_meta[r]["image"] for r in test_top])
         test_random = captioner([test_meta[r]["image"] for r in random_test if r not in test_top])
         records = [train_meta[r].get("attributes") for r in top]

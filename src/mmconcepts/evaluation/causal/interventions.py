@@ -152,16 +152,9 @@ class _Runner:
         """Each image read with the prompt once (:class:`~mmconcepts.models.prompt_cache.PromptCache`), every
         intervention on it starting from there; ``None`` where that does not apply, or where generating from it
         does not give back the captions before, ``ids``, exactly (the interventions then read each image again)."""
-        from mmconcepts.models.generation import generate_ids
         from mmconcepts.models.prompt_cache import PromptCache
 
-        try:
-            cache = PromptCache.build(self.adapter, self.pils, self.prompt, batch_size=self.batch_size)
-            same = cache is not None and generate_ids(self.adapter, self.pils, self.prompt, **self._generation(),
-                                                      prompt_cache=cache) == ids
-        except Exception:  # noqa: BLE001 (an optimisation only: a model it does not fit reads each image again)
-            return None
-        return cache if same else None
+        return PromptCache.checked(self.adapter, self.pils, self.prompt, ids, **self._generation())
 
     @staticmethod
     def _unique(test_meta):

@@ -271,16 +271,9 @@ class _Images:
 
     def _prompt_cache(self):
         """Each image read with the prompt once, when generating from there gives the clean captions back."""
-        from mmconcepts.models.generation import generate_ids
         from mmconcepts.models.prompt_cache import PromptCache
 
-        try:
-            cache = PromptCache.build(self.adapter, self.pils, self.prompt, batch_size=self.batch_size)
-            same = cache is not None and generate_ids(self.adapter, self.pils, self.prompt, **self.generation,
-                                                      prompt_cache=cache) == self.ids
-        except Exception:  # noqa: BLE001 (an optimisation only: a model it does not fit reads each image again)
-            return None
-        return cache if same else None
+        return PromptCache.checked(self.adapter, self.pils, self.prompt, self.ids, **self.generation)
 
     def batches(self):
         """``(slice, inputs, last)``: each batch's model inputs, the prompt and caption up to the token's step, and

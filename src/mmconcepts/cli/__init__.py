@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(problem: str) -> None:
+    """Print ``error: PROBLEM`` as one write, so that ranks sharing a stderr never interleave their lines."""
+    sys.stderr.write(f"error: {problem}\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     from mmconcepts.cli._common import join_layer_values
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(join_layer_values(list(sys.argv[1:] if argv is None else argv)))
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 2
     if getattr(args, "func", None) is None:
         parser.print_help()
@@ -78,15 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except MMConceptsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(str(exc))
         return exc.exit_code
     except OSError as exc:  # the disk or the system said no where no stage named it: still one line
         from mmconcepts.outputs import os_error
 
-        print(f"error: {os_error(exc, 'mmconcepts ' + str(args.command))}", file=sys.stderr)
+        _say(os_error(exc, "mmconcepts " + str(args.command)))
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
     return int(result or 0)
 

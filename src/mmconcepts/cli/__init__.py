@@ -27,6 +27,7 @@ COMMANDS = (
     "import_sae",
     "explain",
     "steer",
+    "trace",
     "evaluate",
     "sweep",
     "report",

@@ -31,12 +31,36 @@ from mmconcepts.records import Grounding, Summary
 DENSE_LIMIT = 1 << 24
 
 
+#: Image-token rows: how many top patches a concept's top images are read from, per image asked for.
+PATCHES_PER_IMAGE = 16
+
+
 def top_samples(activations, meta: list[dict], n_images: int = 5) -> list[list[dict]]:
     """Visual grounding: the ``n_images`` most activating samples of every concept (column of ``activations``,
-    dense or sparse: :func:`~mmconcepts.concepts.activations.top_rows`)."""
-    return [[{"id": meta[r]["id"], "image": meta[r]["image"], "caption": meta[r].get("caption", ""),
-              "activation": round(float(v), 5)} for r, v in column]
-            for column in top_rows(activations, n_images)]
+    dense or sparse: :func:`~mmconcepts.concepts.activations.top_rows`). For image-token rows
+    (:mod:`~mmconcepts.concepts.pooling`), the top *patches* in distinct images (each image's best patch, with
+    its ``patch`` index and ``box``), read among the concept's ``PATCHES_PER_IMAGE x n_images`` top patches."""
+    from mmconcepts.concepts.pooling import is_image_rows
+
+    def entry(r, v):
+        row = {"id": meta[r]["id"], "image": meta[r]["image"], "caption": meta[r].get("caption", ""),
+               "activation": round(float(v), 5)}
+        if "patch" in meta[r]:
+            row.update(patch=meta[r]["patch"], box=meta[r].get("box"))
+        return row
+
+    if not is_image_rows(meta):
+        return [[entry(r, v) for r, v in column] for column in top_rows(activations, n_images)]
+    out = []
+    for column in top_rows(activations, PATCHES_PER_IMAGE * n_images):
+        seen, kept = set(), []
+        for r, v in column:
+            key = (meta[r].get("index"), meta[r].get("token"))
+            if key not in seen and len(kept) < n_images:
+                seen.add(key)
+                kept.append(entry(r, v))
+        out.append(kept)
+    return out
 
 
 @dataclass

@@ -84,6 +84,13 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     if len(meta) != concepts.raw_activations.shape[0]:
         raise MMConceptsError(f"{store} holds {len(meta)} samples but the dictionary was learnt "
                               f"on {concepts.raw_activations.shape[0]}; learn it again")
+    from mmconcepts.extract.store import layer_width
+
+    layer = str(concepts.summary["layer"])
+    if concepts.manifest and layer_width(concepts.manifest, layer) != concepts.manifest["hidden_size"]:
+        raise MMConceptsError(f"concepts of layer {layer} (width {layer_width(concepts.manifest, layer)}) have no words "
+                              f"through the unembedding (width {concepts.manifest['hidden_size']}): learn them with "
+                              "--no-ground, or on the projector or a decoder layer")
     model = model_for(concepts, model, head=True)
     grounder = grounder_for(concepts, model, settings, meta)
     activations = concepts.activations

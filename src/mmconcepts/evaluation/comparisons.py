@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.grounding.patches import (PatchScores, has_patch_truth, patch_scores,
+                                                     random_direction_scores)
 from mmconcepts.evaluation.grounding.scoring import GroundingRow, gt_captions_scores, score
 
 if TYPE_CHECKING:
     from mmconcepts.concepts.concept_set import ConceptSet
     from mmconcepts.evaluation.evaluate import EvaluationRun
 
-__all__ = ["baseline_rows", "comparison_folders", "grounding_row", "noise_imgs_row", "same_run"]
+__all__ = ["baseline_rows", "comparison_folders", "grounding_row", "noise_imgs_row", "patch_row", "random_direction_row",
+           "same_run"]
 
 
 def same_run(run: EvaluationRun, method: str, store, out: Path, n_concepts: int | None = None) -> ConceptSet:
@@ -61,34 +64,64 @@ def comparison_folders(run: EvaluationRun) -> dict[str, ConceptSet]:
 
 
 def grounding_row(run: EvaluationRun, concepts: ConceptSet) -> GroundingRow:
-    """The grounding row of a compared set of concepts (coverage and purity from its training activations)."""
-    return score(concepts.word_sets(), concepts.encode(run.Z_test), run.test, run.scorers,
-                 train_activations=concepts.activations, train_meta=run.train_meta, token=run.concepts.token)
+    """The grounding row of a compared set of concepts (coverage and purity from its training activations);
+    image-token concepts are scored per image, on their patches' pooled activations
+    (:func:`~mmconcepts.concepts.pooling.per_image`)."""
+    from mmconcepts.concepts.pooling import per_image
+
+    test_activations, _ = per_image(concepts.encode(run.Z_test), run.test.meta)
+    train_activations, train_meta = per_image(concepts.activations, run.train_meta)
+    return score(concepts.word_sets(), test_activations, run.test_images, run.scorers,
+                 train_activations=train_activations, train_meta=train_meta, token=run.concepts.token)
+
+
+def patch_row(run: EvaluationRun, concepts: ConceptSet) -> PatchScores | None:
+    """The patch metrics of a compared set of image-token concepts on ShapesWorld
+    (:mod:`mmconcepts.evaluation.grounding.patches`); ``None`` where they do not apply."""
+    if not (has_patch_truth(run.test.meta) and has_patch_truth(run.train_meta)):
+        return None
+    return patch_scores(concepts.activations, run.train_meta, concepts.encode(run.Z_test), run.test.meta)
+
+
+def random_direction_row(run: EvaluationRun) -> PatchScores | None:
+    """The patch metrics of random directions (as many as the main concepts), or ``None`` where they do not
+    apply."""
+    from mmconcepts.extract.features import load_features
+
+    if not (has_patch_truth(run.test.meta) and has_patch_truth(run.train_meta)):
+        return None
+    cs = run.concepts
+    Z_train = load_features(cs.features, cs.summary["layer"], cs.token)[0]
+    return random_direction_scores(Z_train, run.train_meta, run.Z_test, run.test.meta, cs.n_concepts,
+                                   seed=run.settings.seed)
 
 
 def _rnd_words_row(run: EvaluationRun) -> GroundingRow:
     from mmconcepts.concepts.ground import grounder_for
+    from mmconcepts.concepts.pooling import per_image
     from mmconcepts.concepts.vocabulary import random_words
 
     pool = grounder_for(run.concepts, run.adapter).pool()
     rng = random.Random(run.settings.seed)
     words = [random_words(pool, len(w), rng) for w in run.concepts.word_sets()]
-    return score(words, run.main_test, run.test, run.scorers)
+    return score(words, per_image(run.main_test, run.test.meta)[0], run.test_images, run.scorers)
 
 
 def noise_imgs_row(run: EvaluationRun) -> GroundingRow:
     """Noise images read with the training captions -> a store -> the main method -> its scores (the store and
     the concepts in ``baselines/noise-imgs/`` of the folder being written)."""
+    from mmconcepts.concepts.pooling import per_image
     from mmconcepts.data.noise import noise_dataset
     from mmconcepts.extract.extraction import ExtractionSettings, extract, store_reading
 
     cs, folder = run.concepts, run.tmp / "baselines" / "noise-imgs"
     reading = store_reading(cs.manifest, cs.token)
-    n = run.settings.n_noise or min(len(run.train_meta), 512)
-    data = noise_dataset(cs.features, run.train_meta, n, run.settings.seed)
+    train_images = per_image(cs.activations, run.train_meta)[1]
+    n = run.settings.n_noise or min(len(train_images), 512)
+    data = noise_dataset(cs.features, train_images, n, run.settings.seed)
     extraction = ExtractionSettings(token=reading["token"], also=reading["also"], layers=(cs.summary["layer"],),
                                     mode="teacher", instruction=reading["instruction"], batch_size=32,
-                                    dtype="float32")
+                                    dtype="float32", positions=cs.manifest.get("positions", "token"))
     try:
         manifest = extract(data, out=folder / "features", model=run.adapter, settings=extraction, progress=False)
     except MMConceptsError as exc:
@@ -96,7 +129,8 @@ def noise_imgs_row(run: EvaluationRun) -> GroundingRow:
                               "baseline") from None
     K = cs.dictionary.components_.shape[0]
     noise = same_run(run, run.main, folder / "features", folder / "concepts", n_concepts=min(K, manifest["n_samples"]))
-    return score(noise.word_sets(), noise.encode(run.Z_test), run.test, run.scorers)
+    return score(noise.word_sets(), per_image(noise.encode(run.Z_test), run.test.meta)[0], run.test_images,
+                 run.scorers)
 
 
 def baseline_rows(run: EvaluationRun) -> dict[str, GroundingRow]:
@@ -108,5 +142,5 @@ def baseline_rows(run: EvaluationRun) -> dict[str, GroundingRow]:
     if "noise-imgs" in run.settings.baselines:
         rows["noise-imgs"] = noise_imgs_row(run)
     if "gt-captions" in run.settings.baselines:
-        rows["gt-captions"] = gt_captions_scores(run.test, run.scorers)
+        rows["gt-captions"] = gt_captions_scores(run.test_images, run.scorers)
     return rows

@@ -103,6 +103,17 @@ class EvaluationRun:
         """The main concepts' activations of the test samples (encoded once)."""
         return self.concepts.encode(self.Z_test)
 
+    @cached_property
+    def test_images(self) -> TestSet:
+        """The test images: :attr:`test` itself, or for image-token rows one sample per image
+        (:mod:`mmconcepts.concepts.pooling`)."""
+        from mmconcepts.concepts.pooling import image_groups, image_meta, is_image_rows
+        from mmconcepts.evaluation.grounding.scoring import TestSet
+
+        if not is_image_rows(self.test.meta):
+            return self.test
+        return TestSet(image_meta(self.test.meta, image_groups(self.test.meta)))
+
 
 def evaluate(concepts, test_features, out, *, settings: EvaluationSettings | None = None, model=None,
              overwrite: bool = False, caption_accuracy: Mapping | None = None, **fields) -> dict:
@@ -173,11 +184,15 @@ def _read_run(concepts, test_features, settings: EvaluationSettings, model, out:
 def run_evaluation(run: EvaluationRun, *, caption_accuracy: Mapping | None = None) -> EvaluationOutputs:
     """Every step of the evaluation on ``run``, in order; returns what is to be written (nothing is written
     but the compared concepts folders, into ``run.tmp``)."""
-    from mmconcepts.evaluation.comparisons import baseline_rows, comparison_folders, grounding_row
+    from mmconcepts.concepts.pooling import n_images
+    from mmconcepts.evaluation.comparisons import (baseline_rows, comparison_folders, grounding_row, patch_row,
+                                                   random_direction_row)
 
     settings = run.settings
     folders = comparison_folders(run)
     grounding = {m: grounding_row(run, folders[m]) for m in settings.methods}
+    patches = {m: patch_row(run, folders[m]) or {} for m in settings.methods}
+    random_patches = random_direction_row(run)
     extended = _extended(run, folders) if settings.extended else {}
     baselines = baseline_rows(run)
     causal = _causal(run, folders) if settings.causal else None
@@ -187,11 +202,14 @@ def run_evaluation(run: EvaluationRun, *, caption_accuracy: Mapping | None = Non
     named = autointerp.rows() if autointerp is not None else {}
     steered = causal.rows("concept") if causal is not None else {}
     controls = {CONTROL_ROWS[d]: causal.methods[run.main][d].row for d in CONTROLS} if causal is not None else {}
+    if random_patches is not None:  # the random directions' patch metrics beside their causal control, one row
+        controls["random-direction"] = {**random_patches, **controls.get("random-direction", {})}
     summary, cs = run.concepts.summary, run.concepts
     result = EvaluationResult(
-        token=summary["token"], layer=str(summary["layer"]), n_test=len(run.test.meta), n_train=len(run.train_meta),
+        token=summary["token"], layer=str(summary["layer"]), n_test=len(run.test_images.meta),
+        n_train=n_images(run.train_meta),
         n_concepts=cs.n_concepts, model=cs.manifest.get("model"), main_method=run.main, settings=asdict(settings),
-        methods={m: {**grounding[m], **extended.get(m, {}), **steered.get(m, {}), **named.get(m, {})}
+        methods={m: {**grounding[m], **patches[m], **extended.get(m, {}), **steered.get(m, {}), **named.get(m, {})}
                  for m in settings.methods},
         baselines={**baselines, **controls}, concepts=link(cs.path, run.out),
         concepts_absolute=str(cs.path.resolve()), test_features=link(run.test_features, run.out),

@@ -33,7 +33,8 @@ from mmconcepts.evaluation.extended.collect import EXTENDED_METRICS
 from mmconcepts.files import read_json
 
 METRIC_ORDER = ("overlap", "clipscore_top1", "clipscore_top3", "bertscore_top1", "bertscore_top3",
-                "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity",
+                "grounding_precision_top1", "grounding_precision_top3", "coverage", "purity", "patch_precision",
+                "patch_coverage", "pointing",
                 "steering_success", "ablation_success", "specificity", "fluency", "name_truth", "word_truth",
                 "name_detection", "word_detection", "named_concepts") + EXTENDED_METRICS
 

@@ -40,7 +40,10 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
         words are always the store's, so the image is read the way the training images were.
     heatmaps : a concept-map method (:data:`~mmconcepts.attribution.METHODS`) or ``None``: each concept
         gets ``"heatmap": {"method", "grid", "box"}``, its map over the image (rows top to bottom; ``box`` the
-        region of the image, in its pixels, that the grid covers; :mod:`mmconcepts.attribution`).
+        region of the image, in its pixels, that the grid covers; :mod:`mmconcepts.attribution`). Concepts
+        learnt on image tokens (``extract --positions image``) explain the image by the mean of its patches'
+        activations and always carry their map: their own activation per patch (method ``"activation"``, no
+        gradient), whatever ``heatmaps`` says.
 
     Examples
     --------
@@ -94,10 +97,17 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
         return {**result, "token_found": False, "caption": generated, "concepts": []}
     z = features[model.resolve_layer(summary["layer"])]
     with torch.no_grad():
-        activations = concepts.encode(z)[0]
-    tops = top_concepts(activations, concepts, top)
-    if map_settings is not None:
-        _add_heatmaps(tops, concepts, model, pil, reading, mode, meta[0], map_settings)
+        activations = concepts.encode(z)
+    if reading["positions"] == "image":  # patches: pooled for the image, each concept's map its own activation
+        from mmconcepts.concepts.pooling import image_groups, patch_grid, pooled_activations
+
+        tops = top_concepts(pooled_activations(activations, image_groups(meta))[0], concepts, top)
+        for concept in tops:
+            concept["heatmap"] = patch_grid(activations[:, concept["index"]].tolist(), meta)
+    else:
+        tops = top_concepts(activations[0], concepts, top)
+        if map_settings is not None:
+            _add_heatmaps(tops, concepts, model, pil, reading, mode, meta[0], map_settings)
     return {**result, "token_found": True, "caption": meta[0]["caption"], "concepts": tops}
 
 

@@ -52,6 +52,15 @@ def _data_record(dataset: Dataset, store: Path, split, limit) -> dict:
             "n_images": len(dataset)}
 
 
+def _widths(adapter, names, hidden_size: int) -> dict:
+    """``{"widths": {layer: width}}`` for the image-side layers whose width is not ``hidden_size`` (none: ``{}``)."""
+    from mmconcepts.models.vision_parts import image_side_width, is_vision_layer
+
+    widths = {n: image_side_width(adapter.model, n, hidden_size) for n in names if is_vision_layer(n)}
+    widths = {n: w for n, w in widths.items() if w != hidden_size}
+    return {"widths": widths} if widths else {}
+
+
 def _run_record(adapter, opts, settings: ExtractionSettings, names, prompt, dataset, out, split, limit, columns):
     """The manifest: every setting of the run, the model as loaded, the data and its fingerprint."""
     from mmconcepts.models.options import as_options
@@ -64,6 +73,7 @@ def _run_record(adapter, opts, settings: ExtractionSettings, names, prompt, data
         "family": info.get("family"), "hidden_size": info["hidden_size"], "num_layers": info["num_layers"],
         **words, "layers": names, "mode": settings.mode, "keep": settings.keep,
         **({"positions": settings.positions} if settings.positions != "token" else {}),
+        **_widths(adapter, names, info["hidden_size"]),
         "instruction": settings.instruction, "prompt": prompt, "max_new_tokens": settings.max_new_tokens,
         "min_new_tokens": settings.min_new_tokens, "batch_size": settings.batch_size, "dtype": settings.dtype,
         "shard_size": settings.shard_size, "commit_every": settings.commit_every, "split": split, "limit": limit,
@@ -279,20 +289,29 @@ def _scan(run: ExtractionRun, writer: FeatureStoreWriter, counts: Counts, positi
 
 def represent(adapter, samples: list, images: list, token: str, layers, mode: str = "generate", also=(),
               keep: str = "generated", max_new_tokens: int = 50, instruction: str = DEFAULT_INSTRUCTION,
-              min_new_tokens: int = 0) -> tuple[dict, list[dict], dict]:
+              min_new_tokens: int = 0, positions: str = "token") -> tuple[dict, list[dict], dict]:
     """Representations of a few in-memory images (no store): ``(features, metadata rows, counts)``.
 
     ``samples`` are :class:`~mmconcepts.data.Sample` records of ``images`` (their captions are the references,
     or the caption to read in teacher mode). Rows whose word is not found are left out and counted. Give
-    the ``instruction``, ``also`` words and lengths of the store the dictionary was learnt on
-    (:func:`store_reading`), so that the model reads these images as it read the training images.
+    the ``instruction``, ``also`` words, lengths and ``positions`` of the store the dictionary was learnt on
+    (:func:`store_reading`), so that the model reads these images as it read the training images
+    (``positions="image"``: one row per image token, :mod:`mmconcepts.extract.image_rows`).
     """
     matchers = {token: WordMatcher(token, also)}
     names = [adapter.resolve_layer(layer) for layer in layers]
     counts = {token: {k: 0 for k in WORD_COUNTS}}
     batch = Batch(list(range(len(samples))), list(samples), images=list(images))
     prompt = adapter.prompt(instruction)
-    if mode == "generate":
+    if positions == "image":
+        from mmconcepts.extract.image_rows import generate_image_rows, teacher_image_rows
+
+        if mode == "generate":
+            features, meta = generate_image_rows(adapter, batch, names, matchers, keep, counts, prompt,
+                                                 max_new_tokens, min_new_tokens)
+        else:
+            features, meta = teacher_image_rows(adapter, batch, names, matchers, counts, prompt)
+    elif mode == "generate":
         features, meta = generate_rows(adapter, batch, names, matchers, keep, counts, prompt, max_new_tokens,
                                        min_new_tokens)
     else:
@@ -319,10 +338,12 @@ def warn_truncated(words: dict, adapter) -> None:
 
 def store_reading(manifest: dict, token: str | None = None) -> dict:
     """The keyword arguments of :func:`represent` that repeat how a store read its images for ``token`` (its
-    only word when ``None``): the word and its ``also`` variants, the instruction and the caption lengths."""
+    only word when ``None``): the word and its ``also`` variants, the instruction, the caption lengths and the
+    positions read."""
     words = store_tokens(manifest)
     token = token if token is not None else next(iter(words))
     return {"token": token, "also": tuple(words.get(token, ())),
             "instruction": manifest.get("instruction") or DEFAULT_INSTRUCTION,
             "max_new_tokens": int(manifest.get("max_new_tokens") or 50),
-            "min_new_tokens": int(manifest.get("min_new_tokens") or 0)}
+            "min_new_tokens": int(manifest.get("min_new_tokens") or 0),
+            "positions": str(manifest.get("positions") or "token")}

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.extract.store import (_shard_name, data_root, read_manifest, read_metadata_rows, store_token,
-                                      store_tokens, stored_layer)
+from mmconcepts.extract.store import (_shard_name, data_root, layer_width, read_manifest, read_metadata_rows,
+                                      store_token, store_tokens, stored_layer)
 from mmconcepts.files import resolve
 from mmconcepts.records import read_jsonl
 
@@ -71,7 +71,7 @@ def _checked_store(path: Path, layer: str | int) -> tuple[dict, str]:
         if not file.is_file():
             raise MMConceptsError(f"{file} is missing; extract the features again")
         total += _checked_shard(str(file.resolve()), file.stat().st_mtime_ns, manifest["dtype"],
-                                manifest["hidden_size"])
+                                layer_width(manifest, name))
     if total != manifest["n_samples"]:
         raise MMConceptsError(f"the shards of layer {name} in {path} hold {total} rows, the manifest says "
                               f"{manifest['n_samples']}; extract the features again")
@@ -249,7 +249,11 @@ def load_features(path: str | os.PathLike, layer: str | int, token: str | None =
 
     shards = list(iter_feature_shards(path, layer, token))
     meta = load_metadata(path, token)
-    Z = torch.cat(shards) if shards else torch.empty(0, read_manifest(path)["hidden_size"])
+    if shards:
+        Z = torch.cat(shards)
+    else:
+        manifest = read_manifest(path)
+        Z = torch.empty(0, layer_width(manifest, stored_layer(manifest, layer)))
     if Z.shape[0] != len(meta):
         raise MMConceptsError(f"feature store {path} is inconsistent ({Z.shape[0]} rows, {len(meta)} metadata "
                               "lines); extract the features again")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract.store import DTYPES
 from mmconcepts.models.base import DEFAULT_INSTRUCTION
+from mmconcepts.models.vision_parts import is_vision_layer
 from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
 MODES = ("generate", "teacher")
@@ -78,7 +79,8 @@ class ExtractionSettings:
         all, each row tagged with its word.
     also : the variants that count as the word: a tuple for one word, ``{word: variants}`` for several (or
         ``--also`` strings, see :func:`parse_also`).
-    layers : layer names or indices (``-1``, ``"norm"``), all recorded in the same pass.
+    layers : layer names or indices (``-1``, ``"norm"``; with ``positions="image"`` also ``"vision.I"`` and
+        ``"projector"``, :mod:`~mmconcepts.models.vision_parts`), all recorded in the same pass.
     mode : ``"generate"`` (greedy captions) or ``"teacher"`` (the first reference caption holding the word).
     keep : ``"both"`` keeps a sample when the word is in the generated caption and in a reference caption
         (the paper's rule); ``"generated"`` drops the second condition.
@@ -153,6 +155,10 @@ class ExtractionSettings:
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise MMConceptsError("layers (--layers) must be one or more layers, e.g. -1,norm")
+        image_side = [str(x) for x in self.layers if is_vision_layer(str(x).strip().lower())]
+        if image_side and self.positions != "image":
+            raise MMConceptsError(f"layer {image_side[0]} is on the image side, read at image tokens only: add "
+                                  "--positions image, or read decoder layers")
 
     @property
     def tokens(self) -> tuple[str, ...]:

@@ -77,6 +77,12 @@ def stored_layer(manifest: dict, layer: str | int | None = None) -> str:
     raise MMConceptsError(f"layer {name!r} is not in this feature store; stored layers: {', '.join(layers)}")
 
 
+def layer_width(manifest: dict, name: str) -> int:
+    """The width of a stored layer's rows: the manifest's ``widths`` entry for an image-side layer of another
+    width (a vision layer), else ``hidden_size``."""
+    return int((manifest.get("widths") or {}).get(str(name), manifest["hidden_size"]))
+
+
 def _committed(path: Path) -> dict:
     progress = path / "progress.json"
     empty = {"shards": 0, "pending": 0, "n_samples": 0, "n_captions": 0, "position": 0, "counts": {}}

@@ -135,8 +135,11 @@ class Steering:
                  dictionary=None, concept: int | None = None, positions: str = "after", step=None):
         import torch
 
+        from mmconcepts.models.vision_parts import check_decoder_layer
+
         self.adapter = adapter
         self.layer = adapter.resolve_layer(layer)
+        check_decoder_layer(self.layer, "steering and ablation")
         self.mode = _choice("mode", mode, MODES)
         self.positions = _choice("positions", positions, POSITIONS)
         self.step = self._steps(step)

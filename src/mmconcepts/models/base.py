@@ -183,14 +183,23 @@ class ModelAdapter:
         return [str(i) for i in range(self.num_layers)] + ["norm"]
 
     def _valid_layers(self) -> str:
+        from mmconcepts.models.vision_parts import valid_vision_layers
+
         n = self.num_layers
-        return f"0..{n - 1}, -{n}..-1, norm"
+        image_side = valid_vision_layers(self.model)
+        return f"0..{n - 1}, -{n}..-1, norm" + (f" and, with --positions image, {image_side}" if image_side else "")
 
     def resolve_layer(self, spec: str | int) -> str:
-        """Canonical name of a layer given as an index (negative allowed), a numeric string or ``"norm"``."""
+        """Canonical name of a layer given as an index (negative allowed), a numeric string, ``"norm"``, or on
+        the image side ``"vision.I"`` and ``"projector"`` (:mod:`~mmconcepts.models.vision_parts`)."""
+        from mmconcepts.models.vision_parts import resolve_vision_layer
+
         text = str(spec).strip()
         if not isinstance(spec, bool) and text.lower() == "norm":
             return "norm"
+        image_side = resolve_vision_layer(self.model, text, self.model_id) if isinstance(spec, str) else None
+        if image_side is not None:
+            return image_side
         try:
             index = int(text) if not isinstance(spec, bool) else None
         except ValueError:
@@ -211,8 +220,12 @@ class ModelAdapter:
         return list(dict.fromkeys(names))
 
     def layer_module(self, name: str | int) -> "torch.nn.Module":
-        """The module to hook for a layer: decoder layer ``i`` or the final norm."""
+        """The module to hook for a layer: decoder layer ``i``, the final norm, a vision layer or the projector."""
+        from mmconcepts.models.vision_parts import is_vision_layer, vision_module
+
         name = self.resolve_layer(name)
+        if is_vision_layer(name):
+            return vision_module(self.model, name)
         return self.final_norm() if name == "norm" else self.decoder_layers()[int(name)]
 
     @property

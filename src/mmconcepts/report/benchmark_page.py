@@ -34,6 +34,17 @@ def _cell(stats: dict | None, best: bool = False) -> dict:
             "best": best}
 
 
+def baseline_names(result: dict) -> list[str]:
+    """The baseline columns of a benchmark result: its settings' baselines, then any other row the evaluations
+    made beside the methods (``random-direction`` for image-token concepts), in the order first met."""
+    settings = result["settings"]
+    methods = list(result.get("methods") or settings["methods"])
+    named = list(settings["baselines"])
+    extra = [r for summary in result.get("summary_by_k", {}).values() for r in summary
+             if r not in methods and r not in named]
+    return named + list(dict.fromkeys(extra))
+
+
 def _table(summary: dict, methods: list[str], baselines: list[str], apart: dict | None,
            metrics: list[str] | None = None) -> dict:
     """The template's view of one metric x row table (metrics in the summary's order unless given)."""
@@ -124,7 +135,7 @@ def build_benchmark_report(benchmark: dict | str | os.PathLike, out: str | os.Pa
         if not isinstance(benchmark.get("summary_by_k"), dict):
             raise MMConceptsError(f"{path} is not a benchmark (no summary_by_k): run mmconcepts benchmark")
     settings = benchmark["settings"]
-    methods, baselines = list(benchmark.get("methods") or settings["methods"]), list(settings["baselines"])
+    methods, baselines = list(benchmark.get("methods") or settings["methods"]), baseline_names(benchmark)
     ks = [str(k) for k in settings["n_concepts"]]
     tables = [{"k": k, "table": _table(benchmark["summary_by_k"][k], methods, baselines, benchmark["apart"][k]),
                "apart": [{"metric": m, **a} for m, a in benchmark["apart"][k].items()]} for k in ks]

@@ -208,9 +208,16 @@ def _images(raw, path: Path, fix: str, limit: int, px: int, base: Path) -> list[
             "caption": "" if item.get("caption") is None else str(item.get("caption")),
             "activation": _num(item.get("activation")),
             "path": "" if file is None else str(file),
-            "thumb": thumbnail(shown, 2 * px),
+            "thumb": thumbnail(shown, 2 * px, box=_box(item.get("box")) if shown == file else None),
         })
     return images
+
+
+def _box(raw) -> list[float] | None:
+    """An image entry's patch box (image-token concepts), or ``None`` when absent or not four numbers."""
+    if isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw):
+        return [float(v) for v in raw]
+    return None
 
 
 def _concepts(concepts_dir: Path, grounding, activations, n_images: int = 5) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mmconcepts.report.concept_cards import THUMB_PX, _malformed, _read_json
 
-__all__ = ["attach_maps", "read_maps"]
+__all__ = ["attach_maps", "overlay_entry", "read_maps"]
 
 FIX = "rerun mmconcepts evaluate --heatmaps to rewrite it"
 
@@ -36,7 +36,7 @@ def _key(path) -> str:
     return os.path.normcase(os.path.realpath(os.fspath(path)))
 
 
-def _overlay(entry: dict, base: Path, path: Path, px: int) -> tuple[str | None, str | None]:
+def overlay_entry(entry: dict, base: Path, path: Path, px: int) -> tuple[str | None, str | None]:
     """``(file key, data URI)`` of one map entry drawn over its image; ``(None, None)`` when unreadable."""
     from mmconcepts.report.plots import overlay_png
 
@@ -66,7 +66,7 @@ def attach_maps(concepts: list[dict], explanations: list[dict], raw: dict | None
         if not isinstance(item, dict) or item.get("index") not in cards:
             continue
         card = cards[item["index"]]
-        drawn = dict(_overlay(entry, base, path, 2 * THUMB_PX) for entry in item.get("images") or [])
+        drawn = dict(overlay_entry(entry, base, path, 2 * THUMB_PX) for entry in item.get("images") or [])
         card["maps"] = [drawn.get(_key(im["path"])) if im.get("path") else None for im in card["images"]]
         if not any(card["maps"]):
             card.pop("maps")
@@ -80,7 +80,7 @@ def attach_maps(concepts: list[dict], explanations: list[dict], raw: dict | None
         for c in entry.get("concepts") or []:
             if not isinstance(c, dict):
                 raise _malformed(path, "an explanation's map is not an object", FIX)
-            _, src = _overlay({**c, "image": entry.get("image")}, base, path, EXPLAIN_PX)
+            _, src = overlay_entry({**c, "image": entry.get("image")}, base, path, EXPLAIN_PX)
             for top in shown["concepts"]:
                 if top["index"] == str(c.get("index")) and src:
                     top["map"] = src

@@ -182,6 +182,7 @@ def _sweep(eval_dir: Path, main: str | None) -> dict | None:
 # --- local explanations --------------------------------------------------------------------------------
 
 def _explanations(raw, path: Path, concepts: list[dict], n: int, base: Path) -> list[dict]:
+    from mmconcepts.report.concept_maps import overlay_entry
     from mmconcepts.report.plots import thumbnail
 
     if raw is None or n <= 0:
@@ -213,13 +214,18 @@ def _explanations(raw, path: Path, concepts: list[dict], n: int, base: Path) -> 
                 captions = {im["path"]: im["caption"] for im in known["images"]}
                 for im in images:
                     im["caption"] = im["caption"] or captions.get(im["path"], "")
-            tops.append({
+            top = {
                 "index": "" if index is None else str(index),
                 "anchor": known["anchor"] if known else None,
                 "activation": _num(c.get("activation")),
                 "words": [w["word"] for w in words[:6]],
                 "images": images,
-            })
+            }
+            if isinstance(c.get("heatmap"), dict) and file:  # image-token concepts: their own activation per patch
+                _, src = overlay_entry({**c["heatmap"], "image": file}, base, path, EXPLAIN_PX)
+                if src:
+                    top["map"] = src
+            tops.append(top)
         out.append({
             "id": "" if item.get("id") is None else str(item.get("id")),
             "caption": "" if item.get("caption") is None else str(item.get("caption")),

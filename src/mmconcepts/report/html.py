@@ -105,6 +105,8 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
                                         required=False), eval_dir / "causal.json", concepts, main, eval_dir)
     overlap_view = _overlap(concepts, overlap, (eval_dir or concepts_dir) / "overlap.json", main)
     map_method = attach_maps(concepts, explanations or [], read_maps(eval_dir), eval_dir)  # evaluate --heatmaps
+    if map_method is None and any(c.get("map") for e in explanations or [] for c in e["concepts"]):
+        map_method = "activation"  # image-token concepts: each one's own activation per patch
     ident, numbers = _facts(summary, metrics_raw, concepts_dir)
 
     title_bits = [main] if main else []

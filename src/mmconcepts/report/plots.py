@@ -238,12 +238,13 @@ PIXEL_ART_MAX = 128
 
 
 @lru_cache(maxsize=1024)
-def _thumbnail_cached(path: str, mtime: float, size: int) -> tuple[str, bool]:
-    from PIL import Image
+def _thumbnail_cached(path: str, mtime: float, size: int, box: tuple | None = None) -> tuple[str, bool]:
+    from PIL import Image, ImageDraw
 
     from mmconcepts.data.readers import load_image
 
-    im = load_image(path, draft=(size, size))  # upright, RGB (alpha over white), as the model read it
+    im = load_image(path, draft=(size, size) if box is None else None)  # upright, RGB, as the model read it
+    width = im.width
     pixel = max(im.size) <= PIXEL_ART_MAX
     if pixel:
         factor = max(1, size // max(im.size))
@@ -253,6 +254,10 @@ def _thumbnail_cached(path: str, mtime: float, size: int) -> tuple[str, bool]:
     else:
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
         fmt = "JPEG"
+    if box is not None:  # an image-token concept's patch, outlined in the image's own pixels scaled
+        scale = im.width / width
+        ImageDraw.Draw(im).rectangle([round(v * scale) for v in box], outline=(255, 0, 170),
+                                     width=max(1, im.width // 96))
     buf = io.BytesIO()
     im.save(buf, format=fmt, **({"quality": 85, "optimize": True} if fmt == "JPEG" else {"optimize": True}))
     mime = "image/png" if fmt == "PNG" else "image/jpeg"
@@ -279,8 +284,9 @@ def placeholder(size: int, text: str = "missing") -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def thumbnail(path, size: int = 192) -> dict:
-    """``{"src": data URI, "pixel": bool, "missing": bool}`` for the image at ``path`` (``size`` px at most).
+def thumbnail(path, size: int = 192, box=None) -> dict:
+    """``{"src": data URI, "pixel": bool, "missing": bool}`` for the image at ``path`` (``size`` px at most),
+    with ``box`` (``[x0, y0, x1, y1]`` in the image's pixels: an image-token concept's patch) outlined.
 
     The image is read by :func:`mmconcepts.data.load_image`: upright (EXIF orientation applied), as the model
     read it. Small images (pixel art such as 64x64 ShapesWorld scenes) are upscaled by an integer factor with
@@ -304,7 +310,8 @@ def thumbnail(path, size: int = 192) -> dict:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(path)
-        src, pixel = _thumbnail_cached(os.path.abspath(path), os.path.getmtime(path), size)
+        box = tuple(float(v) for v in box) if box is not None else None
+        src, pixel = _thumbnail_cached(os.path.abspath(path), os.path.getmtime(path), size, box)
         return {"src": src, "pixel": pixel, "missing": False}
     except Exception:  # noqa: BLE001 - any unreadable image becomes a placeholder, the report still builds
         return {"src": placeholder(size), "pixel": False, "missing": True}

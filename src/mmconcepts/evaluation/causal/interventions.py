@@ -38,6 +38,9 @@ On data without ground truth, ``steering_success`` is the share of images whose 
 of the concept's top words (:data:`N_WORDS`) and after holds one, ``ablation_success`` the share of images
 whose caption before holds one and after none; ``fluency`` and ``specificity`` are absent.
 
+A concepts folder learnt on image tokens (``extract --positions image``) is ablated and steered in the prompt's
+image tokens instead, scored the same way: :mod:`mmconcepts.evaluation.causal.image_tokens`.
+
 Defaults, and why
 -----------------
 Calibrated on the demo (``mmconcepts demo``, seed 0: the shipped captioner, token "circle", Semi-NMF K=20 at
@@ -305,15 +308,24 @@ def causal_evaluation(concepts, test_meta, model=None, settings: CausalSettings 
     settings = settings_from(CausalSettings, settings, fields, "causal")
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     batch_size = settings.batch_size or concepts.manifest.get("batch_size") or 32
-    runner = _Runner(concepts, test_meta, model, settings.n_images, settings.seed, batch_size)
+    image = concepts.manifest.get("positions") == "image"  # image-token concepts: :mod:`.image_tokens`
+    if image:
+        from mmconcepts.evaluation.causal.image_tokens import ImageRunner, patch_targets
+
+        runner = ImageRunner(concepts, test_meta, model, settings.n_images, settings.seed, batch_size,
+                             settings.ablate_where)
+    else:
+        runner = _Runner(concepts, test_meta, model, settings.n_images, settings.seed, batch_size)
+    factor = settings.image_strength_factor if image else settings.strength_factor
     layer = settings.layer
     name = runner.adapter.resolve_layer(concepts.summary["layer"] if layer is None else layer)
     own_layer = name == runner.adapter.resolve_layer(concepts.summary["layer"])
     points = bool(getattr(concepts.dictionary, "concepts_are_points", False))
     shapes = all("attributes" in m for m in runner.meta)
-    chosen = _chosen(concepts, settings.concept_indices, shapes)
+    chosen = patch_targets(concepts, settings.concept_indices) if image and shapes else None  # patch truth
+    chosen = _chosen(concepts, settings.concept_indices, shapes) if chosen is None else chosen
     rows_of = _rows_of(runner, chosen, shapes)
-    strengths = {k: default_strength(concepts, k, settings.strength_factor) for k, _, _ in chosen}
+    strengths = {k: default_strength(concepts, k, factor) for k, _, _ in chosen}
     results = {}
     for direction in settings.directions:
         ablate = settings.ablate and direction == "concept" and own_layer and not points
@@ -331,9 +343,9 @@ def causal_evaluation(concepts, test_meta, model=None, settings: CausalSettings 
         means = {m: mean([r.get(m) for r in per_concept]) for m in METRICS}
         results[direction] = CausalScores(
             CausalRow(**{m: round(v, 4) for m, v in means.items() if v is not None}), n_concepts=len(per_concept),
-            n_images=len(runner.pils), direction=direction, layer=name, positions=settings.positions,
-            strength_factor=float(settings.strength_factor), ground_truth=shapes, concepts=per_concept,
-            examples=examples)
+            n_images=len(runner.pils), direction=direction, layer=name, positions="image" if image else
+            settings.positions, strength_factor=float(factor), ground_truth=shapes, concepts=per_concept,
+            examples=examples, ablate_where=settings.ablate_where if image and ablate else None)
     return results
 
 

@@ -36,7 +36,8 @@ class CausalScores(Row):
     """The causal evaluation of one set of concepts with one direction: what ``causal.json`` keeps of it.
 
     Reads as its JSON: the metrics of :attr:`row` that apply, ``n_concepts`` (the concepts evaluated),
-    ``n_images``, the settings (``direction``, ``layer``, ``positions``, ``strength_factor``),
+    ``n_images``, the settings (``direction``, ``layer``, ``positions``: ``"image"`` for image-token concepts,
+    ``strength_factor``; ``ablate_where`` when image tokens were ablated),
     ``ground_truth`` (ShapesWorld truth read), ``concepts`` (the per-concept rows) and ``examples`` (caption
     pairs before / after, images as given).
     """
@@ -51,9 +52,11 @@ class CausalScores(Row):
     ground_truth: bool
     concepts: list = field(default_factory=list)
     examples: list = field(default_factory=list)
+    ablate_where: str | None = None
 
     def to_json(self) -> dict:
-        return {**self.row.to_json(), **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "row"}}
+        return {**self.row.to_json(), **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "row"
+                                         and not (f.name == "ablate_where" and self.ablate_where is None)}}
 
     def linked(self, out) -> "CausalScores":
         """The same scores with each example's image path relative to the folder ``out``."""

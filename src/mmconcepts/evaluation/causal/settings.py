@@ -13,8 +13,8 @@ from mmconcepts.interventions.directions import STRENGTH_FACTOR as _STRENGTH
 from mmconcepts.interventions.steering import POSITIONS
 from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
-__all__ = ["DEFAULT_LAYER", "DEFAULT_N_IMAGES", "DEFAULT_POSITIONS", "DEFAULT_STRENGTH_FACTOR", "DIRECTIONS",
-           "CausalSettings"]
+__all__ = ["ABLATE_WHERE", "DEFAULT_IMAGE_STRENGTH_FACTOR", "DEFAULT_LAYER", "DEFAULT_N_IMAGES", "DEFAULT_POSITIONS",
+           "DEFAULT_STRENGTH_FACTOR", "DIRECTIONS", "CausalSettings"]
 
 #: Layer the interventions act at; ``None``: the dictionary's own layer.
 DEFAULT_LAYER = None
@@ -22,6 +22,11 @@ DEFAULT_LAYER = None
 #: calibrated defaults of :mod:`mmconcepts.interventions.directions`.
 DEFAULT_POSITIONS = _POSITIONS
 DEFAULT_STRENGTH_FACTOR = _STRENGTH
+#: Image-token concepts (a folder learnt on ``--positions image`` rows): the steering strength factor, calibrated
+#: on the demo (:mod:`mmconcepts.evaluation.causal.image_tokens`, "Defaults, and why"), and where ablation acts:
+#: every image token where the concept is active, or the token object's patches only.
+DEFAULT_IMAGE_STRENGTH_FACTOR = 16.0
+ABLATE_WHERE = ("active", "object")
 #: Test images per evaluation (``None``: all); the same images serve every concept and control.
 DEFAULT_N_IMAGES = 60
 
@@ -58,6 +63,12 @@ class CausalSettings:
                                    help="captions per generation batch (None: the batch size the concepts' feature "
                                         "store generated its captions with, as it did on this machine; else 32)")
     ablate: bool = param(True, flag=None, constraint=Boolean(), help="also ablate each concept")
+    ablate_where: str = param("active", flag=None, constraint=Options(ABLATE_WHERE, noun="ablate_where"),
+                              help="image-token concepts: ablate at every image token where the concept is active, "
+                                   "or over the token object's patches")
+    image_strength_factor: float = param(DEFAULT_IMAGE_STRENGTH_FACTOR, flag=None, constraint=Interval(float),
+                                         help="image-token concepts: the strength factor of steering (added at "
+                                              "each of the token object's patches)")
 
     def __post_init__(self):
         if self.layer is not None:

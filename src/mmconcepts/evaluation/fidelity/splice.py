@@ -348,7 +348,10 @@ def fidelity_evaluation(folders: Mapping, test_meta, Z_test, model=None, setting
         raise MMConceptsError("no concepts to splice in; pass at least one concepts folder")
     first = next(iter(folders.values()))
     adapter = model_for(first, model)
+    from mmconcepts.models.vision_parts import check_decoder_layer
+
     layer = adapter.resolve_layer(first.summary["layer"])
+    check_decoder_layer(layer, "the fidelity splice")
     for method, cs in folders.items():
         if adapter.resolve_layer(cs.summary["layer"]) != layer or cs.token != first.token:
             raise MMConceptsError(f"the {method} concepts are for layer {cs.summary['layer']}, token {cs.token!r}, "

@@ -61,7 +61,7 @@ def _extract(data, store: Path, settings: BenchmarkSettings, adapter, progress: 
     if (store / "manifest.json").is_file() and read_manifest(store).get("complete"):
         return
     extraction = ExtractionSettings(token=settings.tokens, layers=(settings.layer,), batch_size=settings.batch_size,
-                                    max_new_tokens=settings.max_new_tokens)
+                                    max_new_tokens=settings.max_new_tokens, positions=settings.positions)
     extract(data, out=store, model=adapter, settings=extraction, resume=True, progress=progress)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.settings import BASELINES
+from mmconcepts.extract.settings import POSITIONS
 from mmconcepts.models.options import ModelOptions
 from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
@@ -120,6 +121,9 @@ class BenchmarkSettings:
     n_train: int = param(1200, constraint=Interval(int, 1), help="ShapesWorld training images per seed")
     n_test: int = param(300, constraint=Interval(int, 1), help="ShapesWorld test images per seed")
     layer: str = param("norm", metavar="NAME", help="the layer the dictionaries are learnt on")
+    positions: str = param("token", constraint=Options(POSITIONS, noun="positions"),
+                           help="token: the state the word is predicted from; image: every image token of the kept "
+                                "images (patch precision, coverage and pointing beside random directions)")
     extended: bool = param(True, constraint=Boolean(),
                            help="also stability, sparse probing, fixed-word precision and coverage per attribute kind")
     fidelity: bool = param(False, constraint=Boolean(),

@@ -101,10 +101,11 @@ def _rows(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def table(runs: list[dict], order: list[str]) -> dict:
-    """``{row: {metric: interval}}`` over ``runs``, rows in ``order`` (methods, then baselines)."""
+    """``{row: {metric: interval}}`` over ``runs``, rows in ``order`` (methods, then baselines), then any other
+    row the evaluations made (the random directions of image-token concepts) in the order first met."""
     rows = _rows(runs)
     out = {}
-    for name in [n for n in order if n in rows]:
+    for name in [n for n in order if n in rows] + [n for n in rows if n not in order]:
         metrics = metric_order({k for values in rows[name] for k in values})
         out[name] = {m: interval([values.get(m) for values in rows[name] if m in values]) for m in metrics}
     return out

@@ -9,7 +9,7 @@ intervals cannot tell apart; then the same table per token (over seeds), and the
 from __future__ import annotations
 
 from mmconcepts.workflows.benchmark.summary import metric_order
-from mmconcepts.report.benchmark_page import HEADLINE  # the per-token and against-K metrics, as the page shows them
+from mmconcepts.report.benchmark_page import HEADLINE, baseline_names  # the per-token and against-K metrics
 
 
 def cell_text(stats: dict | None, full_n: int | None = None) -> str:
@@ -123,7 +123,7 @@ def markdown(result: dict) -> str:
     str
     """
     settings = result["settings"]
-    methods, baselines = list(result.get("methods") or settings["methods"]), list(settings["baselines"])
+    methods, baselines = list(result.get("methods") or settings["methods"]), baseline_names(result)
     ks = [str(k) for k in settings["n_concepts"]]
     data = (f"ShapesWorld, {settings['n_train']} / {settings['n_test']} images per seed" if settings["data"] is None
             else f"{settings['data']} / {settings['test_data']}")

@@ -1,0 +1,312 @@
+"""The causal evaluation of image-token concepts: ablate and steer a concept where it lives, in the image tokens.
+
+A concepts folder learnt on an image-token store (``extract --positions image``: one row per image token;
+``concepts.manifest["positions"] == "image"``) describes the states of the prompt's image tokens at its layer,
+not the state from which a word is predicted. :func:`~mmconcepts.evaluation.causal.interventions.causal_evaluation`
+then intervenes there, through :class:`ImageRunner`, and scores the captions exactly as for word-position concepts
+(:func:`~mmconcepts.evaluation.causal.scores.concept_scores`: success, specificity, fluency; the concepts
+evaluated, their targets and the images of each kind as in :mod:`~mmconcepts.evaluation.causal.interventions`):
+
+- the test rows are image-token rows; grouped by image (``index``) they give the test images, each once, with
+  each image token's prompt ``position`` and, on ShapesWorld, the ``object`` under its patch;
+- **ablation** (``ablate_where="active"``): at the dictionary's layer, at every image token ``p`` of the prompt
+  where the concept is active (``a_pk = encode(h_p)[k] != 0``), ``h_p <- h_p - a_pk u_k``: the concept's term of
+  the dictionary's reconstruction is removed wherever it is, and nothing else changes (an image on which the
+  concept is inactive is captioned as before, bit for bit). ``ablate_where="object"``: the same over the token
+  object's patches only (the patches whose ``object`` is the token object), whatever the concept's activation
+  elsewhere: does removing it from the object alone take the value out of the caption?
+- **steering**: ``h_p <- h_p + s u`` at the image tokens on the token object (the first object whose shape is
+  the token of interest; without ground truth, every image token), with ``s`` the strength factor
+  (``image_strength_factor``, :data:`~mmconcepts.evaluation.causal.settings.DEFAULT_IMAGE_STRENGTH_FACTOR`)
+  times the concept's typical contribution (its mean positive activation over the training patches times
+  ``||u_k||``), and ``u`` the concept's unit direction or a control's: ``random`` (same norm), ``centred``
+  (less the mean training patch) and ``diffmean`` (the mean of the concept's top training patches, ``N // K``
+  of them, less the mean of the rest).
+
+Where and when (:class:`PatchIntervention`)
+-------------------------------------------
+The edit happens in the prompt's forward pass only (the first forward call of ``generate``, the prefill),
+at the layer's output: the later layers of the prompt read the edited states, and their keys and values go
+into the key/value cache, so every decoding step attends to the edited image (the image tokens are not run
+again, and the edit is not applied twice). No prompt cache is used
+(:class:`~mmconcepts.models.prompt_cache.PromptCache` holds the prompt read *without* the edit); a forward pass
+whose first call is shorter than the prompt is refused. At the final norm (``"norm"``) an image-token edit
+changes nothing that generation reads (only the last position's logits are used): use a decoder layer.
+
+Defaults, and why
+-----------------
+Measured with ``benchmarks/causal_image_tokens.py`` on the demo's setup (ShapesWorld train n=300 seed 0, test
+n=60 seed 1: 18 test images hold a circle; token "circle", teacher mode, Semi-NMF K=20 at each of layers 0-3;
+4 / 7 / 12 / 14 concepts whose first word names an attribute value at layers 0 / 1 / 2 / 3):
+
+- **steering strength factor 16** (:data:`~mmconcepts.evaluation.causal.settings.DEFAULT_IMAGE_STRENGTH_FACTOR`,
+  the word position's): the concept direction steers 0.00 at layers 1 and 2 at factors 0.5-4, and at layers
+  0 / 1 / 2 0.00 / 0.00 / 0.006 at 8, 0.00 / 0.038 / 0.011 at 16 and 0.00 / 0.032 / 0.011 at 32, fluency >= 0.99
+  throughout (diffmean: at most 0.04). 16 is the smallest factor at which the concept direction says its
+  value at all; beyond it nothing grows. Adding a concept at the object's patches mostly changes what the
+  object *is* ("one circle on the right in red" -> "one square on the right in red", at factor 4, layer 2),
+  which the grammar reads as the token object gone, not as its value said.
+- **ablate where active**: the concept's whole contribution to the image, as the word-position ablation
+  removes it from the one state it lives in; ``"object"`` is the narrower test.
+
+What limits the scores (same setting)
+-------------------------------------
+- *The last decoder layer and the final norm cannot bite.* Keys and values of layer ``l`` are computed from
+  its input, so an edit of the *output* of the last decoder layer (``"3"`` here) or of ``"norm"`` at the image
+  tokens reaches only those positions' logits, which generation never reads: ablation and steering there leave
+  every caption as it was (measured: 0.000 everywhere at layer 3; on seed 1, ablation 0.071 with
+  specificity 1.000: captions unchanged, the images whose caption *before* already missed the value, which
+  the score counts as removed: the floor of ablation success is the captioner's error on the value).
+- *Targets from the logit lens.* A concept's target is its first grounded word, as for word-position concepts;
+  at image tokens of early layers the unembedding mostly reads prompt words ("user", "assistant") and "top",
+  so few concepts are evaluated there, and the top training patches of those named "top" lie mostly on the
+  background (of the 12 concepts at layer 2, 7 are named "top"; one of them ablates 0.83 of its 6 images).
+- *Ablation success ~0.1* where it acts (where active, layers 1 / 2: 0.089 / 0.103; over the object's patches
+  0.032 / 0.047; layers 0 and 3: 0.000): removing the concept wherever it is active changes the caption
+  (often the other objects: specificity 0.52 / 0.33) but rarely removes the target value: the value is
+  carried by many overlapping concepts of the image tokens, and one concept's term is a small part of it.
+- *Steering is not concept-specific*: at factor 16 the concept direction steers 0.038 / 0.011 at layers 1 / 2,
+  a random direction of the same norm 0.027 / 0.027, diffmean 0.040 / 0.000 (fluency >= 0.99).
+"""
+
+from __future__ import annotations
+
+from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.causal.interventions import _Runner
+from mmconcepts.evaluation.causal.settings import ABLATE_WHERE
+
+__all__ = ["ImageRunner", "PatchIntervention", "image_store"]
+
+
+def image_store(concepts) -> bool:
+    """Whether ``concepts`` were learnt on an image-token store (one row per image token)."""
+    return concepts.manifest.get("positions") == "image"
+
+
+class PatchIntervention:
+    """A forward hook on one layer that edits, in the prompt's pass only, chosen positions of each batch row.
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+        The loaded model.
+    layer : str or int
+        The layer whose output is edited.
+    positions : list of 1-D long tensors
+        Per batch row, the prompt positions edited (an empty tensor: the row is left as it is), counted in the
+        row's own (unpadded) prompt of ``lengths[row]`` tokens; with left padding they are shifted by the
+        padding.
+    lengths : list of int
+        Per batch row, its prompt's length.
+    mode : ``"add"`` or ``"ablate"``
+        ``"add"``: ``h <- h + strength * direction`` (one direction and strength per row); ``"ablate"``:
+        ``h <- h - a_k(h) u_k`` where ``a_k(h) = dictionary.encode(h)[k] != 0`` (``u_k = dictionary.directions[k]``,
+        one concept ``k`` per row), the positions where it is inactive left as they are.
+    direction : ``B x D`` tensor, optional
+        The directions of ``"add"``, used as given.
+    strength : sequence of float, optional
+        The strengths of ``"add"``, one per row.
+    dictionary : ConceptSet, optional
+        The concepts of ``"ablate"`` (anything with ``encode(Z)`` and ``directions``).
+    concept : sequence of int, optional
+        The concept of ``"ablate"``, one per row.
+
+    Attributes
+    ----------
+    edited : int
+        The states changed (all rows) in the prompt's pass.
+    """
+
+    def __init__(self, adapter, layer, positions, lengths, *, mode: str = "add", direction=None, strength=None,
+                 dictionary=None, concept=None):
+        import torch
+
+        if len(positions) != len(lengths):
+            raise MMConceptsError(f"{len(positions)} position lists for {len(lengths)} prompt lengths; give one "
+                                  "of each per row")
+        self.adapter, self.layer, self.mode = adapter, adapter.resolve_layer(layer), mode
+        self.positions = [torch.as_tensor(p, dtype=torch.long).reshape(-1) for p in positions]
+        self.lengths = [int(n) for n in lengths]
+        self.left = getattr(adapter.tokenizer, "padding_side", "right") == "left"
+        if mode == "add":
+            if direction is None or strength is None:
+                raise MMConceptsError("mode='add' needs a direction and a strength per row")
+            s = torch.as_tensor(list(strength), dtype=torch.float32)
+            self._vector = s[:, None] * torch.as_tensor(direction).detach().float().cpu()
+        elif mode == "ablate":
+            if dictionary is None or concept is None:
+                raise MMConceptsError("mode='ablate' needs the dictionary (dictionary=ConceptSet) and one concept "
+                                      "index per row (concept=[k, ...])")
+            self.concept = torch.as_tensor(list(concept), dtype=torch.long)
+            self._vector = dictionary.directions[self.concept].detach().float().cpu()
+        else:
+            raise MMConceptsError(f"unknown mode {mode!r}: choose add or ablate")
+        if self._vector.shape[0] != len(self.positions):
+            raise MMConceptsError(f"{self._vector.shape[0]} interventions for {len(self.positions)} rows; give one "
+                                  "per row")
+        self.dictionary = dictionary
+        self.edited = 0
+        self._hooks = adapter.hooks().intervene(self.layer, self._intervene)
+
+    def __enter__(self) -> "PatchIntervention":
+        self._hooks.__enter__()
+        self.edited = 0
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self._hooks.__exit__(*exc)
+
+    def _intervene(self, hidden, call: int):
+        return self.edit(hidden) if call == 0 else None  # the prompt's pass only: decoding reads its cache
+
+    def _where(self, hidden):
+        """``(rows, columns)`` of the edited states in ``hidden`` (``B x T x D``)."""
+        import torch
+
+        B, T = hidden.shape[:2]
+        if B != len(self.positions):
+            raise MMConceptsError(f"{len(self.positions)} rows of positions for a batch of {B}; give one per row")
+        rows, columns = [], []
+        for r, (p, n) in enumerate(zip(self.positions, self.lengths)):
+            if T < n:
+                raise MMConceptsError(f"the first forward pass holds {T} positions, the prompt {n}: the image-token "
+                                      "intervention edits the prompt's pass; generate without a prompt cache")
+            rows.append(torch.full((p.numel(),), r, dtype=torch.long))
+            columns.append(p + (T - n if self.left else 0))
+        return torch.cat(rows), torch.cat(columns)
+
+    def edit(self, hidden):
+        """The edited hidden states (``B x T x D``) of the prompt's pass, or ``None`` when nothing changes."""
+        import torch
+
+        rows, columns = self._where(hidden)
+        if rows.numel() == 0:
+            return None
+        device = hidden.device
+        states = hidden[rows.to(device), columns.to(device)].float()
+        vector = self._vector.to(device)[rows.to(device)]
+        if self.mode == "add":
+            new = states + vector
+        else:
+            with torch.no_grad():
+                codes = torch.as_tensor(self.dictionary.encode(states)).to(device)
+            a = codes.gather(1, self.concept.to(device)[rows.to(device)][:, None])[:, 0].float()
+            active = a != 0
+            if not bool(active.any()):
+                return None
+            rows, columns = rows[active.cpu()], columns[active.cpu()]
+            new = states[active] - a[active, None] * vector[active]
+        self.edited += int(rows.numel())
+        out = hidden.clone()
+        out[rows.to(device), columns.to(device)] = new.to(hidden.dtype)
+        return out
+
+
+class ImageRunner(_Runner):
+    """The test images of an image-token concepts folder (one per ``index`` of the test rows), their captions
+    before, their image tokens' prompt positions and, on ShapesWorld, those on the token object; ``run`` edits
+    the image tokens (:class:`PatchIntervention`) instead of the token's step."""
+
+    def __init__(self, concepts, test_meta, model, n_images, seed, batch_size, ablate_where: str = "active"):
+        import torch
+
+        if ablate_where not in ABLATE_WHERE:
+            raise MMConceptsError(f"unknown ablate_where {ablate_where!r}: choose {' or '.join(ABLATE_WHERE)}")
+        if any("patch" not in m or "position" not in m for m in test_meta):
+            raise MMConceptsError("the concepts were learnt on image tokens but the test rows are not image-token "
+                                  "rows; extract the test features with --positions image")
+        self.patch_rows: dict = {}
+        for m in test_meta:
+            self.patch_rows.setdefault(m["index"], []).append(m)
+        self.ablate_where = ablate_where
+        super().__init__(concepts, test_meta, model, n_images, seed, batch_size)
+        self.positions, self.lengths, self.on_object = [], [], []
+        for i, (m, pil) in enumerate(zip(self.meta, self.pils)):
+            rows = sorted(self.patch_rows[m["index"]], key=lambda r: r["patch"])
+            positions, length = self._prompt_positions(pil, rows)
+            self.positions.append(positions)
+            self.lengths.append(length)
+            truth = self.truth[i]
+            on = torch.tensor([truth is not None and r.get("object") == truth for r in rows], dtype=torch.bool)
+            self.on_object.append(positions[on])
+        self.shapes = all("attributes" in m for m in self.meta)
+        if ablate_where == "object" and not self.shapes:
+            raise MMConceptsError("ablate_where='object' needs each test image's token object (ShapesWorld "
+                                  "attributes); use ablate_where='active'")
+
+    @staticmethod
+    def _unique(test_meta):
+        rows, seen = [], set()
+        for m in test_meta:
+            if m["index"] not in seen:
+                seen.add(m["index"])
+                rows.append(m)
+        return rows
+
+    def _prompt_cache(self, ids):
+        return None  # the interventions edit the prompt's own pass
+
+    def _prompt_positions(self, pil, rows):
+        """The image tokens' prompt positions of one image (the test rows', checked against its prompt) and
+        the prompt's length."""
+        import torch
+
+        from mmconcepts.models.patches import image_token_id, image_token_positions
+
+        ids = self.adapter.encode([pil], [self.prompt])["input_ids"]
+        found = image_token_positions(ids[0], image_token_id(self.adapter, ids)).cpu()
+        positions = torch.tensor([r["position"] for r in rows], dtype=torch.long)
+        if not torch.equal(found, positions):
+            raise MMConceptsError(f"the test rows of {rows[0]['image']} place {positions.numel()} image tokens "
+                                  f"where the prompt holds {found.numel()}; extract the test features with the "
+                                  "concepts' model and instruction")
+        return positions, int(ids.shape[1])
+
+    def targets(self, mode: str) -> list:
+        """Per test image, the prompt positions an intervention of ``mode`` edits."""
+        if mode == "add":
+            return self.on_object if self.shapes else self.positions
+        return self.on_object if self.ablate_where == "object" else self.positions
+
+    def run(self, indices, steering: dict, per_row: dict | None = None) -> list[str]:
+        """The captions of images ``indices`` with ``steering`` (``layer``; ``mode="ablate"`` with
+        ``dictionary``) applied at their image tokens, ``per_row`` its keywords one per index (``direction``
+        and ``strength``, or ``concept``)."""
+        from mmconcepts.models.generation import decode, generate_ids
+
+        if not indices:
+            return []
+        mode = steering.get("mode", "add")
+        where = self.targets(mode)
+        positions = [where[i] for i in indices]
+        lengths = [self.lengths[i] for i in indices]
+
+        def context(rows: slice) -> PatchIntervention:
+            share = {key: value[rows] for key, value in (per_row or {}).items()}
+            return PatchIntervention(self.adapter, steering["layer"], positions[rows], lengths[rows], mode=mode,
+                                     dictionary=steering.get("dictionary"), **share)
+
+        pils = [self.pils[i] for i in indices]
+        return decode(self.adapter, generate_ids(self.adapter, pils, self.prompt, **self._generation(),
+                                                 context=context))
+
+
+def patch_targets(concepts, indices=None) -> list[tuple[int, tuple, list]] | None:
+    """On ShapesWorld, ``(k, target, words)`` of the image-token concepts to evaluate, each concept's target the
+    value its top training patches lie on (:func:`~mmconcepts.evaluation.grounding.patches.patch_values`, kept
+    when at least half of them do, and not a shape: the token object is defined by its shape) rather than its
+    first word through the unembedding, which at image tokens mostly reads prompt words; ``None`` where the
+    training rows carry no patch truth."""
+    from mmconcepts.evaluation.causal.interventions import N_WORDS
+    from mmconcepts.evaluation.grounding.patches import MIN_SHARE, has_patch_truth, patch_values
+
+    meta = concepts.train_meta()
+    if not has_patch_truth(meta):
+        return None
+    values = patch_values(concepts.activations, meta)
+    chosen = []
+    for k in range(concepts.n_concepts) if indices is None else indices:
+        value, share = values[k]
+        if value is not None and share >= MIN_SHARE and value[0] != "shape":
+            chosen.append((k, value, concepts.words(k)[:N_WORDS]))
+    return chosen

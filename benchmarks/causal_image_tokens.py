@@ -3,8 +3,9 @@
 Makes (or reuses) under ``--root``: ShapesWorld train n=300 (seed ``2 s``) and test n=60 (seed ``2 s + 1``; seed
 0: 0 and 1, the demo's), the image-token feature stores of the token "circle" at layers 0-3 of the shipped
 captioner (``extract --positions image``, teacher mode) and Semi-NMF K=20 concepts at each layer (grounded).
-Then, per layer, it ablates each concept whose first word names an attribute value in the image tokens (where
-it is active, and over the token object's patches) and steers with it at the token object's patches, with the
+Then, per layer, it ablates each concept with a target (the value its top training patches lie on:
+:func:`mmconcepts.evaluation.causal.image_tokens.patch_targets`) in the image tokens (where it is active, and
+over the token object's patches) and steers with it at the token object's patches, with the
 random, centred and diffmean controls, and prints one row per (layer, ablate_where, direction).
 
 Usage::

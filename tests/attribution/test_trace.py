@@ -148,6 +148,23 @@ def test_trace_end_to_end(folders, capsys):
     assert "agreement" in record and len(record["image_values"]) == image.n_concepts
     md = (out / "trace.md").read_text()
     assert md.count("\n| ") == word.n_concepts + 1 and "Agreement" in md
+    # the report's section: every word concept active on a traced image, its top image concepts drawn
+    from mmconcepts.report.trace_section import trace_section
+
+    shown = trace_section(out)
+    active = [c["index"] for c in record["concepts"] if max(c["activation"]) > 0]
+    assert [r["index"] for r in shown["rows"]] == active
+    for r in shown["rows"]:
+        c = record["concepts"][r["index"]]
+        assert [f["concept"] for f in r["feeds"]] == [x["concept"] for x in c["ranking"][:3]]
+        assert all(f["map"].startswith("data:image/png;base64,") for f in r["feeds"])
+    report = root / "report.html"
+    assert main(["report", "--concepts", str(root / "wc"), "--trace", str(out), "--out", str(report)]) == 0
+    assert report.read_text().count('alt="contribution of image concept') == 3 * len(active)
+    (out / "maps.safetensors").write_bytes(b"not safetensors")
+    capsys.readouterr()
+    assert main(["report", "--concepts", str(root / "wc"), "--trace", str(out), "--out", str(root / "r2.html")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read") and not (root / "r2.html").exists()
 
 
 @pytest.mark.slow

@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--eval", default=None, metavar="DIR", dest="eval_dir",
                         help="evaluation folder (written by mmconcepts evaluate / sweep): adds metrics, "
                              "overlap, the per-layer plot and local explanations")
+    parser.add_argument("--trace", default=None, metavar="DIR", dest="trace_dir",
+                        help="trace folder (written by mmconcepts trace): adds, for each word concept, the "
+                             "image-token concepts that feed it, with their maps")
     parser.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     parser.add_argument("--n-explanations", type=nonnegative_int, default=6, metavar="N",
                         help="number of test images whose local explanation is shown (default: 6)")
@@ -30,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from mmconcepts.concepts.images import missing_images
     from mmconcepts.report import build_report
 
-    path = build_report(args.concepts, args.eval_dir, out=args.out, n_explanations=args.n_explanations)
+    path = build_report(args.concepts, args.eval_dir, out=args.out, n_explanations=args.n_explanations,
+                        trace_dir=args.trace_dir)
     print(f"wrote {path}")
     warning = missing_images(read_grounding(args.concepts), args.concepts)
     if warning:  # the page shows a placeholder for each

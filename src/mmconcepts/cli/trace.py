@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from mmconcepts.attribution.trace import TraceSettings
-    from mmconcepts.workflows.trace import run_trace
+    from mmconcepts.workflows.trace import image_concept_label, run_trace
 
     result = run_trace(args.concepts, args.through, args.out, images=args.image, dataset=args.images,
                        model=model_options(args), settings=from_args(TraceSettings, args),
@@ -41,8 +41,7 @@ def run(args) -> int:
     print(f"traced {len(result.word_traces)} word concepts through the image-token concepts on "
           f"{result.info['n_images']} images -> {args.out}")
     for w in result.word_traces:
-        tops = "; ".join(f"{c.concept} {', '.join(c.words[:2]) or '(no word)'} ({c.mean:+.3f})"
-                         for c in w.ranking[:args.top])
+        tops = "; ".join(f"{c.concept} {image_concept_label(result, c)} ({c.mean:+.3f})" for c in w.ranking[:args.top])
         print(f"  {w.index:>3} {', '.join(w.words[:2]) or '(no word)'} <- {tops}")
     if result.agreement is not None and result.agreement["n"]:
         a = result.agreement

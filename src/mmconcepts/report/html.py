@@ -42,8 +42,9 @@ def _unwrap(data, key: str):
     return data[key] if isinstance(data, dict) and "format_version" in data and key in data else data
 
 
-def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations: int = 6) -> Path:
-    """Write the self-contained HTML report of ``concepts_dir`` (and ``eval_dir``) to ``out``; return its path.
+def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations: int = 6, trace_dir=None) -> Path:
+    """Write the self-contained HTML report of ``concepts_dir`` (and ``eval_dir``, and the trace folder
+    ``trace_dir`` of ``mmconcepts trace``) to ``out``; return its path.
 
     Everything is read and rendered before anything is written; the file appears atomically. Bad input (a
     missing folder or grounding.json, corrupt JSON) raises :class:`MMConceptsError` and writes nothing.
@@ -108,6 +109,11 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
     if map_method is None and any(c.get("map") for e in explanations or [] for c in e["concepts"]):
         map_method = "activation"  # image-token concepts: each one's own activation per patch
     ident, numbers = _facts(summary, metrics_raw, concepts_dir)
+    trace = None
+    if trace_dir is not None:
+        from mmconcepts.report.trace_section import trace_section
+
+        trace = trace_section(trace_dir)
 
     title_bits = [main] if main else []
     if summary.get("layer") is not None:
@@ -129,6 +135,7 @@ def build_report(concepts_dir, eval_dir=None, out="report.html", n_explanations:
         map_method=map_method,
         steering=steering,
         fidelity=fidelity,
+        trace=trace,
         thumb_px=THUMB_PX,
         explain_px=EXPLAIN_PX,
         version=__version__,

@@ -27,7 +27,8 @@ from pathlib import Path
 from mmconcepts.attribution.trace import TraceSettings
 from mmconcepts.errors import MMConceptsError
 
-__all__ = ["RankedConcept", "TraceOutputs", "WordTrace", "agreement", "image_values", "rank", "run_trace"]
+__all__ = ["RankedConcept", "TraceOutputs", "WordTrace", "agreement", "image_concept_label", "image_values", "rank",
+           "run_trace"]
 
 
 @dataclass
@@ -216,6 +217,15 @@ def write_folder(tmp: Path, out: Path, result: TraceOutputs, word, image, settin
     atomic_write_bytes(tmp / "maps.safetensors", save(tensors))
 
 
+def image_concept_label(result: TraceOutputs, ranked) -> str:
+    """How an image concept of a ranking is named: on ShapesWorld ``on VALUE (SHARE)``, the value its top training
+    patches lie on (it says more than its logit-lens words), else its first three words."""
+    value = result.values[ranked.concept] if result.values is not None else None
+    if value is not None and value[0] is not None:
+        return f"on {value[0][1]} ({value[1]:.2f})"
+    return ", ".join(ranked.words[:3]) or "(no word)"
+
+
 def markdown(result: TraceOutputs, top: int = 3) -> str:
     """``trace.md``: each word concept's words -> its ``top`` image concepts' words and mean contributions."""
     def words(ws):
@@ -226,11 +236,12 @@ def markdown(result: TraceOutputs, top: int = 3) -> str:
              f"concepts at layer {info.get('image_layer')} ({info.get('n_images')} images)", "",
              "Mean contribution (gradient x activation, summed over the patches) of each image concept to the word "
              "concept's activation; unexplained: the part of the image tokens' states the image concepts do not "
-             "reconstruct.", "",
+             "reconstruct. On ShapesWorld an image concept is named by the value its top training patches lie on "
+             "(and the share that do), else by its words.", "",
              "| word concept | words | activation | " + " | ".join(f"image concept {i + 1}" for i in range(top))
              + " | unexplained |", "|---" * (top + 4) + "|"]
     for w in result.word_traces:
-        cells = [f"{c.concept}: {words(c.words)} ({c.mean:+.3f})" for c in w.ranking[:top]]
+        cells = [f"{c.concept}: {image_concept_label(result, c)} ({c.mean:+.3f})" for c in w.ranking[:top]]
         cells += [""] * (top - len(cells))
         act = sum(w.activation) / len(w.activation)
         res = sum(w.residual) / len(w.residual)

@@ -33,40 +33,39 @@ again, and the edit is not applied twice). No prompt cache is used
 whose first call is shorter than the prompt is refused. At the final norm (``"norm"``) an image-token edit
 changes nothing that generation reads (only the last position's logits are used): use a decoder layer.
 
+Targets
+-------
+On ShapesWorld a concept's target is the value its top training patches lie on (:func:`patch_targets`: at
+least half of its 20 top patches, a shape excluded, as for word concepts), not its first word through the
+unembedding: at image tokens of early layers the logit lens mostly reads prompt words ("user", "assistant")
+and "top", so those targets said little about the concept (ablation success with them: 0.09 at layer 1 of the
+demo). Without patch truth, the first words are the targets, as for word concepts.
+
 Defaults, and why
 -----------------
-Measured with ``benchmarks/causal_image_tokens.py`` on the demo's setup (ShapesWorld train n=300 seed 0, test
-n=60 seed 1: 18 test images hold a circle; token "circle", teacher mode, Semi-NMF K=20 at each of layers 0-3;
-4 / 7 / 12 / 14 concepts whose first word names an attribute value at layers 0 / 1 / 2 / 3):
+Measured with ``benchmarks/causal_image_tokens.py`` (ShapesWorld train n=300, test n=60, data seeds 2s / 2s+1
+for s = 0, 1, 2; token "circle", teacher mode, Semi-NMF K=20 at each layer; 5-9 concepts with a target a layer):
 
 - **steering strength factor 16** (:data:`~mmconcepts.evaluation.causal.settings.DEFAULT_IMAGE_STRENGTH_FACTOR`,
-  the word position's): the concept direction steers 0.00 at layers 1 and 2 at factors 0.5-4, and at layers
-  0 / 1 / 2 0.00 / 0.00 / 0.006 at 8, 0.00 / 0.038 / 0.011 at 16 and 0.00 / 0.032 / 0.011 at 32, fluency >= 0.99
-  throughout (diffmean: at most 0.04). 16 is the smallest factor at which the concept direction says its
-  value at all; beyond it nothing grows. Adding a concept at the object's patches mostly changes what the
-  object *is* ("one circle on the right in red" -> "one square on the right in red", at factor 4, layer 2),
-  which the grammar reads as the token object gone, not as its value said.
+  the word position's): with first-word targets, factors 0.5-4 steered 0.00 at layers 1 and 2, 8 / 16 / 32
+  0.006 / 0.011-0.038 / no more, fluency >= 0.99 throughout; with patch targets at 16, layer 0 steers
+  0.69 / 0.69 / 0.54 (a random direction 0.04 / 0.03 / 0.03, fluency 1.00).
 - **ablate where active**: the concept's whole contribution to the image, as the word-position ablation
   removes it from the one state it lives in; ``"object"`` is the narrower test.
 
-What limits the scores (same setting)
+What the scores say (seeds 0 / 1 / 2)
 -------------------------------------
+- *Ablation works in the first layers.* Where active: layer 0 0.75 / 0.80 / 0.75 (specificity 0.86 / 0.75 /
+  0.71), layer 1 0.81 / 0.97 / 0.83 (specificity 0.74 / 0.79 / 0.75), layer 2 0.13 / 0.31 / 0.24. Over the token
+  object's patches only, layer 0: 0.59 / 0.55 / 0.58 with specificity 0.91 / 0.79 / 0.81. The word-position
+  concepts' ablation never worked (0.00): the attribute is kept in the image tokens.
+- *Specificity stays below 0.9 where active*: removing a colour wherever it is active also changes the other
+  objects of that colour, which specificity counts against the concept.
 - *The last decoder layer and the final norm cannot bite.* Keys and values of layer ``l`` are computed from
   its input, so an edit of the *output* of the last decoder layer (``"3"`` here) or of ``"norm"`` at the image
-  tokens reaches only those positions' logits, which generation never reads: ablation and steering there leave
-  every caption as it was (measured: 0.000 everywhere at layer 3; on seed 1, ablation 0.071 with
-  specificity 1.000: captions unchanged, the images whose caption *before* already missed the value, which
-  the score counts as removed: the floor of ablation success is the captioner's error on the value).
-- *Targets from the logit lens.* A concept's target is its first grounded word, as for word-position concepts;
-  at image tokens of early layers the unembedding mostly reads prompt words ("user", "assistant") and "top",
-  so few concepts are evaluated there, and the top training patches of those named "top" lie mostly on the
-  background (of the 12 concepts at layer 2, 7 are named "top"; one of them ablates 0.83 of its 6 images).
-- *Ablation success ~0.1* where it acts (where active, layers 1 / 2: 0.089 / 0.103; over the object's patches
-  0.032 / 0.047; layers 0 and 3: 0.000): removing the concept wherever it is active changes the caption
-  (often the other objects: specificity 0.52 / 0.33) but rarely removes the target value: the value is
-  carried by many overlapping concepts of the image tokens, and one concept's term is a small part of it.
-- *Steering is not concept-specific*: at factor 16 the concept direction steers 0.038 / 0.011 at layers 1 / 2,
-  a random direction of the same norm 0.027 / 0.027, diffmean 0.040 / 0.000 (fluency >= 0.99).
+  tokens reaches only those positions' logits, which generation never reads: captions stay as they were. The
+  floor of ablation success is then the captioner's own error on the value (an image whose caption before
+  already missed it counts as removed).
 """
 
 from __future__ import annotations

@@ -60,3 +60,13 @@ def test_the_helpers_import_no_stage():
         if bad:
             wrong[path.name] = bad
     assert not wrong, f"a helper imports a stage: {wrong}"
+
+
+def test_test_modules_have_distinct_names():
+    """pytest imports the test modules by their base name (no packages under tests/): two files of one name
+    stop the whole run at collection."""
+    names = {}
+    for path in sorted(Path(__file__).resolve().parent.rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(Path(__file__).resolve().parent)))
+    twice = {name: paths for name, paths in names.items() if len(paths) > 1}
+    assert not twice, f"test modules sharing a name: {twice}"

@@ -40,6 +40,7 @@ three. Its default strength is :func:`default_strength`: the concept's typical c
 from __future__ import annotations
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.models.hooks import LayerEdit
 from mmconcepts.interventions.directions import _choice, _finite, _points, check_concept
 
 #: What the intervention does.
@@ -48,7 +49,7 @@ MODES = ("add", "ablate")
 POSITIONS = ("token", "after", "all")
 
 
-class Steering:
+class Steering(LayerEdit):
     """A forward hook on one layer that adds a direction to, or ablates a concept from, its hidden states.
 
     Its hook is held by the adapter's hook owner (:meth:`~mmconcepts.models.base.ModelAdapter.hooks`, one
@@ -201,8 +202,7 @@ class Steering:
             self._vector = dictionary.directions[torch.as_tensor(values) if many else values[0]].detach().float().cpu()
         self.dictionary = dictionary
         self._cast: dict = {}
-        self._hooks = adapter.hooks().intervene(self.layer, self._intervene)
-        self.edited: list[int] = []
+        super().__init__(adapter, self.layer)
 
     @staticmethod
     def _steps(step):
@@ -218,13 +218,8 @@ class Steering:
         return values if many else values[0]
 
     # -- the hook (held by the adapter's hook owner, :class:`~mmconcepts.models.hooks.Hooks`)
-    def __enter__(self) -> "Steering":
-        self._hooks.__enter__()  # refuses a second entry while active
-        self.edited = []
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return self._hooks.__exit__(*exc)
+    def _reset(self) -> None:
+        self.edited: list[int] = []  # the forward calls edited since entry
 
     @property
     def calls(self) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Hooks", "StopForward"]
+__all__ = ["Hooks", "LayerEdit", "StopForward"]
 
 #: ``fn(hidden, call)``: the ``B x T x D`` hidden states and the layer's forward call index since entry (0-based).
 #: An intervening callback returns the new hidden states, or ``None`` to leave them as they are.
@@ -217,3 +217,34 @@ class Hooks:
             if stop.owner is not self:
                 raise
             return None
+
+
+class LayerEdit:
+    """Base of an edit of one layer's hidden states, entered as a context manager around forward passes
+    (:class:`~mmconcepts.interventions.steering.Steering`, the fidelity splice, the image-token interventions).
+
+    A subclass defines ``_intervene(hidden, call)`` (the new ``B x T x D`` states, or ``None`` to leave them) and
+    records what it edits in ``edited``, which :meth:`_reset` sets back on each entry (a count by default).
+    The one hook is held by the adapter's :class:`Hooks`, so a second entry while active is refused and every
+    exit removes it.
+    """
+
+    def __init__(self, adapter, layer):
+        self.adapter = adapter
+        self.layer = adapter.resolve_layer(layer)
+        self._reset()
+        self._hooks = adapter.hooks().intervene(self.layer, self._intervene)
+
+    def _reset(self) -> None:
+        self.edited = 0
+
+    def _intervene(self, hidden, call: int):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._hooks.__enter__()  # refuses a second entry while active
+        self._reset()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self._hooks.__exit__(*exc)

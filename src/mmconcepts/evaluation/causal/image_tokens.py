@@ -71,6 +71,7 @@ What the scores say (seeds 0 / 1 / 2)
 from __future__ import annotations
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.models.hooks import LayerEdit
 from mmconcepts.evaluation.causal.interventions import _Runner
 from mmconcepts.evaluation.causal.settings import ABLATE_WHERE
 
@@ -82,7 +83,7 @@ def image_store(concepts) -> bool:
     return concepts.manifest.get("positions") == "image"
 
 
-class PatchIntervention:
+class PatchIntervention(LayerEdit):
     """A forward hook on one layer that edits, in the prompt's pass only, chosen positions of each batch row.
 
     Parameters
@@ -123,7 +124,7 @@ class PatchIntervention:
         if len(positions) != len(lengths):
             raise MMConceptsError(f"{len(positions)} position lists for {len(lengths)} prompt lengths; give one "
                                   "of each per row")
-        self.adapter, self.layer, self.mode = adapter, adapter.resolve_layer(layer), mode
+        self.mode = mode
         self.positions = [torch.as_tensor(p, dtype=torch.long).reshape(-1) for p in positions]
         self.lengths = [int(n) for n in lengths]
         self.left = getattr(adapter.tokenizer, "padding_side", "right") == "left"
@@ -144,16 +145,7 @@ class PatchIntervention:
             raise MMConceptsError(f"{self._vector.shape[0]} interventions for {len(self.positions)} rows; give one "
                                   "per row")
         self.dictionary = dictionary
-        self.edited = 0
-        self._hooks = adapter.hooks().intervene(self.layer, self._intervene)
-
-    def __enter__(self) -> "PatchIntervention":
-        self._hooks.__enter__()
-        self.edited = 0
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return self._hooks.__exit__(*exc)
+        super().__init__(adapter, layer)
 
     def _intervene(self, hidden, call: int):
         return self.edit(hidden) if call == 0 else None  # the prompt's pass only: decoding reads its cache

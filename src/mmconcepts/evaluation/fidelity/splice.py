@@ -65,6 +65,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.models.hooks import LayerEdit
 from mmconcepts.evaluation.fidelity.scores import (FidelityResult, FidelityRow, FitTally, cross_entropy, kl_divergence,
                                                    kl_recovered, recovered)
 from mmconcepts.evaluation.fidelity.settings import FidelitySettings
@@ -137,7 +138,7 @@ def constant(vector) -> Callable:
     return lambda states: vector.to(states.device, states.dtype).expand_as(states)
 
 
-class Splice:
+class Splice(LayerEdit):
     """A forward hook on one layer that replaces the states ``where`` picks by ``replace(states)``.
 
     Held by the adapter's hook owner (:meth:`~mmconcepts.models.base.ModelAdapter.hooks`, one
@@ -177,18 +178,8 @@ class Splice:
     """
 
     def __init__(self, adapter, layer, replace: Callable, where: Where):
-        self.adapter, self.replace, self.where = adapter, replace, where
-        self.layer = adapter.resolve_layer(layer)
-        self.edited = 0
-        self._hooks = adapter.hooks().intervene(self.layer, self._intervene)
-
-    def __enter__(self) -> "Splice":
-        self._hooks.__enter__()
-        self.edited = 0
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return self._hooks.__exit__(*exc)
+        self.replace, self.where = replace, where
+        super().__init__(adapter, layer)
 
     def _intervene(self, hidden, call: int):
         picked = self.where(hidden, call)

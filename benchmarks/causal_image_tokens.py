@@ -1,8 +1,10 @@
-"""Causal evaluation of image-token concepts on the demo's setup, layer by layer (:mod:`mmconcepts.evaluation.causal.image_tokens`).
+"""Causal evaluation of image-token concepts on the demo's setup, layer by layer
+(:mod:`mmconcepts.evaluation.causal.image_tokens`).
 
 Makes (or reuses) under ``--root``: ShapesWorld train n=300 (seed ``2 s``) and test n=60 (seed ``2 s + 1``; seed
-0: 0 and 1, the demo's), the image-token feature stores of the token "circle" at layers 0-3 of the shipped
-captioner (``extract --positions image``, teacher mode) and Semi-NMF K=20 concepts at each layer (grounded).
+0: 0 and 1, the demo's), the image-token feature stores of the token (``--token``, default "circle") at layers
+0-3 of the shipped captioner (``extract --positions image``, teacher mode) and Semi-NMF K=20 concepts at each
+layer (grounded).
 Then, per layer, it ablates each concept with a target (the value its top training patches lie on:
 :func:`mmconcepts.evaluation.causal.image_tokens.patch_targets`) in the image tokens (where it is active, and
 over the token object's patches) and steers with it at the token object's patches, with the
@@ -25,7 +27,8 @@ from pathlib import Path
 COLUMNS = ("n_concepts", "steering_success", "ablation_success", "specificity", "fluency")
 
 
-def prepare(root: Path, seed: int, layers: list[str], n_concepts: int, adapter) -> dict[str, Path]:
+def prepare(root: Path, seed: int, layers: list[str], n_concepts: int, adapter, token: str = "circle"
+            ) -> dict[str, Path]:
     """The data, stores and concepts folders under ``root`` (each made only when absent)."""
     from mmconcepts.concepts import ground
     from mmconcepts.data.shapesworld import write_dataset
@@ -38,7 +41,7 @@ def prepare(root: Path, seed: int, layers: list[str], n_concepts: int, adapter) 
             write_dataset(root / split, n=n, seed=s, split=split)
         store = root / f"features-{split}"
         if not (store / "manifest.json").is_file() or not set(layers) <= set(read_manifest(store)["layers"]):
-            extract(root / split, "circle", out=root / f"features-{split}", model=adapter, layers=layers,
+            extract(root / split, token, out=root / f"features-{split}", model=adapter, layers=layers,
                     positions="image", mode="teacher", batch_size=32, progress=False, overwrite=True)
     folders = {}
     for layer in layers:
@@ -54,7 +57,10 @@ def prepare(root: Path, seed: int, layers: list[str], n_concepts: int, adapter) 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0, help="data seeds 2s / 2s+1, Semi-NMF seed, random directions")
-    p.add_argument("--root", default=None, help="working folder (default /tmp/causal-image-<seed>)")
+    p.add_argument("--root", default=None, help="working folder (default /tmp/causal-image-<seed>, with a token "
+                   "other than circle /tmp/causal-image-<token>-<seed>)")
+    p.add_argument("--token", default="circle", help="the word of interest (a shape: the token object is the "
+                   "first object of that shape)")
     p.add_argument("--layers", default="0,1,2,3")
     p.add_argument("--k", type=int, default=20, help="concepts per layer")
     p.add_argument("--directions", default="concept,random,centred,diffmean")
@@ -74,13 +80,14 @@ def main(argv=None) -> int:
     from mmconcepts.extract.features import load_metadata
     from mmconcepts.models import load_model
 
-    root = Path(args.root or f"/tmp/causal-image-{args.seed}")
+    suffix = "" if args.token == "circle" else f"{args.token}-"
+    root = Path(args.root or f"/tmp/causal-image-{suffix}{args.seed}")
     layers = args.layers.split(",")
     adapter = load_model(None, device="cpu")
     start = time.time()
-    folders = prepare(root, args.seed, layers, args.k, adapter)
+    folders = prepare(root, args.seed, layers, args.k, adapter, args.token)
     print(f"data, stores and concepts ready in {time.time() - start:.0f} s ({root})", flush=True)
-    meta = load_metadata(root / "features-test", "circle")
+    meta = load_metadata(root / "features-test", args.token)
     factors = [float(f) for f in args.factors.split(",")] if args.factors else [DEFAULT_IMAGE_STRENGTH_FACTOR]
     directions = tuple(args.directions.split(","))
     header = ("layer", "ablate_where", "factor", "direction", *COLUMNS)

@@ -246,7 +246,8 @@ def _causal(run: EvaluationRun, folders: dict) -> CausalResult:
         directions = (("concept",) if method in steered else ()) + (CONTROLS if method == run.main else ())
         detail[method] = interventions.causal_evaluation(folders[method], run.test.meta, run.adapter,
                                                          directions=directions, seed=settings.seed,
-                                                         n_images=settings.causal_images)
+                                                         n_images=settings.causal_images,
+                                                         ablate_where=settings.causal_ablate_where)
     return CausalResult(detail)
 
 

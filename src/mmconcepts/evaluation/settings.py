@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mmconcepts.attribution.settings import METHODS as MAP_METHODS
 from mmconcepts.errors import MMConceptsError
+from mmconcepts.evaluation.causal.settings import ABLATE_WHERE
 from mmconcepts.evaluation.fidelity.settings import DEFAULT_N_IMAGES as FIDELITY_IMAGES
 from mmconcepts.params import Boolean, Interval, Many, Options, Text, param, validate
 
@@ -35,6 +36,8 @@ class EvaluationSettings:
         concept and control).
     causal_methods : the methods whose concepts the causal evaluation steers with (``None``: every compared
         method); the main method's controls are always measured.
+    causal_ablate_where : concepts learnt on image tokens: ablate each where it is active (``"active"``) or over
+        the token object's patches only (``"object"``; :mod:`mmconcepts.evaluation.causal.image_tokens`).
     heatmaps : concept-map methods (:data:`~mmconcepts.attribution.METHODS`) to measure on ShapesWorld:
         the pointing game and energy inside of each test image's top-1 concept
         (:mod:`mmconcepts.evaluation.attribution.map_scores`) into ``metrics.json``'s ``heatmaps``, and ``maps.json`` (the
@@ -80,6 +83,9 @@ class EvaluationSettings:
                                                    metavar="METHODS", shown="every method of --methods",
                                                    help="comma-separated methods whose concepts --causal steers with "
                                                         "(the main method's controls are always measured)")
+    causal_ablate_where: str = param("active", constraint=Options(ABLATE_WHERE, noun="ablate_where"),
+                                     help="image-token concepts: ablate where the concept is active, or over the "
+                                          "token object's patches only (object)")
     fidelity: bool = param(False, constraint=Boolean(),
                            help="also splice each method's reconstruction into the model at the token's position: "
                                 "explained variance, L0, dead concepts, KL divergence and cross-entropy loss "

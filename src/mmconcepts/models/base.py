@@ -182,12 +182,12 @@ class ModelAdapter:
         """Canonical names of every readable layer: ``"0" .. "N-1"`` then ``"norm"``."""
         return [str(i) for i in range(self.num_layers)] + ["norm"]
 
-    def _valid_layers(self) -> str:
+    def _valid_layers(self, image_side: bool = True) -> str:
         from mmconcepts.models.vision_parts import valid_vision_layers
 
         n = self.num_layers
-        image_side = valid_vision_layers(self.model)
-        return f"0..{n - 1}, -{n}..-1, norm" + (f" and, with --positions image, {image_side}" if image_side else "")
+        more = valid_vision_layers(self.model) if image_side else ""
+        return f"0..{n - 1}, -{n}..-1, norm" + (f" and, with --positions image, {more}" if more else "")
 
     def resolve_layer(self, spec: str | int) -> str:
         """Canonical name of a layer given as an index (negative allowed), a numeric string, ``"norm"``, or on
@@ -333,7 +333,10 @@ class ModelAdapter:
         return "?"
 
     def info(self) -> dict:
-        """A JSON-able description: ids, architecture, sizes, dtype, device and layer names/paths."""
+        """A JSON-able description: ids, architecture, sizes, dtype, device and layer names/paths (``image_layers``:
+        the image side's, read with ``--positions image``; ``None`` when none is found)."""
+        from mmconcepts.models.vision_parts import valid_vision_layers
+
         n = self.num_layers
         config = self.model.config
         return {
@@ -347,7 +350,8 @@ class ModelAdapter:
             "tokenizer_size": len(self.tokenizer),
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
-            "layers": self._valid_layers(),
+            "layers": self._valid_layers(image_side=False),
+            "image_layers": valid_vision_layers(self.model) or None,
             "first_layer": "0",
             "last_layer": str(n - 1),
             "norm_layer": "norm",

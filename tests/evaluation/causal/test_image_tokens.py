@@ -216,12 +216,13 @@ def test_evaluate_causal_on_an_image_token_folder(image_concepts, tmp_path):
     out = tmp_path / "eval"
     code = main(["evaluate", "--concepts", str(folder), "--test-features", str(root / "features-test"),
                  "--out", str(out), "--methods", "semi-nmf", "--baselines", "", "--causal", "--causal-images", "2",
+                 "--causal-ablate-where", "object",
                  "--device", "cpu"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"fluency", "steering_success"} <= set(metrics["methods"]["semi-nmf"])
     assert {"centred-direction", "random-direction", "diffmean"} <= set(metrics["baselines"])
     causal = json.loads((out / "causal.json").read_text())["methods"]["semi-nmf"]
-    assert causal["concept"]["positions"] == "image" and causal["concept"]["ablate_where"] == "active"
+    assert causal["concept"]["positions"] == "image" and causal["concept"]["ablate_where"] == "object"
     assert causal["concept"]["layer"] == LAYER and causal["concept"]["n_images"] == 2
     assert [c["target"] for c in causal["concept"]["concepts"]] == [list(t) for _, t, _ in targets]

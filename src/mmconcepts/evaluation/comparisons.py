@@ -85,14 +85,14 @@ def patch_row(run: EvaluationRun, concepts: ConceptSet) -> PatchScores | None:
 
 def random_direction_row(run: EvaluationRun) -> PatchScores | None:
     """The patch metrics of random directions (as many as the main concepts), or ``None`` where they do not
-    apply."""
-    from mmconcepts.extract.features import load_features
+    apply; the training store is read shard by shard."""
+    from mmconcepts.extract.features import iter_feature_shards
 
     if not (has_patch_truth(run.test.meta) and has_patch_truth(run.train_meta)):
         return None
     cs = run.concepts
-    Z_train = load_features(cs.features, cs.summary["layer"], cs.token)[0]
-    return random_direction_scores(Z_train, run.train_meta, run.Z_test, run.test.meta, cs.n_concepts,
+    shards = lambda: iter_feature_shards(cs.features, cs.summary["layer"], cs.token)  # noqa: E731 - read twice
+    return random_direction_scores(shards, run.train_meta, run.Z_test, run.test.meta, cs.n_concepts,
                                    seed=run.settings.seed)
 
 

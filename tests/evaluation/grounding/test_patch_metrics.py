@@ -85,6 +85,8 @@ def test_random_directions_are_seeded_and_refuse_rows_without_patch_truth():
     Z = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
     a = random_direction_scores(Z, meta, Z, meta, 3, seed=1)
     assert a.to_json() == random_direction_scores(Z, meta, Z, meta, 3, seed=1).to_json()
+    chunked = random_direction_scores(lambda: iter([Z[:3], Z[3:]]), meta, Z, meta, 3, seed=1)  # a store's shards
+    assert chunked.to_json() == a.to_json()
     assert 0.0 <= a.patch_precision <= 1.0 and 0.0 <= a.pointing <= 1.0
     with pytest.raises(MMConceptsError, match="extract --positions image"):
         patch_values(torch.zeros(2, 1), [{"index": 0}, {"index": 1}])

@@ -171,16 +171,29 @@ def _rounded(value: float) -> float | None:
 def random_direction_scores(Z_train, train_meta: list[dict], Z_test, test_meta: list[dict], n_concepts: int,
                             seed: int = 0, n_draws: int = N_DRAWS, n_top: int = N_TOP) -> PatchScores:
     """:func:`patch_scores` of ``n_concepts`` Gaussian directions on the features less their training mean,
-    averaged over ``n_draws`` draws (seeded: the same seed gives the same scores)."""
+    averaged over ``n_draws`` draws (seeded: the same seed gives the same scores).
+
+    ``Z_train`` is an ``N x D`` tensor or a function returning an iterator of its row chunks (a store read shard by
+    shard, :func:`~mmconcepts.extract.features.iter_feature_shards`): it is read twice, for the mean and for the
+    projections, and only ``N x (n_draws K)`` projections are held, never the features of millions of patches."""
     import torch
 
-    Z_train, Z_test = torch.as_tensor(Z_train).float(), torch.as_tensor(Z_test).float()
-    centre = Z_train.mean(0)
-    rows = []
-    for draw in range(n_draws):
-        g = torch.Generator().manual_seed(int(seed) * 1000 + draw)
-        R = torch.randn(Z_train.shape[1], n_concepts, generator=g)
-        rows.append(patch_scores((Z_train - centre) @ R, train_meta, (Z_test - centre) @ R, test_meta, n_top))
+    chunks = (lambda: iter([Z_train])) if isinstance(Z_train, torch.Tensor) else Z_train
+    total, count = None, 0
+    for chunk in chunks():
+        chunk = torch.as_tensor(chunk).float()
+        total = chunk.sum(0) if total is None else total + chunk.sum(0)
+        count += chunk.shape[0]
+    if not count:
+        raise MMConceptsError("no training features to draw random directions against")
+    centre = total / count
+    draws = [torch.randn(centre.shape[0], n_concepts, generator=torch.Generator().manual_seed(int(seed) * 1000 + d))
+             for d in range(n_draws)]
+    R = torch.cat(draws, dim=1)
+    train = torch.cat([(torch.as_tensor(c).float() - centre) @ R for c in chunks()])
+    test = (torch.as_tensor(Z_test).float() - centre) @ R
+    rows = [patch_scores(train[:, d * n_concepts:(d + 1) * n_concepts], train_meta,
+                         test[:, d * n_concepts:(d + 1) * n_concepts], test_meta, n_top) for d in range(n_draws)]
 
     def average(name):
         kept = [getattr(r, name) for r in rows if getattr(r, name) is not None]

@@ -220,7 +220,7 @@ def maps_of_readings(adapter, concepts, readings, pairs, settings: MapSettings, 
     from mmconcepts.attribution.inputs import TokenReading, batch_inputs
     from mmconcepts.models.patches import patch_layout, uniform_layout
 
-    if (concepts.manifest or {}).get("positions") == "image":
+    if concepts.positions == "image":
         raise MMConceptsError("concepts learnt on image tokens carry their own map, their activation per patch "
                               "(explain and evaluate draw it); the gradient maps are for word concepts")
     layer = adapter.resolve_layer(concepts.summary["layer"])

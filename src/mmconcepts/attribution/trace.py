@@ -162,8 +162,7 @@ def check_pair(word, image) -> None:
         if not concepts.manifest:
             raise MMConceptsError(f"{flag} {concepts.path}: its feature store is gone, so trace cannot tell how it "
                                   "read its images; keep the store beside the concepts folder")
-    wp = word.manifest.get("positions") or "token"
-    ip = image.manifest.get("positions") or "token"
+    wp, ip = word.positions, image.positions
     if wp != "token":
         raise MMConceptsError(f"--concepts {word.path} was learnt on a --positions {wp} store; trace needs word "
                               "concepts learnt on a --positions token store")

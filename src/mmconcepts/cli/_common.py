@@ -8,8 +8,9 @@ import re
 from mmconcepts.models.options import ModelOptions
 from mmconcepts.params import add_arguments, fraction, from_args, nonnegative_float, nonnegative_int, positive_int
 
-__all__ = ["LAYER_OPTIONS", "add_data_args", "add_model_args", "data_kwargs", "fraction", "join_layer_values",
-           "layer_list", "model_options", "nonnegative_float", "nonnegative_int", "positive_int", "words"]
+__all__ = ["LAYER_OPTIONS", "add_data_args", "add_grounding_args", "add_model_args", "data_kwargs", "fraction",
+           "grounding_finish", "join_layer_values", "layer_list", "model_options", "nonnegative_float",
+           "nonnegative_int", "positive_int", "words"]
 
 #: Options whose value may start with "-" (a negative layer index): ``--layers -1,norm`` is read as written.
 LAYER_OPTIONS = ("--layers", "--layer")
@@ -32,6 +33,33 @@ def add_model_args(parser: argparse.ArgumentParser, follows_store: bool = False)
 def model_options(args: argparse.Namespace) -> ModelOptions:
     """The :class:`~mmconcepts.models.options.ModelOptions` of a command's model arguments."""
     return from_args(ModelOptions, args)
+
+
+def add_grounding_args(parser: argparse.ArgumentParser) -> None:
+    """``--no-ground`` and the grounding settings of a command that writes a concepts folder (learn, import-sae)."""
+    from mmconcepts.concepts.settings import GroundingSettings
+
+    g = parser.add_argument_group("grounding (words through the unembedding, most activating images)")
+    g.add_argument("--no-ground", action="store_true",
+                   help="skip grounding (it reads the model's unembedding and final norm)")
+    add_arguments(g, GroundingSettings)
+
+
+def grounding_finish(args: argparse.Namespace, options: ModelOptions):
+    """The ``finish`` step that grounds a new concepts folder with ``options`` before it is swapped in (a failure
+    leaves ``--out`` as it was); ``None`` with ``--no-ground``."""
+    from mmconcepts.concepts.settings import GroundingSettings
+
+    if args.no_ground:
+        return None
+    grounding = from_args(GroundingSettings, args)
+
+    def ground_in(folder):
+        from mmconcepts.concepts import ground
+
+        ground(folder, model=options, settings=grounding)
+
+    return ground_in
 
 
 def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from mmconcepts.cli._common import add_model_args, model_options
-from mmconcepts.concepts.settings import GroundingSettings
+from mmconcepts.cli._common import add_grounding_args, add_model_args, grounding_finish, model_options
 from mmconcepts.exchange.import_sae import ImportSettings
 from mmconcepts.params import add_arguments, from_args
 
@@ -23,10 +22,7 @@ def register(subparsers) -> None:
     add_arguments(p, ImportSettings)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    g = p.add_argument_group("grounding (words through the unembedding, most activating images)")
-    g.add_argument("--no-ground", action="store_true",
-                   help="skip grounding (it reads the model's unembedding and final norm)")
-    add_arguments(g, GroundingSettings)
+    add_grounding_args(p)
     add_model_args(p, follows_store=True)  # the model to ground with: the store's unless given
     p.set_defaults(func=run)
 
@@ -34,16 +30,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from mmconcepts.exchange.import_sae import import_sae
 
-    grounding = None if args.no_ground else from_args(GroundingSettings, args)
-    options = model_options(args)
-
-    def ground_in(folder):  # before the new folder is swapped in: a failure leaves --out as it was
-        from mmconcepts.concepts import ground
-
-        ground(folder, model=options, settings=grounding)
-
     out = import_sae(args.source, features=args.features, out=args.out, settings=from_args(ImportSettings, args),
-                     overwrite=args.overwrite, finish=None if grounding is None else ground_in)
+                     overwrite=args.overwrite, finish=grounding_finish(args, model_options(args)))
     from mmconcepts.concepts.concept_set import read_summary
 
     s = read_summary(out)

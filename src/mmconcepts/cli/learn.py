@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmconcepts.cli._common import add_model_args, model_options
-from mmconcepts.concepts.settings import GroundingSettings
+from mmconcepts.cli._common import add_grounding_args, add_model_args, grounding_finish, model_options
 from mmconcepts.decompose.settings import LearnSettings
 from mmconcepts.params import add_arguments, default_of, from_args
 from mmconcepts.decompose.registry import METHOD_NAMES, is_method_spec  # read without importing torch
@@ -33,10 +32,7 @@ def register(subparsers) -> None:
     add_arguments(p, LearnSettings, exclude=("method",))
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    g = p.add_argument_group("grounding (words through the unembedding, most activating images)")
-    g.add_argument("--no-ground", action="store_true",
-                   help="skip grounding (it reads the model's unembedding and final norm)")
-    add_arguments(g, GroundingSettings)
+    add_grounding_args(p)
     add_model_args(p, follows_store=True)  # --device also runs the dictionary
     p.set_defaults(func=run)
 
@@ -44,17 +40,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from mmconcepts.decompose import learn
 
-    # grounding runs inside learn, before the new folder is swapped in: a failure leaves --out as it was
-    grounding = None if args.no_ground else from_args(GroundingSettings, args)
     options = model_options(args)
     settings = from_args(LearnSettings, args, device=options.device)
-    def ground_in(folder):
-        from mmconcepts.concepts import ground
-
-        ground(folder, model=options, settings=grounding)
-
-    finish = None if grounding is None else ground_in
-    out = learn(args.features, out=args.out, settings=settings, overwrite=args.overwrite, finish=finish)
+    # grounding runs inside learn, before the new folder is swapped in: a failure leaves --out as it was
+    out = learn(args.features, out=args.out, settings=settings, overwrite=args.overwrite,
+                finish=grounding_finish(args, options))
     import os
 
     if int(os.environ.get("RANK", "0") or 0) != 0:

@@ -120,6 +120,11 @@ class ConceptSet:
         return dict((self.grounding or {}).get("store") or {})
 
     @property
+    def positions(self) -> str:
+        """Where the store read its rows: ``"token"`` (the word's state) or ``"image"`` (every image token's)."""
+        return str(self.manifest.get("positions") or "token")
+
+    @property
     def n_concepts(self) -> int:
         return int(self.directions.shape[0])
 

@@ -17,7 +17,7 @@ from mmconcepts.files import write_json
 #: The part of a feature store's run record that ``grounding.json`` keeps (``"store"``), so a concepts folder
 #: copied without its store still reads an image the way the store did (``explain``, ``steer``).
 STORE_RECORD = ("model", "model_options", "revision", "family", "mode", "keep", "token", "tokens", "also",
-                "instruction", "max_new_tokens", "min_new_tokens")
+                "instruction", "max_new_tokens", "min_new_tokens", "positions")
 
 
 def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None = None,

@@ -176,18 +176,10 @@ class ExtractionRun:
     def rows(self, batch: Batch, matchers: dict[str, WordMatcher], words: dict) -> tuple[dict, list[dict]]:
         """The features and metadata rows of one batch, by the settings' mode; ``words`` (each word's counts)
         is counted up."""
-        s, root = self.settings, Path(self.dataset.root).resolve()
-        if s.positions == "image":
-            from mmconcepts.extract.image_rows import generate_image_rows, teacher_image_rows
-
-            if s.mode == "generate":
-                return generate_image_rows(self.adapter, batch, self.layers, matchers, s.keep, words, self.prompt,
-                                           s.max_new_tokens, s.min_new_tokens, root)
-            return teacher_image_rows(self.adapter, batch, self.layers, matchers, words, self.prompt, root)
-        if s.mode == "generate":
-            return generate_rows(self.adapter, batch, self.layers, matchers, s.keep, words, self.prompt,
-                                 s.max_new_tokens, s.min_new_tokens, root)
-        return teacher_rows(self.adapter, batch, self.layers, matchers, words, self.prompt, root)
+        s = self.settings
+        return read_batch(self.adapter, batch, self.layers, matchers, words, self.prompt, mode=s.mode,
+                          positions=s.positions, keep=s.keep, max_new_tokens=s.max_new_tokens,
+                          min_new_tokens=s.min_new_tokens, root=Path(self.dataset.root).resolve())
 
 
 @dataclass(frozen=True)
@@ -303,21 +295,30 @@ def represent(adapter, samples: list, images: list, token: str, layers, mode: st
     counts = {token: {k: 0 for k in WORD_COUNTS}}
     batch = Batch(list(range(len(samples))), list(samples), images=list(images))
     prompt = adapter.prompt(instruction)
+    features, meta = read_batch(adapter, batch, names, matchers, counts, prompt, mode=mode, positions=positions,
+                                keep=keep, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+    if mode == "teacher" and positions == "token":
+        warn_truncated(counts, adapter)
+    return features, meta, counts[token]
+
+
+def read_batch(adapter, batch: Batch, layers: list[str], matchers: dict, words: dict, prompt: str, *, mode: str,
+               positions: str, keep: str, max_new_tokens: int, min_new_tokens: int = 0, root: Path | None = None
+               ) -> tuple[dict, list[dict]]:
+    """The features and metadata rows of one batch, read by ``mode`` (generate / teacher) at ``positions``
+    (the word's state / every image token's, :mod:`~mmconcepts.extract.image_rows`); ``words`` (each word's
+    counts) is counted up."""
     if positions == "image":
         from mmconcepts.extract.image_rows import generate_image_rows, teacher_image_rows
 
         if mode == "generate":
-            features, meta = generate_image_rows(adapter, batch, names, matchers, keep, counts, prompt,
-                                                 max_new_tokens, min_new_tokens)
-        else:
-            features, meta = teacher_image_rows(adapter, batch, names, matchers, counts, prompt)
-    elif mode == "generate":
-        features, meta = generate_rows(adapter, batch, names, matchers, keep, counts, prompt, max_new_tokens,
-                                       min_new_tokens)
-    else:
-        features, meta = teacher_rows(adapter, batch, names, matchers, counts, prompt)
-        warn_truncated(counts, adapter)
-    return features, meta, counts[token]
+            return generate_image_rows(adapter, batch, layers, matchers, keep, words, prompt, max_new_tokens,
+                                       min_new_tokens, root)
+        return teacher_image_rows(adapter, batch, layers, matchers, words, prompt, root)
+    if mode == "generate":
+        return generate_rows(adapter, batch, layers, matchers, keep, words, prompt, max_new_tokens, min_new_tokens,
+                             root)
+    return teacher_rows(adapter, batch, layers, matchers, words, prompt, root)
 
 
 def warn_truncated(words: dict, adapter) -> None:

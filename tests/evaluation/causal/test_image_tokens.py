@@ -10,7 +10,7 @@ import torch
 from mmconcepts.data.truth import token_object
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.causal import interventions as C
-from mmconcepts.evaluation.causal.image_tokens import ImageRunner, PatchIntervention, image_store
+from mmconcepts.evaluation.causal.image_tokens import ImageRunner, PatchIntervention
 from mmconcepts.extract.recorders import PrefillRecorder
 
 LAYER = "1"
@@ -68,7 +68,7 @@ def _ablation(runner, i, dictionary, k):
 
 def test_the_runner_reads_each_test_image_once_with_its_image_tokens(image_concepts):
     runner, meta, cs = image_concepts["runner"], image_concepts["meta"], image_concepts["concepts"]
-    assert image_store(cs) and len(runner.meta) == len({m["index"] for m in meta}) >= 2
+    assert cs.positions == "image" and len(runner.meta) == len({m["index"] for m in meta}) >= 2
     for i, m in enumerate(runner.meta):
         rows = sorted((r for r in meta if r["index"] == m["index"]), key=lambda r: r["patch"])
         assert runner.positions[i].tolist() == [r["position"] for r in rows]

@@ -135,6 +135,16 @@ def test_evaluate_scores_image_token_concepts_per_image_and_per_patch(image_run)
     assert "patch_precision" in (root / "eval" / "metrics.md").read_text()
 
 
+def test_a_concepts_folder_keeps_how_its_store_read_images(image_run):
+    """Copied without its store, an image-token folder must still read images as patches (grounding.json)."""
+    from mmconcepts.concepts.concept_set import load_concepts
+
+    root, _ = image_run
+    cs = load_concepts(root / "concepts")
+    assert cs.positions == "image"
+    assert json.loads((root / "concepts" / "grounding.json").read_text())["store"]["positions"] == "image"
+
+
 def test_explain_pools_an_images_patches_and_maps_each_concept(image_run):
     from mmconcepts.concepts.concept_set import load_concepts
     from mmconcepts.explanations import explain

@@ -1,7 +1,7 @@
 """The causal evaluation of image-token concepts: ablate and steer a concept where it lives, in the image tokens.
 
 A concepts folder learnt on an image-token store (``extract --positions image``: one row per image token;
-``concepts.manifest["positions"] == "image"``) describes the states of the prompt's image tokens at its layer,
+``concepts.positions == "image"``) describes the states of the prompt's image tokens at its layer,
 not the state from which a word is predicted. :func:`~mmconcepts.evaluation.causal.interventions.causal_evaluation`
 then intervenes there, through :class:`ImageRunner`, and scores the captions exactly as for word-position concepts
 (:func:`~mmconcepts.evaluation.causal.scores.concept_scores`: success, specificity, fluency; the concepts
@@ -75,12 +75,7 @@ from mmconcepts.models.hooks import LayerEdit
 from mmconcepts.evaluation.causal.interventions import _Runner
 from mmconcepts.evaluation.causal.settings import ABLATE_WHERE
 
-__all__ = ["ImageRunner", "PatchIntervention", "image_store"]
-
-
-def image_store(concepts) -> bool:
-    """Whether ``concepts`` were learnt on an image-token store (one row per image token)."""
-    return concepts.manifest.get("positions") == "image"
+__all__ = ["ImageRunner", "PatchIntervention", "patch_targets"]
 
 
 class PatchIntervention(LayerEdit):

@@ -308,7 +308,7 @@ def causal_evaluation(concepts, test_meta, model=None, settings: CausalSettings 
     settings = settings_from(CausalSettings, settings, fields, "causal")
     concepts = concepts if isinstance(concepts, ConceptSet) else load_concepts(concepts, require_grounding=True)
     batch_size = settings.batch_size or concepts.manifest.get("batch_size") or 32
-    image = concepts.manifest.get("positions") == "image"  # image-token concepts: :mod:`.image_tokens`
+    image = concepts.positions == "image"  # image-token concepts: :mod:`.image_tokens`
     if image:
         from mmconcepts.evaluation.causal.image_tokens import ImageRunner, patch_targets
 

@@ -125,6 +125,14 @@ class ConceptSet:
         return str(self.manifest.get("positions") or "token")
 
     @property
+    def pool(self) -> str:
+        """How an image's explanation pools its patches' activations (``learn --pool``; ``"max"`` for a folder
+        that does not say, :mod:`~mmconcepts.concepts.pooling`)."""
+        from mmconcepts.concepts.pooling import POOLS, check_pool
+
+        return check_pool(str(self.summary.get("pool") or POOLS[0]))
+
+    @property
     def n_concepts(self) -> int:
         return int(self.directions.shape[0])
 

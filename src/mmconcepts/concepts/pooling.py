@@ -3,29 +3,44 @@ activations.
 
 A store of image-token rows holds one row per (kept image, image token) with its ``patch`` index
 (:mod:`mmconcepts.extract.image_rows`). The concepts of such a store explain a patch; an image's explanation
-pools its patches' activations (their mean: a concept's share of the image, whatever the number of patches),
-and a concept's map on the image is its own activation per patch (:func:`patch_grid`), no gradient needed.
+pools its patches' activations, and a concept's map on the image is its own activation per patch
+(:func:`patch_grid`), no gradient needed. Two poolings (:data:`POOLS`; a concepts folder records its own,
+``learn --pool``):
+
+* ``"max"`` (the default): a concept's strongest patch: the concept is in the image if it is anywhere in it,
+  however small the object it lies on;
+* ``"mean"``: a concept's share of the image, whatever the number of patches; on images where most patches
+  are background it ranks the background's concepts first.
 
 Examples
 --------
 >>> import torch
 >>> meta = [{"index": 0, "token": "red", "patch": p} for p in range(2)] + [{"index": 1, "token": "red", "patch": 0}]
 >>> groups = image_groups(meta)
->>> groups, pooled_activations(torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]]), groups).tolist()
-([[0, 1], [2]], [[2.0, 1.0], [0.0, 5.0]])
+>>> A = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]])
+>>> groups, pooled_activations(A, groups, "mean").tolist(), pooled_activations(A, groups, "max").tolist()
+([[0, 1], [2]], [[2.0, 1.0], [0.0, 5.0]], [[3.0, 2.0], [0.0, 5.0]])
 """
 
 from __future__ import annotations
 
 import math
 
+from mmconcepts.decompose.settings import POOLS
 from mmconcepts.errors import MMConceptsError
 
-__all__ = ["image_groups", "image_meta", "is_image_rows", "n_images", "patch_grid", "per_image",
+__all__ = ["POOLS", "check_pool", "image_groups", "image_meta", "is_image_rows", "n_images", "patch_grid", "per_image",
            "pooled_activations"]
 
 #: The metadata of an image-token row that describe the patch, not the image.
 PATCH_FIELDS = ("patch", "box", "object")
+
+
+def check_pool(how: str) -> str:
+    """``how`` if it is one of :data:`POOLS`, else a one-line error."""
+    if how not in POOLS:
+        raise MMConceptsError(f"unknown pooling {how!r}: choose {' or '.join(POOLS)}")
+    return how
 
 
 def is_image_rows(meta: list[dict]) -> bool:
@@ -47,13 +62,16 @@ def image_meta(meta: list[dict], groups: list[list[int]]) -> list[dict]:
     return [{k: v for k, v in meta[rows[0]].items() if k not in PATCH_FIELDS} for rows in groups]
 
 
-def pooled_activations(activations, groups: list[list[int]]):
-    """The ``len(groups) x K`` mean activation of each group's rows (dense; a sparse ``N x K`` is read by its
-    non-zeros, never densified). Rows in no group are left out."""
+def pooled_activations(activations, groups: list[list[int]], how: str = POOLS[0]):
+    """The ``len(groups) x K`` pooled activation of each group's rows: their ``"max"`` or ``"mean"``
+    (:data:`POOLS`). Dense out; a sparse ``N x K`` is read by its non-zeros, never densified (its implicit
+    zeros count in the max of a group where a concept is not stored on every row). Rows in no group are left
+    out."""
     import torch
 
     from mmconcepts.concepts.activations import is_sparse
 
+    check_pool(how)
     n = activations.shape[0]
     owner = torch.full((n,), -1, dtype=torch.long)
     for g, rows in enumerate(groups):
@@ -62,16 +80,26 @@ def pooled_activations(activations, groups: list[list[int]]):
                                   "activations with the metadata of the same rows")
         owner[rows] = g
     sizes = torch.tensor([max(len(g), 1) for g in groups], dtype=torch.float32)
-    out = torch.zeros(len(groups), activations.shape[1])
+    shape = (len(groups), activations.shape[1])
     if is_sparse(activations):
         coo = activations.to_sparse_coo().coalesce()
         rows, cols = coo.indices()
         kept = owner[rows] >= 0
-        out.index_put_((owner[rows][kept], cols[kept]), coo.values().float()[kept], accumulate=True)
+        where, values = (owner[rows][kept], cols[kept]), coo.values().float()[kept]
     else:
         kept = (owner >= 0).nonzero().squeeze(1)
-        out.index_add_(0, owner[kept], torch.as_tensor(activations).float()[kept])
-    return out / sizes[:, None]
+        dense = torch.as_tensor(activations).float()[kept]
+        if how == "mean":
+            return torch.zeros(shape).index_add_(0, owner[kept], dense) / sizes[:, None]
+        index = owner[kept][:, None].expand(-1, shape[1])
+        return torch.full(shape, -torch.inf).scatter_reduce_(0, index, dense, "amax")
+    if how == "mean":
+        return torch.zeros(shape).index_put_(where, values, accumulate=True) / sizes[:, None]
+    stored = torch.zeros(shape).index_put_(where, torch.ones_like(values), accumulate=True)
+    out = torch.full(shape, -torch.inf)
+    flat = where[0] * shape[1] + where[1]
+    out.view(-1).scatter_reduce_(0, flat, values, "amax")
+    return torch.where(stored < sizes[:, None], out.clamp(min=0.0), out)
 
 
 def patch_grid(values, meta_rows: list[dict]) -> dict:
@@ -99,13 +127,13 @@ def patch_grid(values, meta_rows: list[dict]) -> dict:
     return {"method": "activation", "grid": [[round(v, 5) for v in row] for row in grid], "box": box}
 
 
-def per_image(activations, meta: list[dict]) -> tuple[object, list[dict]]:
-    """``(activations, meta)`` one row per image: pooled (:func:`pooled_activations`, :func:`image_meta`) for
-    image-token rows, as they are for any other rows."""
+def per_image(activations, meta: list[dict], how: str = POOLS[0]) -> tuple[object, list[dict]]:
+    """``(activations, meta)`` one row per image: pooled by ``how`` (:func:`pooled_activations`,
+    :func:`image_meta`) for image-token rows, as they are for any other rows."""
     if not is_image_rows(meta):
         return activations, meta
     groups = image_groups(meta)
-    return pooled_activations(activations, groups), image_meta(meta, groups)
+    return pooled_activations(activations, groups, how), image_meta(meta, groups)
 
 
 def n_images(meta: list[dict]) -> int:

@@ -299,6 +299,7 @@ def _summary(run: _Run, model, V, seconds: float, use_stream: bool, ranks: int) 
         "seed": run.settings.seed,
         "params": model.get_params(),
         "relative_l1": run.settings.relative_l1_applied,
+        "pool": run.settings.pool,
         **link_fields("features", run.features, run.out),  # written in a temp folder beside out: the same links
     }
 

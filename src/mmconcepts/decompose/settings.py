@@ -21,14 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.params import Boolean, Interval, Text, param, validate
+from mmconcepts.params import Boolean, Interval, Options, Text, param, validate
 
 #: Default sparsity of the methods that have one, as a share of the features' mean norm (see ``relative_l1``).
 #: Semi-NMF with a small L1 term is the paper's objective (its code: DictionaryLearning, positive codes);
 #: on ShapesWorld it makes each sample use a few concepts, and those concepts read as true words (README).
 DEFAULT_RELATIVE_L1 = {"semi-nmf": 0.05}
 
-__all__ = ["DEFAULT_RELATIVE_L1", "LearnSettings"]
+#: How an image's patch activations pool into the image's, for image-token stores (the first is the default;
+#: :mod:`mmconcepts.concepts.pooling`).
+POOLS = ("max", "mean")
+
+__all__ = ["DEFAULT_RELATIVE_L1", "LearnSettings", "POOLS"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class LearnSettings:
         Read the store shard by shard (methods with ``fit_shards``); ``None``: when the features exceed 4 GiB.
     device : str
         Compute device (the command line's ``--device``).
+    pool : str
+        Image-token stores (``extract --positions image``): how an image's explanation pools its patches'
+        activations, ``"max"`` (a concept's strongest patch) or ``"mean"`` (its share of the image);
+        recorded in ``summary.json`` (:mod:`~mmconcepts.concepts.pooling`). No effect on other stores.
     method_parameters : dict
         Further parameters of the method (``{"k": 8}`` for topk-sae, ...).
     """
@@ -85,6 +93,8 @@ class LearnSettings:
     stream: bool | None = param(None, constraint=Boolean(), optional=True, shown="when features exceed 4 GiB",
                                 help="read the store shard by shard (semi-nmf, nmf, the SAEs)")
     device: str = param("cpu", flag=None, help="compute device")
+    pool: str = param("max", constraint=Options(POOLS, noun="pooling"),
+                      help="image-token stores: an image's concept activation is its patches' max or mean")
     method_parameters: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -48,7 +48,7 @@ def same_run(run: EvaluationRun, method: str, store, out: Path, n_concepts: int 
         elif params.get("l1") is not None:
             kwargs["l1"] = params["l1"]
     learn(store, summary["layer"], method=method, n_concepts=n_concepts or cs.dictionary.components_.shape[0],
-          out=out, seed=run.settings.seed, device=run.device, token=cs.token, **kwargs)
+          out=out, seed=run.settings.seed, device=run.device, token=cs.token, pool=cs.pool, **kwargs)
     ground(out, model=run.adapter, settings=GroundingSettings.from_json(cs.grounding))
     return load_concepts(out, require_grounding=True)
 
@@ -65,12 +65,12 @@ def comparison_folders(run: EvaluationRun) -> dict[str, ConceptSet]:
 
 def grounding_row(run: EvaluationRun, concepts: ConceptSet) -> GroundingRow:
     """The grounding row of a compared set of concepts (coverage and purity from its training activations);
-    image-token concepts are scored per image, on their patches' pooled activations
+    image-token concepts are scored per image, on their patches' activations pooled as the folder says
     (:func:`~mmconcepts.concepts.pooling.per_image`)."""
     from mmconcepts.concepts.pooling import per_image
 
-    test_activations, _ = per_image(concepts.encode(run.Z_test), run.test.meta)
-    train_activations, train_meta = per_image(concepts.activations, run.train_meta)
+    test_activations, _ = per_image(concepts.encode(run.Z_test), run.test.meta, concepts.pool)
+    train_activations, train_meta = per_image(concepts.activations, run.train_meta, concepts.pool)
     return score(concepts.word_sets(), test_activations, run.test_images, run.scorers,
                  train_activations=train_activations, train_meta=train_meta, token=run.concepts.token)
 
@@ -80,7 +80,8 @@ def patch_row(run: EvaluationRun, concepts: ConceptSet) -> PatchScores | None:
     (:mod:`mmconcepts.evaluation.grounding.patches`); ``None`` where they do not apply."""
     if not (has_patch_truth(run.test.meta) and has_patch_truth(run.train_meta)):
         return None
-    return patch_scores(concepts.activations, run.train_meta, concepts.encode(run.Z_test), run.test.meta)
+    return patch_scores(concepts.activations, run.train_meta, concepts.encode(run.Z_test), run.test.meta,
+                        pool=concepts.pool)
 
 
 def random_direction_row(run: EvaluationRun) -> PatchScores | None:
@@ -93,7 +94,7 @@ def random_direction_row(run: EvaluationRun) -> PatchScores | None:
     cs = run.concepts
     shards = lambda: iter_feature_shards(cs.features, cs.summary["layer"], cs.token)  # noqa: E731 - read twice
     return random_direction_scores(shards, run.train_meta, run.Z_test, run.test.meta, cs.n_concepts,
-                                   seed=run.settings.seed)
+                                   seed=run.settings.seed, pool=cs.pool)
 
 
 def _rnd_words_row(run: EvaluationRun) -> GroundingRow:
@@ -104,7 +105,7 @@ def _rnd_words_row(run: EvaluationRun) -> GroundingRow:
     pool = grounder_for(run.concepts, run.adapter).pool()
     rng = random.Random(run.settings.seed)
     words = [random_words(pool, len(w), rng) for w in run.concepts.word_sets()]
-    return score(words, per_image(run.main_test, run.test.meta)[0], run.test_images, run.scorers)
+    return score(words, per_image(run.main_test, run.test.meta, run.concepts.pool)[0], run.test_images, run.scorers)
 
 
 def noise_imgs_row(run: EvaluationRun) -> GroundingRow:
@@ -129,8 +130,8 @@ def noise_imgs_row(run: EvaluationRun) -> GroundingRow:
                               "baseline") from None
     K = cs.dictionary.components_.shape[0]
     noise = same_run(run, run.main, folder / "features", folder / "concepts", n_concepts=min(K, manifest["n_samples"]))
-    return score(noise.word_sets(), per_image(noise.encode(run.Z_test), run.test.meta)[0], run.test_images,
-                 run.scorers)
+    return score(noise.word_sets(), per_image(noise.encode(run.Z_test), run.test.meta, noise.pool)[0],
+                 run.test_images, run.scorers)
 
 
 def baseline_rows(run: EvaluationRun) -> dict[str, GroundingRow]:

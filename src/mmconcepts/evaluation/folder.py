@@ -52,13 +52,14 @@ class EvaluationOutputs:
 
 def explanations(concepts, test_activations, test_meta: list[dict], n: int, out: Path) -> list[dict]:
     """The first ``n`` test samples with their 3 most activated concepts (images relative to ``out``); for
-    image-token rows the first ``n`` images, by their patches' mean activation, each concept with its map
+    image-token rows the first ``n`` images, by their patches' activations pooled as ``concepts`` says, each
+    concept with its map
     (:func:`~mmconcepts.concepts.pooling.patch_grid`)."""
     from mmconcepts.concepts.pooling import image_groups, is_image_rows, patch_grid, pooled_activations
     from mmconcepts.explanations import top_concepts
 
     groups = image_groups(test_meta)[:n] if is_image_rows(test_meta) else None
-    samples = pooled_activations(test_activations, groups) if groups else test_activations
+    samples = pooled_activations(test_activations, groups, concepts.pool) if groups else test_activations
     rows = []
     for i, m in enumerate([test_meta[g[0]] for g in groups] if groups else test_meta[:n]):
         tops = [{**c, "images": [link(im, out) for im in c["images"]]}

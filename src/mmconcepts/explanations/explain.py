@@ -41,8 +41,8 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     heatmaps : a concept-map method (:data:`~mmconcepts.attribution.METHODS`) or ``None``: each concept
         gets ``"heatmap": {"method", "grid", "box"}``, its map over the image (rows top to bottom; ``box`` the
         region of the image, in its pixels, that the grid covers; :mod:`mmconcepts.attribution`). Concepts
-        learnt on image tokens (``extract --positions image``) explain the image by the mean of its patches'
-        activations and always carry their map: their own activation per patch (method ``"activation"``, no
+        learnt on image tokens (``extract --positions image``) explain the image by their patches' activations
+        pooled as the folder says (``learn --pool``: max by default, or mean) and always carry their map: their own activation per patch (method ``"activation"``, no
         gradient), whatever ``heatmaps`` says.
 
     Examples
@@ -101,7 +101,7 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     if reading["positions"] == "image":  # patches: pooled for the image, each concept's map its own activation
         from mmconcepts.concepts.pooling import image_groups, patch_grid, pooled_activations
 
-        tops = top_concepts(pooled_activations(activations, image_groups(meta))[0], concepts, top)
+        tops = top_concepts(pooled_activations(activations, image_groups(meta), concepts.pool)[0], concepts, top)
         for concept in tops:
             concept["heatmap"] = patch_grid(activations[:, concept["index"]].tolist(), meta)
     else:

@@ -21,19 +21,35 @@ def _image(index, objects, side=2):
              "object": objects[p]} for p in range(side * side)]
 
 
-def test_pooling_is_the_mean_over_each_images_patches_and_the_sparse_form_agrees():
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_pooling_is_the_mean_or_max_over_each_images_patches_and_the_sparse_form_agrees(how):
     meta = _image(0, [RED, None, None, None]) + _image(1, [None, BLUE, None, None])
     A = torch.rand(8, 3)
+    A[4:, 2] = -torch.rand(4)  # signed activations (PCA): a max below zero stays below zero
+    A[[1, 2], 1] = 0.0  # zeros a sparse form does not store
     groups = image_groups(meta)
     assert groups == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    pooled = pooled_activations(A, groups)
-    assert torch.allclose(pooled, torch.stack([A[:4].mean(0), A[4:].mean(0)]))
-    assert torch.allclose(pooled_activations(A.to_sparse_csr(), groups), pooled)
-    assert torch.allclose(pooled_activations(A, groups[1:]), A[4:].mean(0, keepdim=True))  # a subset of images
-    images, image_rows = per_image(A, meta)
+    pooled = pooled_activations(A, groups, how)
+    reduce = (lambda x: x.mean(0)) if how == "mean" else (lambda x: x.max(0).values)
+    assert torch.allclose(pooled, torch.stack([reduce(A[:4]), reduce(A[4:])]))
+    assert torch.allclose(pooled_activations(A.to_sparse_csr(), groups, how), pooled)
+    assert torch.allclose(pooled_activations(A, groups[1:], how), reduce(A[4:])[None])  # a subset of images
+    images, image_rows = per_image(A, meta, how)
     assert torch.equal(images, pooled) and [m["index"] for m in image_rows] == [0, 1]
     assert all("patch" not in m and "object" not in m for m in image_rows)
     assert per_image(A, [{"index": i} for i in range(8)])[0] is A  # rows that are not patches stay as they are
+    with pytest.raises(MMConceptsError, match="unknown pooling 'sum': choose max or mean"):
+        pooled_activations(A, groups, "sum")
+
+
+def test_max_pooling_finds_a_concept_on_a_small_object_that_the_mean_drowns():
+    """One red patch among three background ones: the background concept wins the mean, the red one the max."""
+    meta = _image(0, [RED, None, None, None])
+    A = torch.tensor([[0.0, 4.0], [2.0, 0.0], [2.0, 0.0], [2.0, 0.0]])  # concept 0 background, 1 red
+    values = [(None, 0.0), (("colour", "red"), 1.0)]
+    assert pooled_activations(A, image_groups(meta), "mean").argmax().item() == 0
+    assert pointing(values, A, meta, pool="mean") == 0.0
+    assert pointing(values, A, meta, pool="max") == 1.0
 
 
 def test_a_concepts_map_places_each_patch_by_its_box():
@@ -157,9 +173,10 @@ def test_explain_pools_an_images_patches_and_maps_each_concept(image_run):
     result = explain(root / "concepts", image, model=adapter, mode="teacher", caption=caption, top=2)
     assert result["token_found"]
     cs = load_concepts(root / "concepts")
+    assert cs.pool == "max" == cs.summary["pool"]  # learn's default, recorded
     rows = [i for i, m in enumerate(meta) if m["index"] == first["index"]]
     assert len(rows) == 64
-    pooled = cs.encode(Z[rows]).mean(0)
+    pooled = cs.encode(Z[rows]).max(0).values
     assert [c["index"] for c in result["concepts"]] == pooled.topk(2).indices.tolist()
     for c in result["concepts"]:
         assert c["activation"] == pytest.approx(float(pooled[c["index"]]), abs=1e-4)
@@ -187,3 +204,29 @@ def test_the_report_shows_image_token_maps_and_outlines_the_top_patches(image_ru
     for i, m in enumerate(meta):
         best[m["id"]] = max(best.get(m["id"], float("-inf")), float(A[i]))
     assert [round(best[im["id"]], 4) for im in top] == [round(im["activation"], 4) for im in top]
+
+
+def test_a_folder_learnt_with_mean_pooling_explains_by_the_mean(image_run, tmp_path):
+    from mmconcepts.concepts import ground
+    from mmconcepts.concepts.concept_set import load_concepts
+    from mmconcepts.decompose import learn
+    from mmconcepts.explanations import explain
+    from mmconcepts.extract import load_features
+
+    root, adapter = image_run
+    learn(root / "train-store", "1", out=tmp_path / "mean", n_concepts=6, seed=0, pool="mean")
+    ground(tmp_path / "mean", model=adapter)
+    cs = load_concepts(tmp_path / "mean")
+    assert cs.pool == "mean"
+    Z, meta = load_features(root / "test-store", "1", "circle")
+    first = meta[0]
+    rows = [i for i, m in enumerate(meta) if m["index"] == first["index"]]
+    result = explain(tmp_path / "mean", root / "test" / first["image"], model=adapter, mode="teacher",
+                     caption=first["caption"], top=6)
+    pooled = cs.encode(Z[rows]).mean(0)
+    assert [c["activation"] for c in result["concepts"]] == pytest.approx(sorted(pooled.tolist(), reverse=True),
+                                                                          abs=1e-4)
+    summary = json.loads((tmp_path / "mean" / "summary.json").read_text())
+    (tmp_path / "mean" / "summary.json").write_text(json.dumps({**summary, "pool": "median"}))
+    with pytest.raises(MMConceptsError, match="unknown pooling 'median'"):
+        load_concepts(tmp_path / "mean").pool

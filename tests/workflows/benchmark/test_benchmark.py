@@ -114,6 +114,7 @@ def test_a_benchmark_made_before_the_fidelity_and_autointerp_flags_resumes(bench
     text = path.read_text()
     record = json.loads(text)
     assert record["settings"].pop("fidelity") is False and record["settings"].pop("autointerp") is False
+    assert record["settings"].pop("pool") == "max"  # token rows do not pool: an old benchmark resumes as it was
     try:
         path.write_text(json.dumps(record))
         assert run_benchmark(bench["settings"], bench["out"], log=lambda line: None)["summary"] == \
@@ -174,3 +175,26 @@ def test_a_folder_that_is_no_benchmark_is_refused(tmp_path):
     (tmp_path / "b" / "notes.txt").write_text("mine")
     with pytest.raises(MMConceptsError, match="is not empty and holds no benchmark"):
         run_benchmark(BenchmarkSettings(extended=False), tmp_path / "b")
+
+
+def test_an_image_token_benchmark_scores_patches_and_records_its_pooling(tmp_path):
+    """``--positions image``: the patch metrics and the random-direction row in the table, the pooling in each
+    cell's concepts; a benchmark made before ``--pool`` pooled by the mean and resumes only with it."""
+    settings = BenchmarkSettings(tokens=("circle",), seeds=(0,), methods=("semi-nmf",), n_concepts=(4,),
+                                 n_train=40, n_test=12, layer="1", positions="image", extended=False,
+                                 baselines=("rnd-words",))
+    out = tmp_path / "b"
+    result = run_benchmark(settings, out, log=lambda line: None)
+    row = result["summary"]["semi-nmf"]
+    assert {"patch_precision", "pointing", "patch_coverage"} <= set(row)
+    assert {"patch_precision", "pointing"} <= set(result["summary"]["random-direction"])
+    summaries = list(out.rglob("semi-nmf/concepts/summary.json"))
+    assert summaries and all(json.loads(p.read_text())["pool"] == "max" for p in summaries)
+    with pytest.raises(MMConceptsError, match="it was made with pool='max', not 'mean'"):
+        run_benchmark(replace(settings, pool="mean"), out)
+    path = out / "settings.json"
+    record = json.loads(path.read_text())
+    record["settings"].pop("pool")
+    path.write_text(json.dumps(record))
+    with pytest.raises(MMConceptsError, match="it was made with pool='mean', not 'max'"):
+        run_benchmark(settings, out)

@@ -10,9 +10,10 @@ each row carries ``object``, the object under the patch's centre (``null`` on th
   object counts against it): the concept's top patches lie on objects having its value;
 * **patch coverage** (:func:`patch_coverage`): the share of the attribute values with at least ``n_top`` patches
   that are the value of some concept with a share of at least ``min_share``;
-* **pointing** (:func:`pointing`): for each test image, its top concept (by the mean of its patches'
-  activations, :mod:`mmconcepts.concepts.pooling`) and that concept's peak patch on the image: a hit when the
-  patch lies on an object having the concept's value. The share of hits over the test images.
+* **pointing** (:func:`pointing`): for each test image, its top concept (by its patches' activations pooled as
+  the concepts folder says, max or mean: :mod:`mmconcepts.concepts.pooling`) and that concept's peak patch on
+  the image: a hit when the patch lies on an object having the concept's value. The share of hits over the test
+  images.
 
 The same metrics for random directions (:func:`random_direction_scores`, the features less their training mean
 projected on Gaussian directions, averaged over draws) say what the data alone give: a patch's state varies most
@@ -36,6 +37,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from mmconcepts.concepts.pooling import POOLS
 from mmconcepts.data.shapesworld import ATTRIBUTES
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.rows import Row
@@ -129,8 +131,9 @@ def patch_coverage(values: list[tuple], meta: list[dict], n_top: int = N_TOP, mi
     return len(owned) / len(considered) if considered else math.nan
 
 
-def pointing(values: list[tuple], test_activations, test_meta: list[dict]) -> float:
-    """The share of test images on which the top concept's peak patch lies on an object having its value."""
+def pointing(values: list[tuple], test_activations, test_meta: list[dict], pool: str = POOLS[0]) -> float:
+    """The share of test images on which the top concept (its patches' activations pooled by ``pool``) has its
+    peak patch on an object having its value."""
     import torch
 
     from mmconcepts.concepts.pooling import image_groups, pooled_activations
@@ -139,7 +142,7 @@ def pointing(values: list[tuple], test_activations, test_meta: list[dict]) -> fl
     if len(values) != test_activations.shape[1]:
         raise MMConceptsError(f"{len(values)} concept values for {test_activations.shape[1]} concepts")
     groups = image_groups(test_meta)
-    top = pooled_activations(test_activations, groups).argmax(dim=1).tolist()
+    top = pooled_activations(test_activations, groups, pool).argmax(dim=1).tolist()
     hits = []
     for rows, k in zip(groups, top):
         column = torch.stack([_entry(test_activations, r, k) for r in rows])
@@ -156,12 +159,13 @@ def _entry(A, row: int, k: int):
 
 
 def patch_scores(train_activations, train_meta: list[dict], test_activations, test_meta: list[dict],
-                 n_top: int = N_TOP) -> PatchScores:
-    """Patch precision and coverage on the training patches, pointing on the test images."""
+                 n_top: int = N_TOP, pool: str = POOLS[0]) -> PatchScores:
+    """Patch precision and coverage on the training patches, pointing on the test images (an image's top
+    concept by its patches' ``pool``)."""
     values = patch_values(train_activations, train_meta, n_top)
     return PatchScores(patch_precision=round(sum(s for _, s in values) / len(values), 4),
                        patch_coverage=_rounded(patch_coverage(values, train_meta, n_top)),
-                       pointing=round(pointing(values, test_activations, test_meta), 4))
+                       pointing=round(pointing(values, test_activations, test_meta, pool), 4))
 
 
 def _rounded(value: float) -> float | None:
@@ -169,7 +173,8 @@ def _rounded(value: float) -> float | None:
 
 
 def random_direction_scores(Z_train, train_meta: list[dict], Z_test, test_meta: list[dict], n_concepts: int,
-                            seed: int = 0, n_draws: int = N_DRAWS, n_top: int = N_TOP) -> PatchScores:
+                            seed: int = 0, n_draws: int = N_DRAWS, n_top: int = N_TOP,
+                            pool: str = POOLS[0]) -> PatchScores:
     """:func:`patch_scores` of ``n_concepts`` Gaussian directions on the features less their training mean,
     averaged over ``n_draws`` draws (seeded: the same seed gives the same scores).
 
@@ -193,7 +198,8 @@ def random_direction_scores(Z_train, train_meta: list[dict], Z_test, test_meta: 
     train = torch.cat([(torch.as_tensor(c).float() - centre) @ R for c in chunks()])
     test = (torch.as_tensor(Z_test).float() - centre) @ R
     rows = [patch_scores(train[:, d * n_concepts:(d + 1) * n_concepts], train_meta,
-                         test[:, d * n_concepts:(d + 1) * n_concepts], test_meta, n_top) for d in range(n_draws)]
+                         test[:, d * n_concepts:(d + 1) * n_concepts], test_meta, n_top, pool)
+            for d in range(n_draws)]
 
     def average(name):
         kept = [getattr(r, name) for r in rows if getattr(r, name) is not None]

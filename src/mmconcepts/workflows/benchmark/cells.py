@@ -163,7 +163,7 @@ def not_applicable(method: str, Z_train, n_concepts: int) -> str | None:
     return None
 
 
-def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter) -> tuple[Path, dict]:
+def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter, pool: str = "max") -> tuple[Path, dict]:
     """Learn the cell's dictionary on the training store and ground it (``work/.../concepts``).
 
     Parameters
@@ -175,6 +175,8 @@ def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter) -> tuple[Pat
         The stored layer.
     adapter : ModelAdapter
         The loaded model (its head grounds the words).
+    pool : str
+        Image-token stores: how an image's concept activations pool its patches' (``learn --pool``).
 
     Returns
     -------
@@ -193,7 +195,7 @@ def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter) -> tuple[Pat
                    overwrite=True)
     else:
         learn(stores["train"], layer, method=cell.method, n_concepts=cell.n_concepts, out=folder, seed=cell.seed,
-              token=cell.token, device=_device_for(cell.method, adapter), overwrite=True)
+              token=cell.token, device=_device_for(cell.method, adapter), pool=pool, overwrite=True)
     learnt = time.perf_counter()
     ground(folder, model=adapter)
     step = "import" if cell.source is not None else "learn"
@@ -226,7 +228,7 @@ def fidelity_metrics(result: dict, method: str) -> dict:
 
 
 def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_train, extended: bool, *,
-               fidelity: bool = False, autointerp: bool = False) -> dict:
+               fidelity: bool = False, autointerp: bool = False, pool: str = "max") -> dict:
     """Learn (or import), ground and evaluate one method (and its extended metrics).
 
     Parameters
@@ -244,6 +246,8 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
         Add :func:`~mmconcepts.evaluation.extended.collect.extended_metrics`.
     fidelity, autointerp : bool
         Evaluate with ``fidelity`` (its numbers added by :func:`fidelity_metrics`) and ``autointerp``.
+    pool : str
+        :func:`learn_and_ground`'s.
 
     Returns
     -------
@@ -257,7 +261,7 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
     reason = not_applicable(cell.method, Z_train, cell.n_concepts) if cell.source is None else None
     if reason is not None:
         return {**cell.key(), "skipped": reason}
-    folder, seconds = learn_and_ground(cell, stores, layer, adapter)
+    folder, seconds = learn_and_ground(cell, stores, layer, adapter, pool)
     summary = read_json(folder / "summary.json", "run the benchmark again")
     method = summary["method"]  # the registry's name of an imported SAE's kind, else the cell's method
     start = time.perf_counter()
@@ -281,7 +285,7 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
 
 
 def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, baselines: tuple,
-                  n_noise: int | None) -> dict:
+                  n_noise: int | None, pool: str = "max") -> dict:
     """The baselines of (token, seed, K), as ``evaluate`` makes them next to the main method's folder.
 
     Parameters
@@ -296,6 +300,8 @@ def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, bas
     baselines : tuple of str
     n_noise : int or None
         Noise images of the Noise-Imgs baseline.
+    pool : str
+        :func:`learn_and_ground`'s.
 
     Returns
     -------
@@ -307,7 +313,7 @@ def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, bas
     folder = main.work(stores["out"]) / "concepts"
     seconds = {}
     if not (folder / "grounding.json").is_file():
-        folder, seconds = learn_and_ground(main, stores, layer, adapter)
+        folder, seconds = learn_and_ground(main, stores, layer, adapter, pool)
     method = read_json(folder / "summary.json", "run the benchmark again")["method"]
     start = time.perf_counter()
     result = evaluate(folder, stores["test"], cell.work(stores["out"]) / "eval", model=adapter,

@@ -39,7 +39,9 @@ def _open(out: Path, settings: BenchmarkSettings) -> int:
     path = out / SETTINGS_FILE
     record = settings.to_json()
     if path.is_file():
-        old = {**ADDED_SETTINGS, **read_json(path, "use a new --out").get("settings", {})}
+        saved = read_json(path, "use a new --out").get("settings", {})
+        # before --pool, image-token cells pooled by the mean (and token cells do not pool)
+        old = {**ADDED_SETTINGS, "pool": "mean" if saved.get("positions") == "image" else "max", **saved}
         change = changed_setting(old, record, NOT_SETTINGS)
         if change:
             key, was, now = change
@@ -192,11 +194,11 @@ def _run(out: Path, settings: BenchmarkSettings, progress: bool, log) -> dict:
                             record = {**cell.key(), "skipped": f"the main method {main.method} was skipped"}
                         else:
                             record = run_baselines(cell, main, stores, settings.layer, adapter, settings.baselines,
-                                                   settings.n_noise)
+                                                   settings.n_noise, pool=settings.pool)
                     else:
                         record = run_method(cell, stores, settings.layer, adapter, loaded[1], loaded[0],
                                             settings.extended, fidelity=settings.fidelity,
-                                            autointerp=settings.autointerp)
+                                            autointerp=settings.autointerp, pool=settings.pool)
                     finish(out, cell, record)
                     log(f"[{cells.index(cell) + 1:>3}/{len(cells)}] {token} seed {seed} K={cell.n_concepts} "
                         f"{cell.method}: {_headline(record)}")

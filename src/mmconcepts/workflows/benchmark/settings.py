@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mmconcepts.decompose.settings import POOLS
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.settings import BASELINES
 from mmconcepts.extract.settings import POSITIONS
@@ -87,6 +88,9 @@ class BenchmarkSettings:
     data, test_data : training and test datasets (both or neither); ``None``: ShapesWorld per seed.
     n_train, n_test : ShapesWorld images per seed (train, test).
     layer : the stored layer the dictionaries are learnt on.
+    positions : ``token`` (the word's state) or ``image`` (every image token; the patch metrics).
+    pool : ``positions="image"``: how an image's concept activations pool its patches' (``max`` or ``mean``;
+        ``learn --pool``).
     extended : also the extended metrics (stability, probing, fixed-word precision, coverage per kind).
     baselines : any of ``rnd-words``, ``noise-imgs``, ``gt-captions`` (``()`` for none).
     fidelity : also splice each method's reconstruction into the model (``evaluate --fidelity``): every number
@@ -124,6 +128,9 @@ class BenchmarkSettings:
     positions: str = param("token", constraint=Options(POSITIONS, noun="positions"),
                            help="token: the state the word is predicted from; image: every image token of the kept "
                                 "images (patch precision, coverage and pointing beside random directions)")
+    pool: str = param("max", constraint=Options(POOLS, noun="pooling"),
+                      help="--positions image: an image's concept activation is its patches' max or mean "
+                           "(learn --pool)")
     extended: bool = param(True, constraint=Boolean(),
                            help="also stability, sparse probing, fixed-word precision and coverage per attribute kind")
     fidelity: bool = param(False, constraint=Boolean(),

@@ -9,6 +9,7 @@ from mmconcepts.data.shapesworld import write_dataset
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.extract import extract, load_features, read_manifest
 from mmconcepts.extract.settings import ExtractionSettings
+from mmconcepts.extract.store import stored_layer
 from mmconcepts.models import load_model
 from mmconcepts.models.patches import image_token_id, image_token_positions
 
@@ -47,6 +48,12 @@ def test_rows_are_the_vision_towers_patches_and_the_projected_image_tokens(store
     root, out = store
     manifest = read_manifest(out)
     assert manifest["layers"] == ["vision.3", "projector", "0"] and manifest["widths"] == {"vision.3": 128}
+    assert manifest["num_vision_layers"] == 4
+    assert [stored_layer(manifest, name) for name in ("vision.-1", "vision.3", "-4", "projector")] == \
+        ["vision.3", "vision.3", "0", "projector"]
+    for name in ("vision.-2", "vision.-5", "vision.-x"):  # not stored, out of range, no index: refused
+        with pytest.raises(MMConceptsError, match=f"layer '{name}' is not in this feature store"):
+            stored_layer(manifest, name)
     V, meta = load_features(out, "vision.3", "circle")
     P, _ = load_features(out, "projector", "circle")
     assert V.shape == (len(meta), 128) and P.shape == (len(meta), captioner.hidden_size)
@@ -66,15 +73,24 @@ def test_rows_are_the_vision_towers_patches_and_the_projected_image_tokens(store
     assert torch.allclose(P[rows], embedded[positions].float(), atol=1e-4)  # the image tokens' input embeddings
 
 
-def test_vision_concepts_learn_without_words_and_grounding_says_why(store, tmp_path):
+def test_vision_concepts_are_read_by_their_captions_not_the_unembedding(store, tmp_path, capsys):
     from mmconcepts.cli import main
 
     _, out = store
-    assert main(["learn", "--features", str(out), "--layer", "vision.3", "-k", "3", "--no-ground",
-                 "--out", str(tmp_path / "vision")]) == 0
+    assert main(["learn", "--features", str(out), "--layer", "vision.-1", "-k", "3", "--no-ground",
+                 "--out", str(tmp_path / "vision")]) == 0  # a negative index counts the tower's layers
+    assert not (tmp_path / "vision" / "grounding.json").exists()
     assert main(["learn", "--features", str(out), "--layer", "vision.3", "-k", "3",
-                 "--out", str(tmp_path / "worded")]) != 0
-    assert not (tmp_path / "worded").exists()
+                 "--out", str(tmp_path / "worded")]) == 0  # auto: the caption decoding, through the whole model
+    grounding = json.loads((tmp_path / "worded" / "grounding.json").read_text())
+    assert grounding["decode"] == "caption" and len(grounding["concepts"]) == 3
+    capsys.readouterr()
+    assert main(["learn", "--features", str(out), "--layer", "vision.3", "-k", "3", "--decode", "effect",
+                 "--out", str(tmp_path / "unembedded")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "have no words through the unembedding (width 192): ground them with --decode " \
+        "caption" in err[0]
+    assert not (tmp_path / "unembedded").exists()
 
 
 def test_projector_concepts_have_words_and_interventions_there_are_refused(store, tmp_path, capsys):
@@ -84,7 +100,9 @@ def test_projector_concepts_have_words_and_interventions_there_are_refused(store
     assert main(["learn", "--features", str(out), "--layer", "projector", "-k", "3",
                  "--out", str(tmp_path / "projector")]) == 0
     grounding = json.loads((tmp_path / "projector" / "grounding.json").read_text())
-    assert len(grounding["concepts"]) == 3  # the projector's width is the language model's: words through it
+    assert len(grounding["concepts"]) == 3 and grounding["decode"] == "caption"
+    assert main(["learn", "--features", str(out), "--layer", "projector", "-k", "3", "--decode", "effect",
+                 "--out", str(tmp_path / "lens")]) == 0  # the projector's width is the language model's: the lens too
     capsys.readouterr()
     image = next((root / "train" / "images").iterdir())
     assert main(["steer", "--concepts", str(tmp_path / "projector"), "--concept", "0", "--image", str(image)]) == 2

@@ -19,6 +19,8 @@ concepts' directions,
 model: every image read the way the word store read its images (:mod:`~.inputs`), one forward pass per batch
 in which the image tokens' states at ``Li`` are replaced by leaf tensors (through
 :class:`~mmconcepts.models.hooks.Hooks`) and the pass stops after ``Lw``, then one backward pass per word concept.
+The second pair, image-token concepts traced to the vision tower's concepts, is
+:mod:`~mmconcepts.attribution.vision_trace`'s (:func:`check_pair` tells the two apart).
 """
 
 from __future__ import annotations
@@ -154,36 +156,46 @@ def layer_rank(layer: str, num_layers: int) -> int:
     return int(num_layers) if str(layer) == "norm" else int(layer)
 
 
-def check_pair(word, image) -> None:
-    """Refuse a (word concepts, image concepts) pair ``trace`` cannot follow, with one line: the word folder
-    must be learnt on a ``--positions token`` store, the image folder on a ``--positions image`` store of the
-    same model and width, at a layer strictly before the word folder's."""
+def check_pair(word, image) -> str:
+    """The kind of pair ``trace`` follows, ``"word->image"`` or ``"image->vision"``; anything else refused with
+    one line. Word concepts (a ``--positions token`` store) go with image-token concepts of the same model and
+    width at a decoder layer strictly before theirs; image-token concepts (``--positions image``, a decoder layer
+    or the projector) with vision concepts (``--positions image`` at ``vision.I``) of the same model
+    (:func:`~mmconcepts.attribution.vision_trace.check_vision_pair`). The order: every vision layer, then the
+    projector, then decoder layer 0, ..., ``norm``."""
     for concepts, flag in ((word, "--concepts"), (image, "--through")):
         if not concepts.manifest:
             raise MMConceptsError(f"{flag} {concepts.path}: its feature store is gone, so trace cannot tell how it "
                                   "read its images; keep the store beside the concepts folder")
     wp, ip = word.positions, image.positions
+    if wp == "image":
+        from mmconcepts.attribution.vision_trace import check_vision_pair
+
+        check_vision_pair(word, image)
+        return "image->vision"
     if wp != "token":
-        raise MMConceptsError(f"--concepts {word.path} was learnt on a --positions {wp} store; trace needs word "
-                              "concepts learnt on a --positions token store")
+        raise MMConceptsError(f"--concepts {word.path} was learnt on a --positions {wp} store; trace follows word "
+                              "concepts (a --positions token store) or image-token concepts (--positions image)")
     if ip != "image":
         raise MMConceptsError(f"--through {image.path} was learnt on a --positions {ip} store; trace needs image "
                               "concepts learnt on a --positions image store (mmconcepts extract --positions image)")
-    ws, ims = word.summary, image.summary
-    if ws.get("model") != ims.get("model") or int(ws["hidden_size"]) != int(ims["hidden_size"]):
-        raise MMConceptsError(f"--concepts is of {ws.get('model')} (width {ws['hidden_size']}) but --through of "
-                              f"{ims.get('model')} (width {ims['hidden_size']}); learn both on stores of one model")
     from mmconcepts.models.vision_parts import is_vision_layer
 
     for concepts, flag in ((word, "--concepts"), (image, "--through")):
         if is_vision_layer(str(concepts.summary["layer"])):
             raise MMConceptsError(f"{flag} {concepts.path} is at layer {concepts.summary['layer']}, on the image side; "
-                                  "trace follows decoder layers only: learn the image concepts at a decoder layer")
+                                  "word concepts are traced to image-token concepts at a decoder layer (trace "
+                                  "image-token concepts through vision concepts)")
+    ws, ims = word.summary, image.summary
+    if ws.get("model") != ims.get("model") or int(ws["hidden_size"]) != int(ims["hidden_size"]):
+        raise MMConceptsError(f"--concepts is of {ws.get('model')} (width {ws['hidden_size']}) but --through of "
+                              f"{ims.get('model')} (width {ims['hidden_size']}); learn both on stores of one model")
     n = int((word.manifest or {}).get("num_layers") or (image.manifest or {}).get("num_layers") or 10 ** 6)
     if layer_rank(ims["layer"], n) >= layer_rank(ws["layer"], n):
         raise MMConceptsError(f"the image concepts are at layer {ims['layer']}, not before the word concepts' layer "
                               f"{ws['layer']}; learn the image concepts at an earlier layer (norm is after every "
                               "layer)")
+    return "word->image"
 
 
 def _spliced_pass(adapter, word, inputs, positions, image_layer: str, word_layer: str):
@@ -250,7 +262,8 @@ def trace_images(word, image, images: list, model=None, *, settings: TraceSettin
     ----------
     word, image : ConceptSet
         The word concepts (``--positions token``) and the image-token concepts (``--positions image``) at an
-        earlier layer (:func:`check_pair`).
+        earlier layer (:func:`check_pair`); or image-token concepts and vision concepts, traced by
+        :func:`~mmconcepts.attribution.vision_trace.trace_vision_images` (``captions`` unused).
     images : list of path
         Candidate images, read in order until ``n_images`` hold the word.
     model : ModelAdapter, ModelOptions, id or None
@@ -271,7 +284,10 @@ def trace_images(word, image, images: list, model=None, *, settings: TraceSettin
     from mmconcepts.extract.token_match import WordMatcher
 
     settings = settings or TraceSettings()
-    check_pair(word, image)
+    if check_pair(word, image) == "image->vision":
+        from mmconcepts.attribution.vision_trace import trace_vision_images
+
+        return trace_vision_images(word, image, images, model, settings=settings)
     adapter = model_for(word, model)
     reading = store_reading(word.manifest, word.token)
     prompt = adapter.prompt(reading["instruction"])

@@ -61,6 +61,9 @@ def concept_scores(components, lm_head, norm=None, decode: str = "effect", base=
     """
     import torch
 
+    if decode == "caption":
+        raise MMConceptsError("the caption decoding reads the whole model over the concepts' images, not the "
+                              "unembedding alone: ground the folder (mmconcepts.concepts.ground)")
     if decode not in DECODINGS:
         raise MMConceptsError(f"unknown decoding {decode!r}: choose {', '.join(DECODINGS)}")
     weight = lm_head.weight
@@ -191,6 +194,7 @@ class WordGrounder:
             settings = GroundingSettings(**fields)
         elif fields:
             raise MMConceptsError("give the grounding settings either as settings= or as keywords, not both")
+        settings = settings.applied("token")  # "auto" reads directions through the unembedding
         self.adapter, self.layer, self.settings_ = adapter, layer, settings
         self.decode, self.apply_norm = settings.decode, settings.norm_for(layer)
         self.n_words, self.top_k, self.allowed = settings.n_words, settings.top_k, allowed
@@ -234,6 +238,11 @@ class WordGrounder:
             for k, w in zip(idx.tolist(), self._words(scores)):
                 words[k] = w
         return words
+
+    def words_of(self, scores) -> list[list[dict]]:
+        """The words of ``K x V`` token scores computed elsewhere (the caption decoding), with this grounder's
+        vocabulary, exclusions and cut."""
+        return self._words(scores)
 
     def _words(self, scores) -> list[list[dict]]:
         return ground_words(scores, self.token_words, top_k=self.top_k, n_words=self.n_words,

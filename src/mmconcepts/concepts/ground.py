@@ -26,13 +26,36 @@ def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None
     ``grounding.json`` recorded."""
     from mmconcepts.concepts.decoding import WordGrounder, caption_vocabulary
 
-    settings = settings or GroundingSettings.from_json(concepts.grounding)
+    layer = str(concepts.summary.get("layer"))
+    settings = (settings or GroundingSettings.from_json(concepts.grounding)).applied(concepts.positions)
     allowed = None
     if settings.vocabulary == "captions":
         meta = meta if meta is not None else concepts.train_meta()
         allowed = caption_vocabulary(m.get("caption", "") for m in meta)
-    return WordGrounder(model, settings, layer=str(concepts.summary.get("layer")), allowed=allowed,
+    return WordGrounder(model, settings, layer=layer, allowed=allowed,
                         exclude=[] if settings.keep_token else concepts.token_words())
+
+
+def concept_words(concepts: ConceptSet, model, settings: GroundingSettings, meta: list[dict] | None = None,
+                  top_images: list[list[dict]] | None = None) -> list[list[dict]]:
+    """Every concept's words ``[[{"word", "score"}, ...], ...]`` as ``settings`` read them: through the
+    unembedding (:mod:`~mmconcepts.concepts.decoding`; ``model`` may be the head alone), or, for
+    ``decode="caption"``, through the whole ``model`` over each concept's top training images (``top_images``,
+    computed when not given; :mod:`~mmconcepts.concepts.caption_words`)."""
+    from mmconcepts.concepts.decoding import typical_strengths
+    from mmconcepts.extract.features import mean_feature
+
+    meta = meta if meta is not None else concepts.train_meta()
+    grounder = grounder_for(concepts, model, settings, meta)
+    if grounder.decode == "caption":
+        from mmconcepts.concepts.caption_words import CAPTION_IMAGES, caption_scores
+
+        if top_images is None or any(len(t) < CAPTION_IMAGES for t in top_images):
+            top_images = top_samples(concepts.activations, meta, CAPTION_IMAGES)
+        return grounder.words_of(caption_scores(concepts, model, top_images))
+    return grounder(concepts.directions, base=mean_feature(concepts.features, concepts.summary["layer"], concepts.token),
+                    strengths=typical_strengths(concepts.activations),
+                    points=getattr(concepts.dictionary, "concepts_are_points", False))
 
 
 def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | None = None, **fields) -> dict:
@@ -43,7 +66,8 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     path : the concepts folder (``mmconcepts learn``).
     model : a loaded adapter, :class:`~mmconcepts.models.ModelOptions`, a model id/folder, or ``None``: the
         model the features were extracted with, as the store's run record says. Only the unembedding, the
-        final norm and the tokenizer are read (:func:`~mmconcepts.models.head.load_head`).
+        final norm and the tokenizer are read (:func:`~mmconcepts.models.head.load_head`), except by
+        ``decode="caption"``, which reads the whole model over each concept's top images.
     settings : :class:`~mmconcepts.concepts.settings.GroundingSettings`, or its fields as keywords
         (``decode="paper"``, ``min_ratio=0``, ...). The token of interest and its ``also`` variants are
         not grounded words unless ``keep_token``.
@@ -71,9 +95,6 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     >>> concepts.words(7), concepts.images(7)[0]["caption"]
     (['red'], 'there is a star of small size in orange at the top , a star of big size in red on the right and ...')
     """
-    from mmconcepts.concepts.decoding import typical_strengths
-    from mmconcepts.extract.features import mean_feature
-
     if settings is None:
         settings = GroundingSettings(**fields)
     elif fields:
@@ -87,17 +108,25 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     from mmconcepts.extract.store import layer_width
 
     layer = str(concepts.summary["layer"])
-    if concepts.manifest and layer_width(concepts.manifest, layer) != concepts.manifest["hidden_size"]:
+    caption = settings.applied(concepts.positions).decode == "caption"
+    if not caption and concepts.manifest and \
+            layer_width(concepts.manifest, layer) != concepts.manifest["hidden_size"]:
         raise MMConceptsError(f"concepts of layer {layer} (width {layer_width(concepts.manifest, layer)}) have no words "
-                              f"through the unembedding (width {concepts.manifest['hidden_size']}): learn them with "
-                              "--no-ground, or on the projector or a decoder layer")
-    model = model_for(concepts, model, head=True)
+                              f"through the unembedding (width {concepts.manifest['hidden_size']}): ground them with "
+                              "--decode caption (or auto), learn them with --no-ground, or on the projector or a "
+                              "decoder layer")
+    if caption:
+        from mmconcepts.concepts.caption_words import CAPTION_IMAGES, check_caption_decoding
+
+        check_caption_decoding(concepts, layer)
+        model = model_for(concepts, model)  # the whole model: the captions are read over the images
+        tops = top_samples(concepts.activations, meta, max(settings.n_images, CAPTION_IMAGES))
+    else:
+        model = model_for(concepts, model, head=True)
+        tops = top_samples(concepts.activations, meta, settings.n_images)
     grounder = grounder_for(concepts, model, settings, meta)
-    activations = concepts.activations
-    words = grounder(concepts.directions, base=mean_feature(store, concepts.summary["layer"], concepts.token),
-                     strengths=typical_strengths(activations),
-                     points=getattr(concepts.dictionary, "concepts_are_points", False))
-    images = top_samples(activations, meta, settings.n_images)
+    words = concept_words(concepts, model, settings, meta, tops)
+    images = [t[:settings.n_images] for t in tops]
     if settings.copy_images:
         copy_thumbnails(images, path)
     K = concepts.dictionary.components_.shape[0]
@@ -107,8 +136,8 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
         if concepts.signed:
             entry.update(component=k % K, sign=1 if k < K else -1)
         entries.append(entry)
-    store = {key: value for key, value in concepts.manifest.items() if key in STORE_RECORD}
-    grounding = {**grounder.settings(), "settings": settings.to_json(), "store": store, "concepts": entries}
+    record = {key: value for key, value in concepts.manifest.items() if key in STORE_RECORD}
+    grounding = {**grounder.settings(), "settings": settings.to_json(), "store": record, "concepts": entries}
     from mmconcepts.outputs import FolderLock
 
     with FolderLock(path):  # not beside a learn or another ground writing the same folder

@@ -16,11 +16,11 @@ mmconcepts.errors.MMConceptsError: min_ratio (--min-ratio) must be a number in [
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from mmconcepts.params import Boolean, Interval, Options, param, validate
 
-DECODINGS = ("effect", "centered", "paper")
+DECODINGS = ("auto", "effect", "centered", "paper", "caption")
 VOCABULARIES = ("all", "captions")
 #: Default of ``min_ratio``: a grounded word scores at least this share of the concept's best token.
 MIN_RATIO = 0.5
@@ -32,8 +32,12 @@ class GroundingSettings:
 
     Parameters
     ----------
-    decode : {"effect", "centered", "paper"}
-        The decoding through the unembedding (see :mod:`mmconcepts.concepts.decoding`).
+    decode : {"auto", "effect", "centered", "paper", "caption"}
+        The decoding through the unembedding (see :mod:`mmconcepts.concepts.decoding`), or, for image-token
+        concepts, ``caption``: through the whole model, the words the concept holds up in its images' captions
+        (:mod:`mmconcepts.concepts.caption_words`). ``auto``: ``caption`` for concepts learnt on image tokens
+        (through the unembedding they read as prompt words, or, in the vision encoder, not at all), ``effect``
+        for every other (:meth:`applied`).
     apply_norm : bool or None
         Apply the final norm before the unembedding; ``None``: for ``effect`` unless the features come
         after the norm (layer ``norm``).
@@ -55,9 +59,11 @@ class GroundingSettings:
         the folder explains and reports without the dataset (``--copy-images``).
     """
 
-    decode: str = param("effect", constraint=Options(DECODINGS, noun="decoding"),
+    decode: str = param("auto", constraint=Options(DECODINGS, noun="decoding"),
                         help="effect: the words the concept makes the model say; centered: W_U u_k minus the mean "
-                             "concept's; paper: W_U u_k as CoX-LMM")
+                             "concept's; paper: W_U u_k as CoX-LMM; caption (image-token concepts): the words whose "
+                             "probability it holds up in its top images' captions; auto: caption for image-token "
+                             "concepts, else effect")
     apply_norm: bool | None = param(None, constraint=Boolean(), optional=True,
                                     help="apply the final norm before decoding",
                                     shown="for --decode effect, unless the layer is already normed")
@@ -80,6 +86,17 @@ class GroundingSettings:
     def __post_init__(self):
         validate(self)
 
+    def applied(self, positions: str = "token") -> "GroundingSettings":
+        """These settings with ``decode="auto"`` resolved for concepts learnt at ``positions`` (``"token"`` or
+        ``"image"``): ``caption`` for image tokens, ``effect`` for the word's state.
+
+        >>> GroundingSettings().applied("image").decode, GroundingSettings().applied("token").decode
+        ('caption', 'effect')
+        """
+        if self.decode != "auto":
+            return self
+        return replace(self, decode="caption" if positions == "image" else "effect")
+
     @property
     def min_ratio_applied(self) -> float | None:
         """The relative cut in force (the paper's decoding keeps its first ``n_words`` words, no cut)."""
@@ -89,7 +106,7 @@ class GroundingSettings:
         """Whether the final norm is applied to concepts learnt at ``layer``."""
         if self.apply_norm is not None:
             return self.apply_norm
-        return self.decode == "effect" and str(layer) != "norm"
+        return self.decode in ("effect", "auto") and str(layer) != "norm"
 
     def to_json(self) -> dict:
         return asdict(self)

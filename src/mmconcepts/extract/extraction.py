@@ -52,13 +52,17 @@ def _data_record(dataset: Dataset, store: Path, split, limit) -> dict:
             "n_images": len(dataset)}
 
 
-def _widths(adapter, names, hidden_size: int) -> dict:
-    """``{"widths": {layer: width}}`` for the image-side layers whose width is not ``hidden_size`` (none: ``{}``)."""
-    from mmconcepts.models.vision_parts import image_side_width, is_vision_layer
+def _image_side(adapter, names, hidden_size: int) -> dict:
+    """The manifest's record of stored vision-encoder layers: ``{"widths": {layer: width}}`` for those whose width
+    is not ``hidden_size``, and ``num_vision_layers`` (what ``vision.-1`` counts from); ``{}`` when none."""
+    from mmconcepts.models.vision_parts import image_side_width, is_vision_layer, vision_layers
 
-    widths = {n: image_side_width(adapter.model, n, hidden_size) for n in names if is_vision_layer(n)}
+    vision = [n for n in names if is_vision_layer(n)]
+    if not vision:
+        return {}
+    widths = {n: image_side_width(adapter.model, n, hidden_size) for n in vision}
     widths = {n: w for n, w in widths.items() if w != hidden_size}
-    return {"widths": widths} if widths else {}
+    return {**({"widths": widths} if widths else {}), "num_vision_layers": len(vision_layers(adapter.model))}
 
 
 def _run_record(adapter, opts, settings: ExtractionSettings, names, prompt, dataset, out, split, limit, columns):
@@ -73,7 +77,7 @@ def _run_record(adapter, opts, settings: ExtractionSettings, names, prompt, data
         "family": info.get("family"), "hidden_size": info["hidden_size"], "num_layers": info["num_layers"],
         **words, "layers": names, "mode": settings.mode, "keep": settings.keep,
         **({"positions": settings.positions} if settings.positions != "token" else {}),
-        **_widths(adapter, names, info["hidden_size"]),
+        **_image_side(adapter, names, info["hidden_size"]),
         "instruction": settings.instruction, "prompt": prompt, "max_new_tokens": settings.max_new_tokens,
         "min_new_tokens": settings.min_new_tokens, "batch_size": settings.batch_size, "dtype": settings.dtype,
         "shard_size": settings.shard_size, "commit_every": settings.commit_every, "split": split, "limit": limit,

@@ -59,8 +59,9 @@ def data_root(path: str | os.PathLike, manifest: dict | None = None) -> Path:
 
 
 def stored_layer(manifest: dict, layer: str | int | None = None) -> str:
-    """The stored name of ``layer`` in a store: a stored name (``"31"``, ``"norm"``) or a negative index into
-    the model's layers; ``None`` when the store holds one layer. Anything else is a one-line error listing the
+    """The stored name of ``layer`` in a store: a stored name (``"31"``, ``"norm"``, ``"vision.3"``) or a negative
+    index into the model's layers (``"-1"``) or its vision encoder's (``"vision.-1"``); ``None`` when the store
+    holds one layer. Anything else is a one-line error listing the
     stored layers (an index is never wrapped around)."""
     layers = [str(x) for x in manifest.get("layers", [])]
     if layer is None:
@@ -74,6 +75,10 @@ def stored_layer(manifest: dict, layer: str | int | None = None) -> str:
     n = manifest.get("num_layers")
     if name.startswith("-") and name[1:].isdigit() and n and -n <= int(name) < 0 and str(int(name) + n) in layers:
         return str(int(name) + n)
+    index, nv = name[len("vision."):], manifest.get("num_vision_layers")
+    if name.startswith("vision.-") and index[1:].isdigit() and nv and -nv <= int(index) < 0 \
+            and f"vision.{int(index) + nv}" in layers:
+        return f"vision.{int(index) + nv}"
     raise MMConceptsError(f"layer {name!r} is not in this feature store; stored layers: {', '.join(layers)}")
 
 
@@ -137,7 +142,7 @@ def read_metadata_rows(path: str | os.PathLike) -> list[dict]:
 #: Manifest entries that are outcomes or places, not settings: a resumed run may differ in them.
 NOT_SETTINGS = frozenset({"format_version", "complete", "n_samples", "n_shards", "counts", "mmconcepts_version",
                           "commit_every", "model_options.device", "data.source", "data.source_absolute",
-                          "data.root", "data.root_absolute"})
+                          "data.root", "data.root_absolute", "num_vision_layers"})
 
 
 class FeatureStoreWriter:

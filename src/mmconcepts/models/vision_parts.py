@@ -20,7 +20,7 @@ from mmconcepts.errors import MMConceptsError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PROJECTOR", "VISION_PREFIX", "check_decoder_layer", "image_side_width", "is_vision_layer", "projector", "resolve_vision_layer",
+__all__ = ["PROJECTOR", "VISION_PREFIX", "check_decoder_layer", "feature_layer", "image_side_width", "is_vision_layer", "projector", "resolve_vision_layer",
            "vision_layers", "vision_module"]
 
 #: Where transformers' VLMs keep the vision encoder (on the model or its inner ``model``).
@@ -69,6 +69,19 @@ def vision_layers(model) -> "torch.nn.ModuleList | None":
 def projector(model) -> "torch.nn.Module | None":
     """The projector from the vision features to the language model, or ``None``."""
     return _part(model, PROJECTORS)
+
+
+def feature_layer(model) -> int | None:
+    """The vision layer whose output the projector reads (``config.vision_feature_layer``, absolute), or ``None``
+    when the config does not say (one layer; a list of layers is read as unknown). transformers records that
+    layer's output with hooks of its own that run before ours, so an edit of it must go into the projector's
+    input instead (:class:`~mmconcepts.models.patch_edit.PatchIntervention`, the vision trace)."""
+    index = getattr(model.config, "vision_feature_layer", None)
+    layers = vision_layers(model)
+    if not isinstance(index, int) or layers is None:
+        return None
+    n = len(layers)  # hidden_states[0] is the embeddings, hidden_states[i + 1] layer i's output
+    return index % (n + 1) - 1
 
 
 def is_vision_layer(name: str) -> bool:

@@ -39,8 +39,9 @@ def _label(ranked: dict) -> str:
 
 
 def trace_section(trace_dir, px: int = 160) -> dict:
-    """The section's data: ``{"token", "word_layer", "image_layer", "n_images", "agreement", "rows"}``, a row per
-    word concept active on some traced image: ``{"index", "words", "image", "feeds": [{"concept", "label", "mean",
+    """The section's data: ``{"token", "word_layer", "image_layer", "n_images", "agreement", "rows", "names"}``, a
+    row per word concept (image-token concept, for a trace to the vision tower: ``names`` says which) active on
+    some traced image: ``{"index", "words", "image", "feeds": [{"concept", "label", "mean",
     "map"}]}`` (``map`` a data URI, or ``None`` when the image cannot be read)."""
     from mmconcepts.concepts.pooling import patch_grid
     from mmconcepts.files import read_json
@@ -81,5 +82,10 @@ def trace_section(trace_dir, px: int = 160) -> dict:
         rows.append({"index": c.get("index"), "words": [str(w) for w in (c.get("words") or [])[:3]],
                      "image": Path(str(file)).name if file else "", "feeds": feeds})
     agreement = data.get("agreement") if isinstance(data.get("agreement"), dict) else None
+    vision = data.get("pair") == "image->vision"
+    names = {"upper": "image-token concept" if vision else "word concept",
+             "lower": "vision concept" if vision else "image concept",
+             "lowers": "vision-tower concepts" if vision else "image-token concepts",
+             "title": "Traced to the vision tower" if vision else "Traced to the image tokens"}
     return {"token": data.get("token"), "word_layer": data.get("word_layer"), "image_layer": data.get("image_layer"),
-            "n_images": data.get("n_images"), "agreement": agreement, "rows": rows}
+            "n_images": data.get("n_images"), "agreement": agreement, "rows": rows, "names": names}

@@ -1,4 +1,5 @@
-"""``mmconcepts trace``: word concepts traced to the image-token concepts that feed them, written as a folder.
+"""``mmconcepts trace``: word concepts traced to the image-token concepts that feed them (or image-token concepts
+to the vision tower's concepts: ``"pair": "image->vision"``), written as a folder.
 
 :func:`run_trace` reads the two concepts folders, traces the word concepts through the image concepts on the
 images given (:func:`mmconcepts.attribution.trace.trace_images`), ranks each word concept's image concepts by
@@ -6,8 +7,13 @@ their mean contribution (:func:`rank`) and, on ShapesWorld, says whether the fir
 attribute value the word concept names (:func:`agreement`; an image concept's value is the majority value of the
 objects under its top training patches, :func:`image_values`). The folder (built beside ``out``, swapped in):
 
+For the pair ``image->vision`` (:mod:`~mmconcepts.attribution.vision_trace`) the "word" concepts are the
+image-token concepts (``--concepts``, their target the activation summed over the image's tokens, their value
+what their top training patches lie on) and the "image" concepts the vision concepts (``--through``, named by
+their value or ``vision concept j``); the fields are the same.
+
 ``trace.json``
-    ``{word_concepts, image_concepts (links), token, word_layer, image_layer, mode, n_images, settings, images:
+    ``{word_concepts, image_concepts (links), pair, token, word_layer, image_layer, mode, n_images, settings, images:
     [{image (link), caption, boxes}], image_values: [{concept, words, value: [attribute, value] | null, share}]
     (ShapesWorld), concepts: [{index, words, target, activation, total, residual: {mean, per_image}, ranking:
     [{concept, words, mean, per_image, value}]}], agreement: {n, agree, share, concepts: [...]} (ShapesWorld)}``
@@ -165,7 +171,6 @@ def run_trace(word, image, out: str | os.PathLike, *, images=None, dataset=None,
     """
     from mmconcepts.attribution.trace import check_pair, trace_images
     from mmconcepts.concepts.concept_set import ConceptSet, load_concepts
-    from mmconcepts.data.truth import concept_target
     from mmconcepts.outputs import OutputFolder, check_writable_target
 
     settings = settings or TraceSettings()
@@ -173,22 +178,35 @@ def run_trace(word, image, out: str | os.PathLike, *, images=None, dataset=None,
     image = image if isinstance(image, ConceptSet) else load_concepts(image)
     inputs = [word.path, image.path] + ([dataset] if dataset else [])
     check_writable_target(out, overwrite, inputs=inputs)
-    check_pair(word, image)
-    teacher = word.manifest.get("mode") == "teacher"
+    pair = check_pair(word, image)
+    teacher = pair == "word->image" and word.manifest.get("mode") == "teacher"
     paths, captions = _images_of(images, dataset, teacher)
     traces = trace_images(word, image, paths, model, settings=settings, captions=captions)
     values = image_values(image, settings.n_top_patches)
     word_traces = rank(traces, word.word_sets(), image.word_sets(), [v for v, _ in values] if values else None)
     if values is not None:
-        for w in word_traces:
-            w.target = concept_target(w.words)
-    info = {"token": word.token, "word_layer": word.summary["layer"], "image_layer": image.summary["layer"],
-            "mode": "teacher" if captions is not None else "generate", "n_images": len(traces),
+        targets = _targets(word, word_traces, pair, settings.n_top_patches)
+        for w, target in zip(word_traces, targets):
+            w.target = target
+    mode = "prompt" if pair == "image->vision" else "teacher" if captions is not None else "generate"
+    info = {"pair": pair, "token": word.token, "word_layer": word.summary["layer"],
+            "image_layer": image.summary["layer"], "mode": mode, "n_images": len(traces),
             "word_method": word.summary.get("method"), "image_method": image.summary.get("method")}
     result = TraceOutputs(word_traces, traces, values, agreement(word_traces) if values is not None else None, info)
     with OutputFolder(out, overwrite=overwrite, inputs=inputs) as tmp:
         write_folder(tmp, Path(out), result, word, image, settings)
     return result
+
+
+def _targets(word, word_traces: list, pair: str, n_top: int) -> list:
+    """The ``(attribute, value)`` each traced concept stands for: a word concept's first word
+    (:func:`~mmconcepts.data.truth.concept_target`), an image-token concept's top patches (:func:`image_values`)."""
+    from mmconcepts.data.truth import concept_target
+
+    if pair != "image->vision":
+        return [concept_target(w.words) for w in word_traces]
+    values = image_values(word, n_top)
+    return [values[w.index][0] if values else None for w in word_traces]
 
 
 def write_folder(tmp: Path, out: Path, result: TraceOutputs, word, image, settings: TraceSettings) -> None:
@@ -223,7 +241,17 @@ def image_concept_label(result: TraceOutputs, ranked) -> str:
     value = result.values[ranked.concept] if result.values is not None else None
     if value is not None and value[0] is not None:
         return f"on {value[0][1]} ({value[1]:.2f})"
+    if not ranked.words and result.info.get("pair") == "image->vision":
+        return f"vision concept {ranked.concept}"
     return ", ".join(ranked.words[:3]) or "(no word)"
+
+
+def traced_label(result: TraceOutputs, word_trace) -> str:
+    """How a traced concept is named: a word concept by its first two words; an image-token concept (pair
+    image->vision) on ShapesWorld by the value its top training patches lie on, else by its words."""
+    if result.info.get("pair") == "image->vision" and word_trace.target:
+        return f"on {word_trace.target[1]}"
+    return ", ".join(word_trace.words[:2]) or "(no word)"
 
 
 def markdown(result: TraceOutputs, top: int = 3) -> str:
@@ -232,6 +260,8 @@ def markdown(result: TraceOutputs, top: int = 3) -> str:
         return ", ".join(ws[:3]) or "(no word)"
 
     info = result.info
+    if info.get("pair") == "image->vision":
+        return _vision_markdown(result, top)
     lines = [f"# Trace of \"{info.get('token')}\": word concepts at layer {info.get('word_layer')} <- image-token "
              f"concepts at layer {info.get('image_layer')} ({info.get('n_images')} images)", "",
              "Mean contribution (gradient x activation, summed over the patches) of each image concept to the word "
@@ -240,15 +270,41 @@ def markdown(result: TraceOutputs, top: int = 3) -> str:
              "(and the share that do), else by its words.", "",
              "| word concept | words | activation | " + " | ".join(f"image concept {i + 1}" for i in range(top))
              + " | unexplained |", "|---" * (top + 4) + "|"]
-    for w in result.word_traces:
-        cells = [f"{c.concept}: {image_concept_label(result, c)} ({c.mean:+.3f})" for c in w.ranking[:top]]
-        cells += [""] * (top - len(cells))
-        act = sum(w.activation) / len(w.activation)
-        res = sum(w.residual) / len(w.residual)
-        lines.append(f"| {w.index} | {words(w.words)} | {act:.3f} | " + " | ".join(cells) + f" | {res:+.3f} |")
+    lines += _rows(result, top, lambda w: words(w.words))
     if result.agreement is not None:
         a = result.agreement
         share = "n/a" if a["share"] is None else f"{a['share']:.2f}"
         lines += ["", f"Agreement (ShapesWorld): the first image concept has the word concept's attribute value for "
                       f"{a['agree']} of {a['n']} word concepts naming one ({share})."]
+    return "\n".join(lines) + "\n"
+
+
+def _rows(result: TraceOutputs, top: int, name) -> list[str]:
+    lines = []
+    for w in result.word_traces:
+        cells = [f"{c.concept}: {image_concept_label(result, c)} ({c.mean:+.3f})" for c in w.ranking[:top]]
+        cells += [""] * (top - len(cells))
+        act = sum(w.activation) / len(w.activation)
+        res = sum(w.residual) / len(w.residual)
+        lines.append(f"| {w.index} | {name(w)} | {act:.3f} | " + " | ".join(cells) + f" | {res:+.3f} |")
+    return lines
+
+
+def _vision_markdown(result: TraceOutputs, top: int) -> str:
+    """``trace.md`` of the pair image->vision: each image-token concept -> its ``top`` vision concepts."""
+    info = result.info
+    lines = [f"# Trace of image-token concepts at layer {info.get('word_layer')} <- vision concepts at layer "
+             f"{info.get('image_layer')} ({info.get('n_images')} images)", "",
+             "Mean contribution (gradient x activation, summed over the patches) of each vision concept to the "
+             "image-token concept's activation summed over the image's tokens; unexplained: the part of the vision "
+             "layer's patch states the vision concepts do not reconstruct. On ShapesWorld a concept is named by the "
+             "value its top training patches lie on (and the share that do).", "",
+             "| image-token concept | value or words | activation | "
+             + " | ".join(f"vision concept {i + 1}" for i in range(top)) + " | unexplained |", "|---" * (top + 4) + "|"]
+    lines += _rows(result, top, lambda w: traced_label(result, w))
+    if result.agreement is not None:
+        a = result.agreement
+        share = "n/a" if a["share"] is None else f"{a['share']:.2f}"
+        lines += ["", f"Agreement (ShapesWorld): the first vision concept has the image-token concept's value for "
+                      f"{a['agree']} of {a['n']} image-token concepts with one ({share})."]
     return "\n".join(lines) + "\n"

@@ -150,17 +150,11 @@ def reground_words(concepts, model, n_words: int, *, min_ratio: float | None = 0
     list of list of str
         The words of each concept.
     """
-    from mmconcepts.concepts.ground import grounder_for
-    from mmconcepts.extract.features import mean_feature
+    from mmconcepts.concepts.ground import concept_words
     from mmconcepts.concepts.settings import GroundingSettings
-    from mmconcepts.concepts.decoding import typical_strengths
 
     settings = replace(GroundingSettings.from_json(concepts.grounding), n_words=n_words, min_ratio=min_ratio)
-    grounder = grounder_for(concepts, model, settings, meta)
-    base = mean_feature(concepts.features, concepts.summary["layer"], concepts.token)
-    words = grounder(concepts.directions, base=base, strengths=typical_strengths(concepts.activations),
-                     points=getattr(concepts.dictionary, "concepts_are_points", False))
-    return [[w["word"] for w in ws] for ws in words]
+    return [[w["word"] for w in ws] for ws in concept_words(concepts, model, settings, meta)]
 
 
 def _stability(cs, Z_train) -> dict:

@@ -255,56 +255,43 @@ def traced_label(result: TraceOutputs, word_trace) -> str:
 
 
 def markdown(result: TraceOutputs, top: int = 3) -> str:
-    """``trace.md``: each word concept's words -> its ``top`` image concepts' words and mean contributions."""
-    def words(ws):
-        return ", ".join(ws[:3]) or "(no word)"
-
+    """``trace.md``: each traced concept (a word concept, or an image-token concept traced to the vision tower)
+    -> its ``top`` earlier concepts' names and mean contributions, the unexplained part, the agreement."""
     info = result.info
     if info.get("pair") == "image->vision":
-        return _vision_markdown(result, top)
-    lines = [f"# Trace of \"{info.get('token')}\": word concepts at layer {info.get('word_layer')} <- image-token "
-             f"concepts at layer {info.get('image_layer')} ({info.get('n_images')} images)", "",
-             "Mean contribution (gradient x activation, summed over the patches) of each image concept to the word "
-             "concept's activation; unexplained: the part of the image tokens' states the image concepts do not "
-             "reconstruct. On ShapesWorld an image concept is named by the value its top training patches lie on "
-             "(and the share that do), else by its words.", "",
-             "| word concept | words | activation | " + " | ".join(f"image concept {i + 1}" for i in range(top))
+        title = (f"# Trace of image-token concepts at layer {info.get('word_layer')} <- vision concepts at layer "
+                 f"{info.get('image_layer')} ({info.get('n_images')} images)")
+        upper, lower, states = "image-token concept", "vision concept", "the vision layer's patch states"
+        named, name_column = "a concept", "value or words"
+        summed = " summed over the image's tokens"
+
+        def name(w):
+            return traced_label(result, w)
+    else:
+        title = (f"# Trace of \"{info.get('token')}\": word concepts at layer {info.get('word_layer')} <- image-token "
+                 f"concepts at layer {info.get('image_layer')} ({info.get('n_images')} images)")
+        upper, lower, states = "word concept", "image concept", "the image tokens' states"
+        named, name_column, summed = "an image concept", "words", ""
+
+        def name(w):
+            return ", ".join(w.words[:3]) or "(no word)"
+    lines = [title, "",
+             f"Mean contribution (gradient x activation, summed over the patches) of each {lower} to the {upper}'s "
+             f"activation{summed}; unexplained: the part of {states} the {lower}s do not reconstruct. On ShapesWorld "
+             f"{named} is named by the value its top training patches lie on (and the share that do), else by its "
+             "words.", "",
+             f"| {upper} | {name_column} | activation | " + " | ".join(f"{lower} {i + 1}" for i in range(top))
              + " | unexplained |", "|---" * (top + 4) + "|"]
-    lines += _rows(result, top, lambda w: words(w.words))
-    if result.agreement is not None:
-        a = result.agreement
-        share = "n/a" if a["share"] is None else f"{a['share']:.2f}"
-        lines += ["", f"Agreement (ShapesWorld): the first image concept has the word concept's attribute value for "
-                      f"{a['agree']} of {a['n']} word concepts naming one ({share})."]
-    return "\n".join(lines) + "\n"
-
-
-def _rows(result: TraceOutputs, top: int, name) -> list[str]:
-    lines = []
     for w in result.word_traces:
         cells = [f"{c.concept}: {image_concept_label(result, c)} ({c.mean:+.3f})" for c in w.ranking[:top]]
         cells += [""] * (top - len(cells))
         act = sum(w.activation) / len(w.activation)
         res = sum(w.residual) / len(w.residual)
         lines.append(f"| {w.index} | {name(w)} | {act:.3f} | " + " | ".join(cells) + f" | {res:+.3f} |")
-    return lines
-
-
-def _vision_markdown(result: TraceOutputs, top: int) -> str:
-    """``trace.md`` of the pair image->vision: each image-token concept -> its ``top`` vision concepts."""
-    info = result.info
-    lines = [f"# Trace of image-token concepts at layer {info.get('word_layer')} <- vision concepts at layer "
-             f"{info.get('image_layer')} ({info.get('n_images')} images)", "",
-             "Mean contribution (gradient x activation, summed over the patches) of each vision concept to the "
-             "image-token concept's activation summed over the image's tokens; unexplained: the part of the vision "
-             "layer's patch states the vision concepts do not reconstruct. On ShapesWorld a concept is named by the "
-             "value its top training patches lie on (and the share that do).", "",
-             "| image-token concept | value or words | activation | "
-             + " | ".join(f"vision concept {i + 1}" for i in range(top)) + " | unexplained |", "|---" * (top + 4) + "|"]
-    lines += _rows(result, top, lambda w: traced_label(result, w))
     if result.agreement is not None:
         a = result.agreement
         share = "n/a" if a["share"] is None else f"{a['share']:.2f}"
-        lines += ["", f"Agreement (ShapesWorld): the first vision concept has the image-token concept's value for "
-                      f"{a['agree']} of {a['n']} image-token concepts with one ({share})."]
+        kind = "word concepts naming one" if upper == "word concept" else "image-token concepts with one"
+        lines += ["", f"Agreement (ShapesWorld): the first {lower} has the {upper}'s attribute value for "
+                      f"{a['agree']} of {a['n']} {kind} ({share})."]
     return "\n".join(lines) + "\n"

@@ -129,3 +129,31 @@ def test_readme_shows_the_demos_numbers(demo):
     assert (k, n_train, n_test) == (metrics["n_concepts"], metrics["n_train"], metrics["n_test"])
     assert n_train_images == len((data / "train" / "captions.jsonl").read_text().splitlines())
     assert n_test_images == len((data / "test" / "captions.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_the_demo_with_image_tokens_learns_them_and_traces_the_word_concepts(tmp_path, capsys):
+    """``demo --image-tokens``: image-token concepts read by their captions and scored per patch, the word concepts
+    traced to them, the report's trace section, and the headline lines, from the folders it wrote."""
+    from mmconcepts.concepts.concept_set import load_concepts
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", "--image-tokens", "--n-train", "120", "--n-test", "40",
+                 "--no-causal"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    image = metrics["image_tokens"]
+    evaluated = json.loads((out / "image-eval" / "metrics.json").read_text())
+    assert image["semi-nmf"] == {k: evaluated["methods"]["semi-nmf"][k]
+                                 for k in ("grounding_precision_top1", "patch_precision", "pointing")}
+    assert image["random-direction"]["pointing"] == evaluated["baselines"]["random-direction"]["pointing"]
+    concepts = load_concepts(out / "image-concepts")
+    assert concepts.positions == "image" and concepts.summary["layer"] == "0"
+    assert concepts.grounding["decode"] == "caption"
+    trace = json.loads((out / "trace" / "trace.json").read_text())
+    assert trace["pair"] == "word->image" and 0 < trace["n_images"] == len(trace["images"]) <= 20
+    assert image["trace_agreement"] == trace["agreement"]
+    assert "<h2>Traced to the image tokens</h2>" in (out / "report.html").read_text()
+    assert f"pointing {image['semi-nmf']['pointing']:.3f}" in printed
+    assert f"for {trace['agreement']['agree']} of {trace['agreement']['n']} word concepts" in printed
+    assert "image tokens + trace" in metrics["timings_s"]

@@ -2,7 +2,10 @@
 
 ShapesWorld data -> the shipped LLaVA captioner -> extraction of the token "circle" -> Semi-NMF concepts ->
 grounding -> evaluation against PCA, K-Means, Simple and the baselines (with ShapesWorld ground truth) ->
-the HTML report. Every stage is the public API a user would call; this module only chains them.
+the HTML report. With ``image_tokens``, also the concepts where the model keeps the image: a dictionary on
+every image token of decoder layer 0, read by its captions, scored per patch, and the word concepts traced to
+it (the report's trace section). Every stage is the public API a user would call; this module only chains
+them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ DEMO_TOKEN = "circle"
 #: Test images of the demo's causal evaluation: fewer than ``evaluate``'s 60, and Semi-NMF's concepts only (with
 #: its controls), to keep the demo under a minute (``evaluate --causal`` steers with every method's).
 DEMO_CAUSAL_IMAGES = 30
+#: The decoder layer of the demo's image-token concepts (where removing a concept takes its value out of the
+#: caption: README, "Concepts where the model keeps them").
+IMAGE_LAYER = "0"
+#: Test images the demo traces its word concepts on.
+DEMO_TRACE_IMAGES = 20
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,9 @@ class DemoSettings:
     fluency, the centred-direction, random-direction and diffmean controls, and the report's "Steering and
     ablation" section. ``maps`` draws the attribution concept maps (``evaluate --heatmaps attribution``,
     :mod:`mmconcepts.evaluation.attribution.heatmaps`): the pointing game and energy inside, and the report's
-    maps.
+    maps. ``image_tokens`` adds concepts learnt on every image token of decoder layer :data:`IMAGE_LAYER`
+    (``image-concepts/``, grounded by their captions, evaluated per patch in ``image-eval/``) and the trace of the
+    word concepts to them (``trace/``; the report's trace section).
 
     Examples
     --------
@@ -58,6 +68,9 @@ class DemoSettings:
     causal_images: int = param(DEMO_CAUSAL_IMAGES, flag=None, constraint=Interval(int, 1),
                                help="test images of the causal evaluation")
     maps: bool = param(True, flag=None, constraint=Boolean(), help="the attribution concept maps")
+    image_tokens: bool = param(False, constraint=Boolean(),
+                               help="also concepts on every image token of layer 0 (words from the captions, patch "
+                                    "metrics) and the word concepts traced to them (about a minute more)")
 
     def __post_init__(self):
         validate(self)
@@ -142,11 +155,45 @@ def _demo_into(out: Path, settings: DemoSettings, model, progress: bool, log) ->
                        causal=settings.causal, causal_images=settings.causal_images, causal_methods=("semi-nmf",),
                        heatmaps=("attribution",) if settings.maps else ())
     clock.done("evaluation")
-    build_report(out / "concepts", out / "eval", out=out / "report.html")
+    if settings.image_tokens:
+        metrics["image_tokens"] = _image_tokens(out, settings, adapter, progress)
+        clock.done("image tokens + trace")
+    build_report(out / "concepts", out / "eval", out=out / "report.html",
+                 trace_dir=out / "trace" if settings.image_tokens else None)
     clock.done("report")
     metrics["timings_s"] = clock.timings
     write_json(out / "metrics.json", metrics, indent=2)
     return metrics
+
+
+def _image_tokens(out: Path, settings: DemoSettings, adapter, progress: bool) -> dict:
+    """The image-token stage: stores of every image token at :data:`IMAGE_LAYER`, Semi-NMF concepts grounded by
+    their captions, their evaluation (words per image, patch precision, pointing, random directions) and the
+    trace of the word concepts to them. Returns their headline numbers."""
+    from mmconcepts.attribution.trace import TraceSettings
+    from mmconcepts.concepts import ground
+    from mmconcepts.decompose import learn
+    from mmconcepts.evaluation.evaluate import evaluate
+    from mmconcepts.extract import extract
+    from mmconcepts.workflows.trace import run_trace
+
+    for split in ("train", "test"):
+        extract(out / "data" / split, settings.token, out=out / "image-features" / split, model=adapter,
+                layers=[IMAGE_LAYER], positions="image", batch_size=settings.batch_size, max_new_tokens=40,
+                progress=progress)
+    learn(out / "image-features" / "train", IMAGE_LAYER, method="semi-nmf", n_concepts=settings.n_concepts,
+          out=out / "image-concepts", seed=settings.seed)
+    ground(out / "image-concepts", model=adapter)
+    scores = evaluate(out / "image-concepts", out / "image-features" / "test", out / "image-eval", model=adapter,
+                      methods=("semi-nmf",), baselines=(), seed=settings.seed)
+    traced = run_trace(out / "concepts", out / "image-concepts", out / "trace", dataset=out / "data" / "test",
+                       model=adapter, settings=TraceSettings(n_images=DEMO_TRACE_IMAGES))
+    row = scores["methods"]["semi-nmf"]
+    keys = ("grounding_precision_top1", "patch_precision", "pointing")
+    return {"layer": IMAGE_LAYER, "semi-nmf": {k: row.get(k) for k in keys},
+            "random-direction": {k: v for k, v in scores["baselines"].get("random-direction", {}).items()
+                                 if k in keys},
+            "trace_agreement": traced.agreement}
 
 
 def headline(metrics: dict) -> str:
@@ -168,4 +215,18 @@ def headline(metrics: dict) -> str:
         lines.append(f"concept maps ({method}, top-1 concept): pointing game {row['pointing_game']:.3f} (random "
                      f"patch {chance.get('pointing_game', float('nan')):.3f}), "
                      f"energy inside {row['energy_inside']:.3f}")
+    image = metrics.get("image_tokens")
+    if image:
+        row, rnd, agreement = image["semi-nmf"], image["random-direction"], image.get("trace_agreement") or {}
+
+        def num(value):
+            return f"{value:.3f}" if isinstance(value, float) else "–"
+
+        lines.append(f"image-token concepts (layer {image['layer']}): precision@1 {num(row['grounding_precision_top1'])}"
+                     f", patch precision {num(row['patch_precision'])} (random directions "
+                     f"{num(rnd.get('patch_precision'))}), pointing {num(row['pointing'])} (random "
+                     f"{num(rnd.get('pointing'))})")
+        if agreement.get("n"):
+            lines.append(f"trace: the first image-token concept has the word concept's value for {agreement['agree']} "
+                         f"of {agreement['n']} word concepts")
     return "\n".join(lines)

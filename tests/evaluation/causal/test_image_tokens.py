@@ -140,6 +140,29 @@ def test_steering_changes_only_the_token_objects_patches(image_concepts):
     assert unchanged == [runner.before[i]]
 
 
+def test_the_runner_edits_a_vision_layer_at_the_objects_patches(image_concepts):
+    """At a vision encoder layer the runner's prompt positions become patch indices: steering there adds s u to
+    exactly the token object's patches of the layer's output (the class token in front and the rest left)."""
+    runner = image_concepts["runner"]
+    tower = runner.adapter.model.model.vision_tower.encoder.layers
+    seen = []
+    handle = tower[2].register_forward_pre_hook(lambda module, args: seen.append(args[0][0].detach().clone()))
+    u = torch.randn(tower[1].mlp.fc2.out_features, generator=torch.Generator().manual_seed(0))
+    u = u / u.norm()
+    i = 1
+    try:
+        for strength in (0.0, 3.0):
+            runner.run([i], dict(layer="vision.1"), per_row=dict(direction=u[None], strength=[strength]))
+    finally:
+        handle.remove()
+    clean, steered = seen[0], seen[len(seen) // 2]  # the first (prompt) pass of each generation
+    patches = 1 + torch.searchsorted(runner.positions[i], runner.on_object[i])  # after the class token
+    torch.testing.assert_close(steered[patches], clean[patches] + 3.0 * u, atol=1e-5, rtol=0)
+    rest = torch.ones(clean.shape[0], dtype=torch.bool)
+    rest[patches] = False
+    assert torch.equal(steered[rest], clean[rest])
+
+
 def test_a_prompt_cache_is_refused(image_concepts):
     runner = image_concepts["runner"]
     edit = PatchIntervention(runner.adapter, LAYER, [runner.positions[0]], [runner.lengths[0]], mode="add",

@@ -25,8 +25,11 @@ evaluated, their targets and the images of each kind as in :mod:`~mmconcepts.eva
 
 Where and when (:class:`PatchIntervention`)
 -------------------------------------------
-The edit happens in the prompt's forward pass only (the first forward call of ``generate``, the prefill),
-at the layer's output: the later layers of the prompt read the edited states, and their keys and values go
+At an image-side layer (a vision encoder layer ``vision.I`` or the ``projector``; concepts learnt on such a
+store) the same edits are made to the layer's patch states, the prompt positions mapped to patch indices
+(:class:`~mmconcepts.models.patch_edit.PatchIntervention` counts them from the end of the layer's sequence,
+behind a class token). The edit happens in the prompt's forward pass only (the first forward call of
+``generate``, the prefill), at the layer's output: the later layers of the prompt read the edited states, and their keys and values go
 into the key/value cache, so every decoding step attends to the edited image (the image tokens are not run
 again, and the edit is not applied twice). No prompt cache is used
 (:class:`~mmconcepts.models.prompt_cache.PromptCache` holds the prompt read *without* the edit); a forward pass
@@ -152,10 +155,17 @@ class ImageRunner(_Runner):
 
         if not indices:
             return []
+        import torch
+
+        from mmconcepts.models.vision_parts import is_vision_layer
+
         mode = steering.get("mode", "add")
         where = self.targets(mode)
         positions = [where[i] for i in indices]
         lengths = [self.lengths[i] for i in indices]
+        if is_vision_layer(self.adapter.resolve_layer(steering["layer"])):  # the image side: patch indices
+            positions = [torch.searchsorted(self.positions[i], p) for i, p in zip(indices, positions)]
+            lengths = [len(self.positions[i]) for i in indices]
 
         def context(rows: slice) -> PatchIntervention:
             share = {key: value[rows] for key, value in (per_row or {}).items()}

@@ -15,6 +15,7 @@ Usage::
     python benchmarks/causal_image_tokens.py --seed 0                  # the table (about 10 min on 2 cores)
     python benchmarks/causal_image_tokens.py --seed 0 --factors 1,2,4,8 --directions concept,random --where active
     python benchmarks/causal_image_tokens.py --seed 1 --json causal-image-1.json
+    python benchmarks/causal_image_tokens.py --seed 0 --layers vision.3 --root /tmp/causal-vis-0   # the vision tower
 """
 
 from __future__ import annotations

@@ -104,3 +104,25 @@ def test_readme_real_model_commands_run_as_written(tiny_llava_dir, tiny_clip_dir
     assert not {"dog", "dogs"} & {w["word"] for c in grounding["concepts"] for w in c["words"]}
     assert (tmp_path / "dog.html").stat().st_size > 10_000
     assert json.loads((tmp_path / "runs" / "dog-hf" / "manifest.json").read_text())["counts"]["kept"] == 6
+
+
+@pytest.mark.slow
+def test_readme_image_token_commands_run_as_written(tmp_path, monkeypatch):
+    """The commands of "Concepts where the model keeps them", in order, on a small ShapesWorld pair, with the
+    word concepts they trace made first (the section takes them from the rest of the README)."""
+    monkeypatch.chdir(tmp_path)
+    setup = [["shapesworld", "--out", "shapes/train", "--n", "40", "--seed", "0", "--split", "train"],
+             ["shapesworld", "--out", "shapes/test", "--n", "16", "--seed", "1", "--split", "test"],
+             ["extract", "--data", "shapes/train", "--token", "circle", "--layers", "norm", "--out", "runs/word"],
+             ["learn", "--features", "runs/word", "-k", "6", "--out", "runs/word-concepts"]]
+    for argv in setup:
+        assert main(argv) == 0, argv
+    commands = readme_commands("## Concepts where the model keeps them")
+    assert [c[1] for c in commands] == ["extract", "extract", "learn", "explain", "evaluate", "trace", "learn",
+                                        "trace"]
+    for words in commands:
+        argv = words[1:] + (["--causal-images", "8"] if words[1] == "evaluate" else [])
+        assert main(argv) == 0, " ".join(words)
+    assert json.loads(Path("runs/trace/trace.json").read_text())["pair"] == "word->image"
+    assert json.loads(Path("runs/vision-trace/trace.json").read_text())["pair"] == "image->vision"
+    assert json.loads(Path("runs/vision-concepts/grounding.json").read_text())["decode"] == "caption"

@@ -69,7 +69,7 @@ def _caption_pass(adapter, pils: list, captions: list[str], prompt: str, edit=No
 
 
 def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images: int = CAPTION_IMAGES,
-                   batch_size: int = 8):
+                   batch_size: int = 8, load=None):
     """``K x V`` token scores of the caption decoding (module docstring).
 
     Parameters
@@ -83,6 +83,9 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
         :func:`~mmconcepts.concepts.concept_set.top_samples`), the first ``n_images`` read.
     n_images, batch_size : int
         Images per concept; images per forward pass.
+    load : callable or None
+        ``load(entry) -> PIL image`` for an entry of ``top_images``; ``None``: the file at its ``"image"``
+        (images that exist only in memory, the Noise-Imgs baseline's, come with their own).
 
     Returns
     -------
@@ -101,19 +104,23 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
     check_caption_decoding(concepts, layer)
     prompt = adapter.prompt(store_reading(concepts.manifest, concepts.token)["instruction"])
     chosen = [[(im["image"], im.get("caption") or "") for im in images[:n_images]] for images in top_images]
-    distinct = sorted({pair for pairs in chosen for pair in pairs})
-    loaded = {}
-    for path, _ in distinct:
-        if path not in loaded:
+    entries = {(im["image"], im.get("caption") or ""): im for images in top_images for im in images[:n_images]}
+
+    def pils(part):  # loaded batch by batch: never every concept's images at once
+        out = []
+        for pair in part:
             try:
-                loaded[path] = load_image(path)
+                out.append(load(entries[pair]) if load is not None else load_image(pair[0]))
             except (OSError, ValueError) as exc:
-                raise MMConceptsError(f"--decode caption reads each concept's top images, and {path} cannot be read "
-                                      f"({exc}); keep the training images where the store found them") from None
+                raise MMConceptsError(f"--decode caption reads each concept's top images, and {pair[0]} cannot be "
+                                      f"read ({exc}); keep the training images where the store found them") from None
+        return out
+
+    distinct = sorted({pair for pairs in chosen for pair in pairs})
     clean = {}
     for start in range(0, len(distinct), batch_size):
         part = distinct[start:start + batch_size]
-        sums = _caption_pass(adapter, [loaded[p] for p, _ in part], [c for _, c in part], prompt)
+        sums = _caption_pass(adapter, pils(part), [c for _, c in part], prompt)
         clean.update(zip(part, sums))
     V = next(iter(clean.values())).shape[0] if clean else int(adapter.lm_head().weight.shape[0])
     scores = torch.zeros(len(chosen), V)
@@ -128,7 +135,7 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
                 return PatchIntervention(adapter, layer, positions, lengths, mode="ablate", dictionary=concepts,
                                          concept=[k] * n)
 
-            ablated = _caption_pass(adapter, [loaded[p] for p, _ in part], [c for _, c in part], prompt, edit)
+            ablated = _caption_pass(adapter, pils(part), [c for _, c in part], prompt, edit)
             scores[k] += (torch.stack([clean[pair] for pair in part]) - ablated).sum(0)
         scores[k] /= max(len(pairs), 1)
     return scores

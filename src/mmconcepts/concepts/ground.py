@@ -27,7 +27,8 @@ def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None
     from mmconcepts.concepts.decoding import WordGrounder, caption_vocabulary
 
     layer = str(concepts.summary.get("layer"))
-    settings = (settings or GroundingSettings.from_json(concepts.grounding)).applied(concepts.positions)
+    settings = (settings or GroundingSettings.from_json(concepts.grounding)).applied(concepts.positions,
+                                                                                     concepts.n_concepts)
     allowed = None
     if settings.vocabulary == "captions":
         meta = meta if meta is not None else concepts.train_meta()
@@ -37,11 +38,12 @@ def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None
 
 
 def concept_words(concepts: ConceptSet, model, settings: GroundingSettings, meta: list[dict] | None = None,
-                  top_images: list[list[dict]] | None = None) -> list[list[dict]]:
+                  top_images: list[list[dict]] | None = None, load_image=None) -> list[list[dict]]:
     """Every concept's words ``[[{"word", "score"}, ...], ...]`` as ``settings`` read them: through the
     unembedding (:mod:`~mmconcepts.concepts.decoding`; ``model`` may be the head alone), or, for
     ``decode="caption"``, through the whole ``model`` over each concept's top training images (``top_images``,
-    computed when not given; :mod:`~mmconcepts.concepts.caption_words`)."""
+    computed when not given, each loaded by ``load_image(entry)`` or from its file;
+    :mod:`~mmconcepts.concepts.caption_words`)."""
     from mmconcepts.concepts.decoding import typical_strengths
     from mmconcepts.extract.features import mean_feature
 
@@ -50,15 +52,16 @@ def concept_words(concepts: ConceptSet, model, settings: GroundingSettings, meta
     if grounder.decode == "caption":
         from mmconcepts.concepts.caption_words import CAPTION_IMAGES, caption_scores
 
-        if top_images is None or any(len(t) < CAPTION_IMAGES for t in top_images):
+        if top_images is None:
             top_images = top_samples(concepts.activations, meta, CAPTION_IMAGES)
-        return grounder.words_of(caption_scores(concepts, model, top_images))
+        return grounder.words_of(caption_scores(concepts, model, top_images, load=load_image))
     return grounder(concepts.directions, base=mean_feature(concepts.features, concepts.summary["layer"], concepts.token),
                     strengths=typical_strengths(concepts.activations),
                     points=getattr(concepts.dictionary, "concepts_are_points", False))
 
 
-def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | None = None, **fields) -> dict:
+def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | None = None, *, load_image=None,
+           **fields) -> dict:
     """Ground every concept of a concepts folder in words and images; writes ``grounding.json``.
 
     Parameters
@@ -71,6 +74,9 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     settings : :class:`~mmconcepts.concepts.settings.GroundingSettings`, or its fields as keywords
         (``decode="paper"``, ``min_ratio=0``, ...). The token of interest and its ``also`` variants are
         not grounded words unless ``keep_token``.
+
+    ``load_image(entry) -> PIL image`` loads a top image the caption decoding reads when it is not a file (the
+    Noise-Imgs baseline's images are drawn in memory); ``None``: from its file.
 
     With ``copy_images``, a thumbnail of every concept image is written into ``path/images/`` and recorded as
     ``"thumbnail"`` (relative to ``path``) next to the image's link.
@@ -108,12 +114,12 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     from mmconcepts.extract.store import layer_width
 
     layer = str(concepts.summary["layer"])
-    caption = settings.applied(concepts.positions).decode == "caption"
+    caption = settings.applied(concepts.positions, concepts.n_concepts).decode == "caption"
     if not caption and concepts.manifest and \
             layer_width(concepts.manifest, layer) != concepts.manifest["hidden_size"]:
         raise MMConceptsError(f"concepts of layer {layer} (width {layer_width(concepts.manifest, layer)}) have no words "
                               f"through the unembedding (width {concepts.manifest['hidden_size']}): ground them with "
-                              "--decode caption (or auto), learn them with --no-ground, or on the projector or a "
+                              "--decode caption, learn them with --no-ground, or on the projector or a "
                               "decoder layer")
     if caption:
         from mmconcepts.concepts.caption_words import CAPTION_IMAGES, check_caption_decoding
@@ -125,7 +131,7 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
         model = model_for(concepts, model, head=True)
         tops = top_samples(concepts.activations, meta, settings.n_images)
     grounder = grounder_for(concepts, model, settings, meta)
-    words = concept_words(concepts, model, settings, meta, tops)
+    words = concept_words(concepts, model, settings, meta, tops, load_image)
     images = [t[:settings.n_images] for t in tops]
     if settings.copy_images:
         copy_thumbnails(images, path)

@@ -24,6 +24,9 @@ DECODINGS = ("auto", "effect", "centered", "paper", "caption")
 VOCABULARIES = ("all", "captions")
 #: Default of ``min_ratio``: a grounded word scores at least this share of the concept's best token.
 MIN_RATIO = 0.5
+#: The most concepts ``decode="auto"`` reads by their captions (a forward pass per concept and top image); a
+#: larger dictionary (an SAE of thousands of latents) is read through the unembedding unless ``caption`` is asked.
+CAPTION_MAX_CONCEPTS = 512
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,8 @@ class GroundingSettings:
         The decoding through the unembedding (see :mod:`mmconcepts.concepts.decoding`), or, for image-token
         concepts, ``caption``: through the whole model, the words the concept holds up in its images' captions
         (:mod:`mmconcepts.concepts.caption_words`). ``auto``: ``caption`` for concepts learnt on image tokens
-        (through the unembedding they read as prompt words, or, in the vision encoder, not at all), ``effect``
-        for every other (:meth:`applied`).
+        (through the unembedding they read as prompt words, or, in the vision encoder, not at all), unless there
+        are more than :data:`CAPTION_MAX_CONCEPTS`; ``effect`` for every other (:meth:`applied`).
     apply_norm : bool or None
         Apply the final norm before the unembedding; ``None``: for ``effect`` unless the features come
         after the norm (layer ``norm``).
@@ -86,16 +89,20 @@ class GroundingSettings:
     def __post_init__(self):
         validate(self)
 
-    def applied(self, positions: str = "token") -> "GroundingSettings":
-        """These settings with ``decode="auto"`` resolved for concepts learnt at ``positions`` (``"token"`` or
-        ``"image"``): ``caption`` for image tokens, ``effect`` for the word's state.
+    def applied(self, positions: str = "token", n_concepts: int = 0) -> "GroundingSettings":
+        """These settings with ``decode="auto"`` resolved for ``n_concepts`` concepts learnt at ``positions``
+        (``"token"`` or ``"image"``): ``caption`` for image tokens (at most :data:`CAPTION_MAX_CONCEPTS` of
+        them), ``effect`` otherwise.
 
-        >>> GroundingSettings().applied("image").decode, GroundingSettings().applied("token").decode
+        >>> GroundingSettings().applied("image", 20).decode, GroundingSettings().applied("token", 20).decode
         ('caption', 'effect')
+        >>> GroundingSettings().applied("image", 16384).decode   # an SAE's latents: too many to caption each
+        'effect'
         """
         if self.decode != "auto":
             return self
-        return replace(self, decode="caption" if positions == "image" else "effect")
+        caption = positions == "image" and n_concepts <= CAPTION_MAX_CONCEPTS
+        return replace(self, decode="caption" if caption else "effect")
 
     @property
     def min_ratio_applied(self) -> float | None:

@@ -28,10 +28,12 @@ __all__ = ["baseline_rows", "comparison_folders", "grounding_row", "noise_imgs_r
            "same_run"]
 
 
-def same_run(run: EvaluationRun, method: str, store, out: Path, n_concepts: int | None = None) -> ConceptSet:
+def same_run(run: EvaluationRun, method: str, store, out: Path, n_concepts: int | None = None,
+             load_image=None) -> ConceptSet:
     """Learn ``method`` on ``store`` into ``out`` as the main folder was learnt (its K, device and, for the main
-    method itself, its parameters and sparsity rule), ground it with the main folder's grounding settings, and
-    return the new :class:`~mmconcepts.concepts.concept_set.ConceptSet`."""
+    method itself, its parameters and sparsity rule), ground it with the main folder's grounding settings
+    (``load_image``: :func:`~mmconcepts.concepts.ground.ground`'s), and return the new
+    :class:`~mmconcepts.concepts.concept_set.ConceptSet`."""
     from mmconcepts.concepts.concept_set import load_concepts
     from mmconcepts.concepts.ground import ground
     from mmconcepts.concepts.settings import GroundingSettings
@@ -49,7 +51,7 @@ def same_run(run: EvaluationRun, method: str, store, out: Path, n_concepts: int 
             kwargs["l1"] = params["l1"]
     learn(store, summary["layer"], method=method, n_concepts=n_concepts or cs.dictionary.components_.shape[0],
           out=out, seed=run.settings.seed, device=run.device, token=cs.token, pool=cs.pool, **kwargs)
-    ground(out, model=run.adapter, settings=GroundingSettings.from_json(cs.grounding))
+    ground(out, model=run.adapter, settings=GroundingSettings.from_json(cs.grounding), load_image=load_image)
     return load_concepts(out, require_grounding=True)
 
 
@@ -129,7 +131,9 @@ def noise_imgs_row(run: EvaluationRun) -> GroundingRow:
         raise MMConceptsError(f"no noise-image representation could be read ({exc}); drop the noise-imgs "
                               "baseline") from None
     K = cs.dictionary.components_.shape[0]
-    noise = same_run(run, run.main, folder / "features", folder / "concepts", n_concepts=min(K, manifest["n_samples"]))
+    samples = {s.id: s for s in data.samples}  # the noise is drawn in memory, never written: read by id
+    noise = same_run(run, run.main, folder / "features", folder / "concepts", n_concepts=min(K, manifest["n_samples"]),
+                     load_image=lambda entry: samples[entry["id"]].load())
     return score(noise.word_sets(), per_image(noise.encode(run.Z_test), run.test.meta, noise.pool)[0],
                  run.test_images, run.scorers)
 

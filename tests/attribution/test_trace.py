@@ -205,3 +205,29 @@ def test_refusals(folders, capsys):
     _refused(capsys, root, ["--concepts", wc, "--through", wc0], "--positions image store")  # words as images
     _refused(capsys, root, ["--concepts", wc, "--through", ic, "--image", str(root / "shapes/images/000000.png")],
              "not both")
+
+
+@pytest.mark.parametrize("method", ["semi-nmf", "pca", "topk-sae"])
+def test_every_concepts_activation_at_once_is_each_ones_readout(method):
+    """``activations_of`` (one solve per state) equals ``activation_of`` concept by concept, values and
+    gradients, and the dictionary's own codes."""
+    from types import SimpleNamespace
+
+    from mmconcepts.attribution.readout import activation_of, activations_of
+    from mmconcepts.decompose.base import one_sided
+    from mmconcepts.decompose.registry import method_class
+
+    Z = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    dictionary = method_class(method)(n_concepts=3, seed=0).fit(Z)
+    signed = method == "pca"
+    concepts = SimpleNamespace(dictionary=dictionary, signed=signed, n_concepts=6 if signed else 3)
+    z = Z[:5].clone().requires_grad_(True)
+    every = activations_of(concepts, z)
+    torch.testing.assert_close(every.detach(), one_sided(dictionary.transform(Z[:5]), signed).float(), atol=1e-4,
+                               rtol=1e-4)
+    for k in range(concepts.n_concepts):
+        one = activation_of(concepts, z, [k] * 5)
+        torch.testing.assert_close(every[:, k], one, atol=1e-5, rtol=1e-5)
+        (g_every,) = torch.autograd.grad(every[:, k].sum(), z, retain_graph=True)
+        (g_one,) = torch.autograd.grad(one.sum(), z)
+        torch.testing.assert_close(g_every, g_one, atol=1e-5, rtol=1e-5)

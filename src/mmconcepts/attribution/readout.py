@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from mmconcepts.errors import MMConceptsError
 
-__all__ = ["activation_of", "is_lasso_encoded", "local_readout", "readout_rows"]
+__all__ = ["activation_of", "activations_of", "is_lasso_encoded", "local_readout", "readout_rows"]
 
 
 def is_lasso_encoded(concepts) -> bool:
@@ -79,12 +79,44 @@ def activation_of(concepts, Z, ks):
     linear readout of a lasso-encoded dictionary, the encoder itself otherwise (module docstring)."""
     import torch
 
-    from mmconcepts.decompose.base import one_sided
-
     index = torch.as_tensor([int(k) for k in ks], device=Z.device)
     if is_lasso_encoded(concepts):
         w, b = local_readout(concepts, Z, ks)
         return (w.to(Z.dtype) * Z).sum(-1) - b.to(Z.dtype)
+    return _encoder_activations(concepts, Z).gather(1, index[:, None]).reshape(-1)
+
+
+def activations_of(concepts, Z):
+    """Every concept's activation at every state, ``(N, K)``, as a differentiable function of ``Z``: what
+    :func:`activation_of` gives concept by concept, in one pass (for a lasso-encoded dictionary one solve per state
+    over its active set, shared by all its active concepts, an inactive one 0; the encoder itself otherwise)."""
+    import torch
+
+    if not is_lasso_encoded(concepts):
+        return _encoder_activations(concepts, Z)
+    U = concepts.dictionary.components_.to(Z.device, torch.float64)
+    l1 = float(getattr(concepts.dictionary, "l1", 0.0) or 0.0)
+    V = concepts.dictionary.transform(Z.detach().float())
+    rows = []
+    for i in range(Z.shape[0]):
+        out = torch.zeros(U.shape[0], dtype=Z.dtype, device=Z.device)
+        idx = (V[i] > 0).nonzero().reshape(-1)
+        if idx.numel():
+            UA = U[idx]
+            G = UA @ UA.T
+            W = torch.linalg.lstsq(G, UA).solution  # (U_A U_A^T)^-1 U_A: the readout of every active concept
+            b = torch.linalg.lstsq(G, torch.full((len(idx), 1), l1, dtype=torch.float64, device=Z.device)).solution
+            out = out.index_put((idx.to(Z.device),), W.to(Z.dtype) @ Z[i] - b[:, 0].to(Z.dtype))
+        rows.append(out)
+    return torch.stack(rows)
+
+
+def _encoder_activations(concepts, Z):
+    """``(N, K)``: the encoder's torch function of ``Z`` (one-sided for a signed dictionary), with its graph."""
+    import torch
+
+    from mmconcepts.decompose.base import one_sided
+
     dictionary = concepts.dictionary
     with torch.enable_grad():
         try:
@@ -95,7 +127,7 @@ def activation_of(concepts, Z, ks):
     if A is None or (Z.requires_grad and not A.requires_grad):
         raise MMConceptsError(f"the {type(dictionary).__name__} encoder is not a torch function of the state, so "
                               "attribution cannot differentiate it; use the occlusion or projection heatmaps")
-    return A.gather(1, index[:, None]).reshape(-1)
+    return A
 
 
 def readout_rows(concepts, Z, ks):

@@ -203,7 +203,7 @@ def _spliced_pass(adapter, word, inputs, positions, image_layer: str, word_layer
     activations of every word concept at the last position of word_layer)``."""
     import torch
 
-    from mmconcepts.attribution.readout import activation_of
+    from mmconcepts.attribution.readout import activations_of
 
     leaves, kept = [], []
 
@@ -222,9 +222,7 @@ def _spliced_pass(adapter, word, inputs, positions, image_layer: str, word_layer
         if not kept or len(leaves) != len(positions):
             raise MMConceptsError(f"cannot read layers {image_layer} and {word_layer} of '{adapter.model_id}' in "
                                   "one forward pass; trace needs a decoder that runs them in order")
-        z = kept[0][:, -1, :].float()
-        B = z.shape[0]
-        outputs = torch.stack([activation_of(word, z, [k] * B) for k in range(word.n_concepts)], 1)
+        outputs = activations_of(word, kept[0][:, -1, :].float())  # B x K
     return leaves, outputs
 
 

@@ -5,7 +5,7 @@ The image-token concepts (a dictionary learnt on ``--positions image`` states at
 store at a vision layer ``vision.I``, the vision encoder's own width, no words) read the tower's patch states
 ``H[p]`` there (the class token left out, as extraction read them). The target of image-token concept ``k`` on an
 image is its activation summed over the image's tokens, ``sum_p a_k(H_L[p])``
-(:func:`~mmconcepts.attribution.readout.activation_of`, exact for every dictionary kind); the trace is the one
+(:func:`~mmconcepts.attribution.readout.activations_of`, exact for every dictionary kind); the trace is the one
 of :mod:`~mmconcepts.attribution.trace` (:func:`~mmconcepts.attribution.trace.trace_leaves`), with ``G`` the
 gradient of that sum through the rest of the tower, the projector and the decoder up to ``L``: contributions of
 the vision concepts (``K x J``), the residual and the per-patch maps, adding up to ``sum_p G[p] . H[p]``.
@@ -87,7 +87,7 @@ def _vision_pass(adapter, image, inputs, positions: list, vision_layer: str, ima
     activations of every image-token concept at image_layer)``."""
     import torch
 
-    from mmconcepts.attribution.readout import activation_of
+    from mmconcepts.attribution.readout import activations_of
     from mmconcepts.models.vision_parts import PROJECTOR, feature_layer
 
     index, feature = int(vision_layer.split(".")[1]), feature_layer(adapter.model)
@@ -115,13 +115,7 @@ def _vision_pass(adapter, image, inputs, positions: list, vision_layer: str, ima
             raise MMConceptsError(f"the states at layer {image_layer} of '{adapter.model_id}' do not depend on "
                                   f"{vision_layer}'s patch states as hooked; trace the vision concepts of an earlier "
                                   "vision layer")
-        K = image.n_concepts
-        rows = []
-        for s in states:
-            Z = s.float().unsqueeze(0).expand(K, -1, -1).reshape(-1, s.shape[-1])   # K copies of the P rows
-            ks = [k for k in range(K) for _ in range(s.shape[0])]
-            rows.append(activation_of(image, Z, ks).reshape(K, s.shape[0]).sum(1))
-        outputs = torch.stack(rows)
+        outputs = torch.stack([activations_of(image, s.float()).sum(0) for s in states])  # B x K, each summed
     return leaves, outputs
 
 

@@ -31,12 +31,19 @@ __all__ = ["CAPTION_IMAGES", "caption_scores", "check_caption_decoding"]
 CAPTION_IMAGES = 8
 
 
-def check_caption_decoding(concepts, layer: str) -> None:
-    """Refuse, in one line, a concepts folder the caption decoding cannot read: it must be learnt on image-token
-    rows (a decoder layer, the projector or a vision encoder layer)."""
+def check_caption_decoding(concepts, adapter=None) -> None:
+    """Refuse, in one line, a concepts folder (or a model) the caption decoding cannot read: the concepts must be
+    learnt on image-token rows (a decoder layer, the projector or a vision encoder layer), the model loaded whole
+    and not an encoder-decoder (whose image tokens and caption are in two sequences)."""
     if concepts.positions != "image":
         raise MMConceptsError("--decode caption reads concepts learnt on image tokens (extract --positions image); "
                               "these were learnt at the word's position: use --decode effect")
+    if adapter is not None and getattr(adapter, "head_only", False):
+        raise MMConceptsError("--decode caption reads the whole model over the concepts' images, but only its head "
+                              "is loaded; pass the whole model (load_model)")
+    if adapter is not None and getattr(adapter, "is_encoder_decoder", False):
+        raise MMConceptsError(f"--decode caption edits the image tokens the caption is read after, and "
+                              f"'{adapter.model_id}' reads its caption in a separate decoder; use --decode effect")
 
 
 def _caption_pass(adapter, pils: list, captions: list[str], prompt: str, edit=None):
@@ -57,10 +64,7 @@ def _caption_pass(adapter, pils: list, captions: list[str], prompt: str, edit=No
     with (edit(positions, int(inputs["input_ids"].shape[1])) if edit is not None else contextlib.nullcontext()), \
             torch.inference_mode():
         logits = adapter.model(**inputs).logits
-    if "decoder_attention_mask" in inputs:  # right padded from the decoder's start tokens
-        starts = [len(adapter.decoder_start()) - 1] * len(tails)
-    else:  # left padded: the caption is each row's end
-        starts = [logits.shape[1] - 1 - len(t) for t in tails]
+    starts = [logits.shape[1] - 1 - len(t) for t in tails]  # left padded: the caption is each row's end
     out = torch.zeros(len(tails), logits.shape[-1])
     for b, (start, tail) in enumerate(zip(starts, tails)):
         if tail:
@@ -75,7 +79,8 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
     Parameters
     ----------
     concepts : ConceptSet
-        Image-token concepts at a decoder layer (:func:`check_caption_decoding`).
+        Image-token concepts: at a decoder layer, the projector or a vision encoder layer
+        (:func:`check_caption_decoding`).
     adapter : ModelAdapter
         The whole model the store was read with.
     top_images : list of (list of dict)
@@ -101,7 +106,7 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
 
     layer = str(concepts.summary["layer"])
     side = is_vision_layer(layer)  # the image side's rows are the image tokens, counted from their sequence's end
-    check_caption_decoding(concepts, layer)
+    check_caption_decoding(concepts, adapter)
     prompt = adapter.prompt(store_reading(concepts.manifest, concepts.token)["instruction"])
     chosen = [[(im["image"], im.get("caption") or "") for im in images[:n_images]] for images in top_images]
     entries = {(im["image"], im.get("caption") or ""): im for images in top_images for im in images[:n_images]}
@@ -128,14 +133,19 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
         for start in range(0, len(pairs), batch_size):
             part = pairs[start:start + batch_size]
 
+            made = []
+
             def edit(positions, width, k=k, n=len(part)):
                 if side:
                     positions = [torch.arange(len(p)) for p in positions]
                 lengths = [len(p) for p in positions] if side else [width] * n
-                return PatchIntervention(adapter, layer, positions, lengths, mode="ablate", dictionary=concepts,
-                                         concept=[k] * n)
+                made.append(PatchIntervention(adapter, layer, positions, lengths, mode="ablate", dictionary=concepts,
+                                              concept=[k] * n))
+                return made[-1]
 
             ablated = _caption_pass(adapter, pils(part), [c for _, c in part], prompt, edit)
-            scores[k] += (torch.stack([clean[pair] for pair in part]) - ablated).sum(0)
+            touched = torch.tensor([n > 0 for n in made[0].edited_rows])
+            # an image the edit left as it was scores exactly 0: not the last bits of another batch's padding
+            scores[k] += ((torch.stack([clean[pair] for pair in part]) - ablated) * touched[:, None]).sum(0)
         scores[k] /= max(len(pairs), 1)
     return scores

@@ -126,11 +126,12 @@ class ConceptSet:
 
     @property
     def pool(self) -> str:
-        """How an image's explanation pools its patches' activations (``learn --pool``; ``"max"`` for a folder
-        that does not say, :mod:`~mmconcepts.concepts.pooling`)."""
-        from mmconcepts.concepts.pooling import POOLS, check_pool
+        """How an image's explanation pools its patches' activations (``learn --pool``,
+        :mod:`~mmconcepts.concepts.pooling`); ``"mean"`` for a folder that does not say (made before the
+        setting, when images were explained by the mean)."""
+        from mmconcepts.concepts.pooling import check_pool
 
-        return check_pool(str(self.summary.get("pool") or POOLS[0]))
+        return check_pool(str(self.summary.get("pool") or "mean"))
 
     @property
     def n_concepts(self) -> int:

@@ -124,7 +124,7 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
     if caption:
         from mmconcepts.concepts.caption_words import CAPTION_IMAGES, check_caption_decoding
 
-        check_caption_decoding(concepts, layer)
+        check_caption_decoding(concepts)
         model = model_for(concepts, model)  # the whole model: the captions are read over the images
         tops = top_samples(concepts.activations, meta, max(settings.n_images, CAPTION_IMAGES))
     else:

@@ -174,8 +174,11 @@ def _read_run(concepts, test_features, settings: EvaluationSettings, model, out:
     scorers = Scorers.load(settings.clip_model, settings.bert_model, settings.bert_layers, device=device)
     needs_model = any(m != main for m in settings.methods) or {"noise-imgs", "rnd-words"} & set(settings.baselines) \
         or settings.causal or settings.extended or bool(settings.heatmaps) or settings.fidelity or settings.autointerp
+    # concepts read by their captions are grounded again (other methods, extended metrics) through the whole model
+    captioned = (cs.grounding or {}).get("decode") == "caption"
     whole = "noise-imgs" in settings.baselines or settings.causal or bool(settings.heatmaps) or settings.fidelity \
-        or (settings.autointerp and settings.namer is None)
+        or (settings.autointerp and settings.namer is None) \
+        or (captioned and (any(m != main for m in settings.methods) or settings.extended))
     adapter = model_for(cs, model, head=not whole) if needs_model else None
     return EvaluationRun(cs, Path(test_features), TestSet(test_meta), Z_test, settings, scorers, adapter, device,
                          tmp=out, out=out)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmconcepts.errors import MMConceptsError
-from mmconcepts.params import Text, param, settings_from, validate
+from mmconcepts.decompose.settings import POOLS
+from mmconcepts.params import Options, Text, param, settings_from, validate
 
 #: Rows encoded at once hold at most this many activations (a 100k-latent SAE: 40 rows at a time).
 ENCODE_ENTRIES = 1 << 22
@@ -38,6 +39,8 @@ class ImportSettings:
         The SAE's sub-folder in a run folder holding several (sparsify: ``"layers.12"``).
     token : str or None
         The word whose rows to encode, in a store of several words.
+    pool : str
+        Image-token stores: how an image's concept activation pools its patches' (``learn --pool``).
     """
 
     layer: str | int | None = param(None, optional=True, shown="mapped from the SAE's hook name or layer",
@@ -46,6 +49,8 @@ class ImportSettings:
                                   help="the SAE to import from a run folder holding several (sparsify: layers.12)")
     token: str | None = param(None, constraint=Text(), optional=True,
                               help="the word whose rows to encode (required when the store holds several words)")
+    pool: str = param(POOLS[0], constraint=Options(POOLS, noun="pooling"),
+                      help="image-token stores: an image's concept activation is its patches' max or mean")
 
     def __post_init__(self):
         validate(self)
@@ -172,7 +177,7 @@ def import_sae(source: str | os.PathLike, *, features: str | os.PathLike, out: s
             "n_samples": stats.rows, "n_concepts": sae.d_sae, "hidden_size": sae.d_in, **measured,
             "nonnegative_activations": bool(dictionary.nonnegative_activations), "n_iter": 0,
             "seconds": round(time.perf_counter() - start, 3), "streamed": True, "ranks": 1, "device": "cpu",
-            "seed": None, "params": dictionary.get_params(), "relative_l1": None,
+            "seed": None, "params": dictionary.get_params(), "relative_l1": None, "pool": settings.pool,
             "imported_from": {"layout": sae.layout, "path": str(sae.path.resolve()), "hook": sae.hook,
                               "layer": sae.layer, "architecture": sae.architecture, "sha256": sae.sha256(),
                               "folded": list(sae.folded)},

@@ -55,14 +55,15 @@ def _data_record(dataset: Dataset, store: Path, split, limit) -> dict:
 def _image_side(adapter, names, hidden_size: int) -> dict:
     """The manifest's record of stored vision-encoder layers: ``{"widths": {layer: width}}`` for those whose width
     is not ``hidden_size``, and ``num_vision_layers`` (what ``vision.-1`` counts from); ``{}`` when none."""
-    from mmconcepts.models.vision_parts import image_side_width, is_vision_layer, vision_layers
+    from mmconcepts.models.vision_parts import VISION_PREFIX, image_side_width, vision_layers
 
-    vision = [n for n in names if is_vision_layer(n)]
-    if not vision:
+    vision = [n for n in names if str(n).startswith(VISION_PREFIX)]  # the projector's width is the decoder's
+    layers = vision_layers(adapter.model)
+    if not vision or layers is None:
         return {}
     widths = {n: image_side_width(adapter.model, n, hidden_size) for n in vision}
     widths = {n: w for n, w in widths.items() if w != hidden_size}
-    return {**({"widths": widths} if widths else {}), "num_vision_layers": len(vision_layers(adapter.model))}
+    return {**({"widths": widths} if widths else {}), "num_vision_layers": len(layers)}
 
 
 def _run_record(adapter, opts, settings: ExtractionSettings, names, prompt, dataset, out, split, limit, columns):

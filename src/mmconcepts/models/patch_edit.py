@@ -50,6 +50,8 @@ class PatchIntervention(LayerEdit):
     ----------
     edited : int
         The states changed (all rows) in the prompt's pass.
+    edited_rows : list of int
+        The states changed in each batch row.
     """
 
     def __init__(self, adapter, layer, positions, lengths, *, mode: str = "add", direction=None, strength=None,
@@ -83,6 +85,10 @@ class PatchIntervention(LayerEdit):
         super().__init__(adapter, layer)
         self._image_side(adapter)
 
+    def _reset(self) -> None:
+        self.edited = 0
+        self.edited_rows = [0] * len(getattr(self, "positions", ()))
+
     def _image_side(self, adapter) -> None:
         """At an image-side layer (``vision.I``, ``projector``) a row's positions count from the end of its
         sequence (a vision encoder's class token stands in front); the vision layer the projector reads is
@@ -96,6 +102,10 @@ class PatchIntervention(LayerEdit):
         if not self.layer.startswith(VISION_PREFIX):
             return
         index, feature = int(self.layer[len(VISION_PREFIX):]), feature_layer(adapter.model)
+        if feature is None and getattr(adapter.model.config, "vision_feature_layer", None) is not None:
+            raise MMConceptsError(f"'{adapter.model_id}' reads several vision layers into its projector "
+                                  f"({adapter.model.config.vision_feature_layer}); an edit of one of them cannot be "
+                                  "placed: use a decoder layer or the projector")
         if feature is not None and index > feature:
             raise MMConceptsError(f"the projector of '{adapter.model_id}' reads {VISION_PREFIX}{feature}, so an edit "
                                   f"at {self.layer} changes nothing; use {VISION_PREFIX}{feature} or an earlier layer")
@@ -143,6 +153,8 @@ class PatchIntervention(LayerEdit):
             rows, columns = rows[active.cpu()], columns[active.cpu()]
             new = states[active] - a[active, None] * vector[active]
         self.edited += int(rows.numel())
+        for r in rows.tolist():
+            self.edited_rows[r] += 1
         out = hidden.clone()
         out[rows.to(device), columns.to(device)] = new.to(hidden.dtype)
         return out

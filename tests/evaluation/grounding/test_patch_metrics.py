@@ -27,6 +27,8 @@ def test_pooling_is_the_mean_or_max_over_each_images_patches_and_the_sparse_form
     A = torch.rand(8, 3)
     A[4:, 2] = -torch.rand(4)  # signed activations (PCA): a max below zero stays below zero
     A[[1, 2], 1] = 0.0  # zeros a sparse form does not store
+    A[:4, 0] = 0.0  # a concept stored nowhere in image 0: its max is 0, not -inf
+    A[4, 1], A[5:, 1] = -0.5, 0.0  # one stored negative value and implicit zeros: the max is the zeros' 0
     groups = image_groups(meta)
     assert groups == [[0, 1, 2, 3], [4, 5, 6, 7]]
     pooled = pooled_activations(A, groups, how)
@@ -230,3 +232,20 @@ def test_a_folder_learnt_with_mean_pooling_explains_by_the_mean(image_run, tmp_p
     (tmp_path / "mean" / "summary.json").write_text(json.dumps({**summary, "pool": "median"}))
     with pytest.raises(MMConceptsError, match="unknown pooling 'median'"):
         load_concepts(tmp_path / "mean").pool
+
+
+def test_the_command_line_evaluates_caption_grounded_concepts_against_other_methods(image_run, tmp_path):
+    """Comparing methods grounds each again by its captions: the command loads the whole model for it, where a
+    folder read through the unembedding needs the head only."""
+    from mmconcepts.cli import main
+    from mmconcepts.concepts import ground
+    from mmconcepts.models.options import ModelOptions
+
+    root, _ = image_run
+    assert json.loads((root / "concepts" / "grounding.json").read_text())["decode"] == "caption"
+    assert main(["evaluate", "--concepts", str(root / "concepts"), "--test-features", str(root / "test-store"),
+                 "--out", str(tmp_path / "eval"), "--methods", "semi-nmf,pca", "--baselines", "rnd-words"]) == 0
+    pca = json.loads((tmp_path / "eval" / "concepts" / "pca" / "grounding.json").read_text())
+    assert pca["decode"] == "caption"
+    with pytest.raises(MMConceptsError, match="only its head is loaded"):
+        ground(root / "concepts", model=ModelOptions().load_head())

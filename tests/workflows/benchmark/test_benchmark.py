@@ -115,6 +115,7 @@ def test_a_benchmark_made_before_the_fidelity_and_autointerp_flags_resumes(bench
     record = json.loads(text)
     assert record["settings"].pop("fidelity") is False and record["settings"].pop("autointerp") is False
     assert record["settings"].pop("pool") == "max"  # token rows do not pool: an old benchmark resumes as it was
+    assert record["settings"].pop("decode") == "auto"  # and auto reads word concepts as effect did
     try:
         path.write_text(json.dumps(record))
         assert run_benchmark(bench["settings"], bench["out"], log=lambda line: None)["summary"] == \
@@ -193,8 +194,13 @@ def test_an_image_token_benchmark_scores_patches_and_records_its_pooling(tmp_pat
     with pytest.raises(MMConceptsError, match="it was made with pool='max', not 'mean'"):
         run_benchmark(replace(settings, pool="mean"), out)
     path = out / "settings.json"
+    groundings = list(out.rglob("semi-nmf/concepts/grounding.json"))
+    assert groundings and all(json.loads(p.read_text())["decode"] == "caption" for p in groundings)
     record = json.loads(path.read_text())
     record["settings"].pop("pool")
+    record["settings"].pop("decode")  # made before --pool and --decode: mean pooling, words through the unembedding
     path.write_text(json.dumps(record))
-    with pytest.raises(MMConceptsError, match="it was made with pool='mean', not 'max'"):
+    with pytest.raises(MMConceptsError, match="it was made with (pool='mean', not 'max'|decode='effect', not 'auto')"):
         run_benchmark(settings, out)
+    with pytest.raises(MMConceptsError, match="it was made with decode='effect', not 'auto'"):
+        run_benchmark(replace(settings, pool="mean"), out)

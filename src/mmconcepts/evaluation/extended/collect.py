@@ -193,7 +193,8 @@ def _word_metrics(cs, model, tops, test_attributes, fixed_words, train_meta) -> 
     if test_attributes:
         out.update(_precisions(words, tops, test_attributes, "strict"))
     if fixed_words:
-        adapter = model_for(cs, model, head=True)
+        # words read by the captions are read again through the whole model
+        adapter = model_for(cs, model, head=(cs.grounding or {}).get("decode") != "caption")
         for n in fixed_words:
             fixed = reground_words(cs, adapter, n, meta=train_meta)
             out[f"words_per_concept_words{n}"] = W.words_per_concept(fixed)

@@ -163,7 +163,8 @@ def not_applicable(method: str, Z_train, n_concepts: int) -> str | None:
     return None
 
 
-def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter, pool: str = "max") -> tuple[Path, dict]:
+def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter, pool: str = "max",
+                     decode: str = "auto") -> tuple[Path, dict]:
     """Learn the cell's dictionary on the training store and ground it (``work/.../concepts``).
 
     Parameters
@@ -177,6 +178,8 @@ def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter, pool: str = 
         The loaded model (its head grounds the words).
     pool : str
         Image-token stores: how an image's concept activations pool its patches' (``learn --pool``).
+    decode : str
+        How the concepts are read as words (``learn --decode``).
 
     Returns
     -------
@@ -191,13 +194,13 @@ def learn_and_ground(cell: Cell, stores: dict, layer: str, adapter, pool: str = 
     if cell.source is not None:
         from mmconcepts.exchange.import_sae import import_sae
 
-        import_sae(cell.source, features=stores["train"], out=folder, layer=layer, token=cell.token,
+        import_sae(cell.source, features=stores["train"], out=folder, layer=layer, token=cell.token, pool=pool,
                    overwrite=True)
     else:
         learn(stores["train"], layer, method=cell.method, n_concepts=cell.n_concepts, out=folder, seed=cell.seed,
               token=cell.token, device=_device_for(cell.method, adapter), pool=pool, overwrite=True)
     learnt = time.perf_counter()
-    ground(folder, model=adapter)
+    ground(folder, model=adapter, decode=decode)
     step = "import" if cell.source is not None else "learn"
     return folder, {step: round(learnt - start, 3), "ground": round(time.perf_counter() - learnt, 3)}
 
@@ -228,7 +231,7 @@ def fidelity_metrics(result: dict, method: str) -> dict:
 
 
 def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_train, extended: bool, *,
-               fidelity: bool = False, autointerp: bool = False, pool: str = "max") -> dict:
+               fidelity: bool = False, autointerp: bool = False, pool: str = "max", decode: str = "auto") -> dict:
     """Learn (or import), ground and evaluate one method (and its extended metrics).
 
     Parameters
@@ -246,7 +249,7 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
         Add :func:`~mmconcepts.evaluation.extended.collect.extended_metrics`.
     fidelity, autointerp : bool
         Evaluate with ``fidelity`` (its numbers added by :func:`fidelity_metrics`) and ``autointerp``.
-    pool : str
+    pool, decode : str
         :func:`learn_and_ground`'s.
 
     Returns
@@ -261,7 +264,7 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
     reason = not_applicable(cell.method, Z_train, cell.n_concepts) if cell.source is None else None
     if reason is not None:
         return {**cell.key(), "skipped": reason}
-    folder, seconds = learn_and_ground(cell, stores, layer, adapter, pool)
+    folder, seconds = learn_and_ground(cell, stores, layer, adapter, pool, decode)
     summary = read_json(folder / "summary.json", "run the benchmark again")
     method = summary["method"]  # the registry's name of an imported SAE's kind, else the cell's method
     start = time.perf_counter()
@@ -285,7 +288,7 @@ def run_method(cell: Cell, stores: dict, layer: str, adapter, test: tuple, Z_tra
 
 
 def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, baselines: tuple,
-                  n_noise: int | None, pool: str = "max") -> dict:
+                  n_noise: int | None, pool: str = "max", decode: str = "auto") -> dict:
     """The baselines of (token, seed, K), as ``evaluate`` makes them next to the main method's folder.
 
     Parameters
@@ -300,7 +303,7 @@ def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, bas
     baselines : tuple of str
     n_noise : int or None
         Noise images of the Noise-Imgs baseline.
-    pool : str
+    pool, decode : str
         :func:`learn_and_ground`'s.
 
     Returns
@@ -313,7 +316,7 @@ def run_baselines(cell: Cell, main: Cell, stores: dict, layer: str, adapter, bas
     folder = main.work(stores["out"]) / "concepts"
     seconds = {}
     if not (folder / "grounding.json").is_file():
-        folder, seconds = learn_and_ground(main, stores, layer, adapter, pool)
+        folder, seconds = learn_and_ground(main, stores, layer, adapter, pool, decode)
     method = read_json(folder / "summary.json", "run the benchmark again")["method"]
     start = time.perf_counter()
     result = evaluate(folder, stores["test"], cell.work(stores["out"]) / "eval", model=adapter,

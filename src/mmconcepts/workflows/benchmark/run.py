@@ -40,8 +40,11 @@ def _open(out: Path, settings: BenchmarkSettings) -> int:
     record = settings.to_json()
     if path.is_file():
         saved = read_json(path, "use a new --out").get("settings", {})
-        # before --pool, image-token cells pooled by the mean (and token cells do not pool)
-        old = {**ADDED_SETTINGS, "pool": "mean" if saved.get("positions") == "image" else "max", **saved}
+        # before --pool and --decode, image-token cells pooled by the mean and read through the unembedding (token
+        # cells do not pool, and auto reads them through it)
+        image = saved.get("positions") == "image"
+        old = {**ADDED_SETTINGS, "pool": "mean" if image else "max", "decode": "effect" if image else "auto",
+               **saved}
         change = changed_setting(old, record, NOT_SETTINGS)
         if change:
             key, was, now = change
@@ -194,11 +197,12 @@ def _run(out: Path, settings: BenchmarkSettings, progress: bool, log) -> dict:
                             record = {**cell.key(), "skipped": f"the main method {main.method} was skipped"}
                         else:
                             record = run_baselines(cell, main, stores, settings.layer, adapter, settings.baselines,
-                                                   settings.n_noise, pool=settings.pool)
+                                                   settings.n_noise, pool=settings.pool, decode=settings.decode)
                     else:
                         record = run_method(cell, stores, settings.layer, adapter, loaded[1], loaded[0],
                                             settings.extended, fidelity=settings.fidelity,
-                                            autointerp=settings.autointerp, pool=settings.pool)
+                                            autointerp=settings.autointerp, pool=settings.pool,
+                                            decode=settings.decode)
                     finish(out, cell, record)
                     log(f"[{cells.index(cell) + 1:>3}/{len(cells)}] {token} seed {seed} K={cell.n_concepts} "
                         f"{cell.method}: {_headline(record)}")

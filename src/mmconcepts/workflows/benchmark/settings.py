@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mmconcepts.concepts.settings import DECODINGS
 from mmconcepts.decompose.settings import POOLS
 from mmconcepts.errors import MMConceptsError
 from mmconcepts.evaluation.settings import BASELINES
@@ -91,6 +92,8 @@ class BenchmarkSettings:
     positions : ``token`` (the word's state) or ``image`` (every image token; the patch metrics).
     pool : ``positions="image"``: how an image's concept activations pool its patches' (``max`` or ``mean``;
         ``learn --pool``).
+    decode : how every method's concepts are read as words (``learn --decode``; ``auto``: ``effect`` for word
+        concepts, ``caption`` for image-token ones).
     extended : also the extended metrics (stability, probing, fixed-word precision, coverage per kind).
     baselines : any of ``rnd-words``, ``noise-imgs``, ``gt-captions`` (``()`` for none).
     fidelity : also splice each method's reconstruction into the model (``evaluate --fidelity``): every number
@@ -128,6 +131,9 @@ class BenchmarkSettings:
     positions: str = param("token", constraint=Options(POSITIONS, noun="positions"),
                            help="token: the state the word is predicted from; image: every image token of the kept "
                                 "images (patch precision, coverage and pointing beside random directions)")
+    decode: str = param("auto", constraint=Options(DECODINGS, noun="decoding"),
+                        help="how concepts are read as words (learn --decode; auto: by their captions for "
+                             "--positions image)")
     pool: str = param("max", constraint=Options(POOLS, noun="pooling"),
                       help="--positions image: an image's concept activation is its patches' max or mean "
                            "(learn --pool)")

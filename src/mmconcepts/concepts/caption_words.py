@@ -51,6 +51,7 @@ def _caption_pass(adapter, pils: list, captions: list[str], prompt: str, edit=No
     the prompt (:func:`~mmconcepts.models.prompts.append_tokens`); ``edit(positions, width)`` returns the context
     manager that edits the image tokens (``None``: the clean pass)."""
     import contextlib
+    import inspect
 
     import torch
 
@@ -61,9 +62,13 @@ def _caption_pass(adapter, pils: list, captions: list[str], prompt: str, edit=No
     tails = [adapter.tokenizer(c, add_special_tokens=False)["input_ids"] or [] for c in captions]
     inputs = append_tokens(adapter, pils, prompt, tails)
     positions = image_positions(adapter, inputs["input_ids"], [patch_layout(adapter, p.size) for p in pils])
+    # the logits of the captions' positions only (each row's end), where the model can skip the others (576 image
+    # tokens and the prompt of a LLaVA-1.5 row are most of it)
+    keep = {"logits_to_keep": max(len(t) for t in tails) + 1} \
+        if "logits_to_keep" in inspect.signature(adapter.model.forward).parameters else {}
     with (edit(positions, int(inputs["input_ids"].shape[1])) if edit is not None else contextlib.nullcontext()), \
             torch.inference_mode():
-        logits = adapter.model(**inputs).logits
+        logits = adapter.model(**inputs, **keep).logits
     starts = [logits.shape[1] - 1 - len(t) for t in tails]  # left padded: the caption is each row's end
     out = torch.zeros(len(tails), logits.shape[-1])
     for b, (start, tail) in enumerate(zip(starts, tails)):

@@ -38,26 +38,37 @@ def grounder_for(concepts: ConceptSet, model, settings: GroundingSettings | None
 
 
 def concept_words(concepts: ConceptSet, model, settings: GroundingSettings, meta: list[dict] | None = None,
-                  top_images: list[list[dict]] | None = None, load_image=None) -> list[list[dict]]:
+                  top_images: list[list[dict]] | None = None, load_image=None, scores=None) -> list[list[dict]]:
     """Every concept's words ``[[{"word", "score"}, ...], ...]`` as ``settings`` read them: through the
     unembedding (:mod:`~mmconcepts.concepts.decoding`; ``model`` may be the head alone), or, for
     ``decode="caption"``, through the whole ``model`` over each concept's top training images (``top_images``,
     computed when not given, each loaded by ``load_image(entry)`` or from its file;
-    :mod:`~mmconcepts.concepts.caption_words`)."""
+    :mod:`~mmconcepts.concepts.caption_words`), or from its token ``scores`` computed before
+    (:func:`caption_token_scores`: the words of several cuts for the cost of one reading)."""
     from mmconcepts.concepts.decoding import typical_strengths
     from mmconcepts.extract.features import mean_feature
 
     meta = meta if meta is not None else concepts.train_meta()
     grounder = grounder_for(concepts, model, settings, meta)
     if grounder.decode == "caption":
-        from mmconcepts.concepts.caption_words import CAPTION_IMAGES, caption_scores
-
-        if top_images is None:
-            top_images = top_samples(concepts.activations, meta, CAPTION_IMAGES)
-        return grounder.words_of(caption_scores(concepts, model, top_images, load=load_image))
+        if scores is None:
+            scores = caption_token_scores(concepts, model, meta, top_images, load_image)
+        return grounder.words_of(scores)
     return grounder(concepts.directions, base=mean_feature(concepts.features, concepts.summary["layer"], concepts.token),
                     strengths=typical_strengths(concepts.activations),
                     points=getattr(concepts.dictionary, "concepts_are_points", False))
+
+
+def caption_token_scores(concepts: ConceptSet, model, meta: list[dict] | None = None,
+                         top_images: list[list[dict]] | None = None, load_image=None):
+    """The ``K x V`` token scores of the caption decoding of ``concepts``
+    (:func:`~mmconcepts.concepts.caption_words.caption_scores` over their top training images)."""
+    from mmconcepts.concepts.caption_words import CAPTION_IMAGES, caption_scores
+
+    if top_images is None:
+        meta = meta if meta is not None else concepts.train_meta()
+        top_images = top_samples(concepts.activations, meta, CAPTION_IMAGES)
+    return caption_scores(concepts, model, top_images, load=load_image)
 
 
 def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | None = None, *, load_image=None,

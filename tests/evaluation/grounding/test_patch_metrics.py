@@ -247,5 +247,11 @@ def test_the_command_line_evaluates_caption_grounded_concepts_against_other_meth
                  "--out", str(tmp_path / "eval"), "--methods", "semi-nmf,pca", "--baselines", "rnd-words"]) == 0
     pca = json.loads((tmp_path / "eval" / "concepts" / "pca" / "grounding.json").read_text())
     assert pca["decode"] == "caption"
+    assert main(["evaluate", "--concepts", str(root / "concepts"), "--test-features", str(root / "test-store"),
+                 "--out", str(tmp_path / "extended"), "--methods", "semi-nmf", "--baselines", "",
+                 "--extended"]) == 0  # the fixed-word cuts read the captions once, through the whole model
+    extended = json.loads((tmp_path / "extended" / "metrics.json").read_text())
+    row = extended["methods"]["semi-nmf"]
+    assert row["words_per_concept_words3"] <= 3 and row["words_per_concept_words10"] >= row["words_per_concept_words3"]
     with pytest.raises(MMConceptsError, match="only its head is loaded"):
         ground(root / "concepts", model=ModelOptions().load_head())

@@ -125,7 +125,7 @@ class ExtendedRow(Row):
 
 
 def reground_words(concepts, model, n_words: int, *, min_ratio: float | None = 0.0,
-                   meta: list[dict] | None = None) -> list[list[str]]:
+                   meta: list[dict] | None = None, scores=None) -> list[list[str]]:
     """The words of every concept grounded again with ``n_words`` and ``min_ratio``; nothing is written.
 
     Every other grounding setting is the one the folder's ``grounding.json`` recorded, and the words are
@@ -144,6 +144,9 @@ def reground_words(concepts, model, n_words: int, *, min_ratio: float | None = 0
         The relative cut (``0``: every word the concept promotes, up to ``n_words``; ``None``: no cut).
     meta : list of dict, optional
         The training metadata (read from the store when needed and not given).
+    scores : tensor, optional
+        A caption-read folder's token scores computed before
+        (:func:`~mmconcepts.concepts.ground.caption_token_scores`): read again at every cut, not recomputed.
 
     Returns
     -------
@@ -154,7 +157,7 @@ def reground_words(concepts, model, n_words: int, *, min_ratio: float | None = 0
     from mmconcepts.concepts.settings import GroundingSettings
 
     settings = replace(GroundingSettings.from_json(concepts.grounding), n_words=n_words, min_ratio=min_ratio)
-    return [[w["word"] for w in ws] for ws in concept_words(concepts, model, settings, meta)]
+    return [[w["word"] for w in ws] for ws in concept_words(concepts, model, settings, meta, scores=scores)]
 
 
 def _stability(cs, Z_train) -> dict:
@@ -193,10 +196,17 @@ def _word_metrics(cs, model, tops, test_attributes, fixed_words, train_meta) -> 
     if test_attributes:
         out.update(_precisions(words, tops, test_attributes, "strict"))
     if fixed_words:
-        # words read by the captions are read again through the whole model
-        adapter = model_for(cs, model, head=(cs.grounding or {}).get("decode") != "caption")
+        # words read by the captions are read through the whole model, once for every cut
+        captioned = (cs.grounding or {}).get("decode") == "caption"
+        adapter = model_for(cs, model, head=not captioned)
+        if captioned:
+            from mmconcepts.concepts.ground import caption_token_scores
+
+            scores = caption_token_scores(cs, adapter, train_meta)
+        else:
+            scores = None
         for n in fixed_words:
-            fixed = reground_words(cs, adapter, n, meta=train_meta)
+            fixed = reground_words(cs, adapter, n, meta=train_meta, scores=scores)
             out[f"words_per_concept_words{n}"] = W.words_per_concept(fixed)
             out[f"overlap_words{n}"] = W.overlap_strict(fixed)
             if test_attributes:

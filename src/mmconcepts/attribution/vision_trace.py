@@ -63,20 +63,18 @@ def check_vision_pair(image, vision) -> None:
 def _splicer(positions: list, leaves: list, name: str):
     """Replace each sequence's last ``len(positions[b])`` states (its patches; a class token in front stays) by
     leaves, as :class:`~mmconcepts.extract.recorders.PrefillRecorder` reads them."""
+    from mmconcepts.models.vision_parts import image_side_starts
+
     counts = [len(p) for p in positions]
 
     def splice(hidden, call):
         if call != 0:
             return None
-        if hidden.shape[0] != len(counts) or any(not n <= hidden.shape[1] <= n + 1 for n in counts):
-            raise MMConceptsError(f"layer {name} holds {hidden.shape[0]} sequences of {hidden.shape[1]} positions for "
-                                  f"{len(counts)} prompts of {', '.join(map(str, sorted(set(counts))))} image tokens: "
-                                  "its states do not map one to one onto the image tokens; trace cannot splice them")
         new = hidden.detach().clone()
-        for b, n in enumerate(counts):
-            leaf = hidden[b, hidden.shape[1] - n:].detach().clone().requires_grad_(True)
+        for b, start in enumerate(image_side_starts(hidden, counts, name, "trace cannot splice them")):
+            leaf = hidden[b, start:].detach().clone().requires_grad_(True)
             leaves.append(leaf)
-            new[b, hidden.shape[1] - n:] = leaf
+            new[b, start:] = leaf
         return new
 
     return splice

@@ -107,10 +107,8 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
     from mmconcepts.data.readers import load_image
     from mmconcepts.extract.extraction import store_reading
     from mmconcepts.models.patch_edit import PatchIntervention
-    from mmconcepts.models.vision_parts import is_vision_layer
 
     layer = str(concepts.summary["layer"])
-    side = is_vision_layer(layer)  # the image side's rows are the image tokens, counted from their sequence's end
     check_caption_decoding(concepts, adapter)
     prompt = adapter.prompt(store_reading(concepts.manifest, concepts.token)["instruction"])
     chosen = [[(im["image"], im.get("caption") or "") for im in images[:n_images]] for images in top_images]
@@ -141,11 +139,8 @@ def caption_scores(concepts, adapter, top_images: list[list[dict]], *, n_images:
             made = []
 
             def edit(positions, width, k=k, n=len(part)):
-                if side:
-                    positions = [torch.arange(len(p)) for p in positions]
-                lengths = [len(p) for p in positions] if side else [width] * n
-                made.append(PatchIntervention(adapter, layer, positions, lengths, mode="ablate", dictionary=concepts,
-                                              concept=[k] * n))
+                made.append(PatchIntervention(adapter, layer, positions, [width] * n, mode="ablate",
+                                              dictionary=concepts, concept=[k] * n, image_tokens=positions))
                 return made[-1]
 
             ablated = _caption_pass(adapter, pils(part), [c for _, c in part], prompt, edit)

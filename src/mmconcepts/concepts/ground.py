@@ -45,11 +45,16 @@ def concept_words(concepts: ConceptSet, model, settings: GroundingSettings, meta
     computed when not given, each loaded by ``load_image(entry)`` or from its file;
     :mod:`~mmconcepts.concepts.caption_words`), or from its token ``scores`` computed before
     (:func:`caption_token_scores`: the words of several cuts for the cost of one reading)."""
+    meta = meta if meta is not None else concepts.train_meta()
+    return _words(grounder_for(concepts, model, settings, meta), concepts, model, meta, top_images, load_image,
+                  scores)
+
+
+def _words(grounder, concepts: ConceptSet, model, meta: list[dict], top_images, load_image, scores):
+    """:func:`concept_words` with its grounder built."""
     from mmconcepts.concepts.decoding import typical_strengths
     from mmconcepts.extract.features import mean_feature
 
-    meta = meta if meta is not None else concepts.train_meta()
-    grounder = grounder_for(concepts, model, settings, meta)
     if grounder.decode == "caption":
         if scores is None:
             scores = caption_token_scores(concepts, model, meta, top_images, load_image)
@@ -142,7 +147,7 @@ def ground(path: str | os.PathLike, model=None, settings: GroundingSettings | No
         model = model_for(concepts, model, head=True)
         tops = top_samples(concepts.activations, meta, settings.n_images)
     grounder = grounder_for(concepts, model, settings, meta)
-    words = concept_words(concepts, model, settings, meta, tops, load_image)
+    words = _words(grounder, concepts, model, meta, tops, load_image, None)
     images = [t[:settings.n_images] for t in tops]
     if settings.copy_images:
         copy_thumbnails(images, path)

@@ -55,19 +55,15 @@ def explanations(concepts, test_activations, test_meta: list[dict], n: int, out:
     image-token rows the first ``n`` images, by their patches' activations pooled as ``concepts`` says, each
     concept with its map
     (:func:`~mmconcepts.concepts.pooling.patch_grid`)."""
-    from mmconcepts.concepts.pooling import image_groups, is_image_rows, patch_grid, pooled_activations
-    from mmconcepts.explanations import top_concepts
+    from mmconcepts.concepts.pooling import image_groups, is_image_rows
+    from mmconcepts.explanations import image_top_concepts, top_concepts
 
     groups = image_groups(test_meta)[:n] if is_image_rows(test_meta) else None
-    samples = pooled_activations(test_activations, groups, concepts.pool) if groups else test_activations
     rows = []
     for i, m in enumerate([test_meta[g[0]] for g in groups] if groups else test_meta[:n]):
-        tops = [{**c, "images": [link(im, out) for im in c["images"]]}
-                for c in top_concepts(samples[i], concepts, 3)]
-        if groups:
-            for c in tops:
-                c["heatmap"] = patch_grid(test_activations[groups[i], c["index"]].tolist(),
-                                          [test_meta[r] for r in groups[i]])
+        found = image_top_concepts(test_activations[groups[i]], [test_meta[r] for r in groups[i]], concepts, 3) \
+            if groups else top_concepts(test_activations[i], concepts, 3)
+        tops = [{**c, "images": [link(im, out) for im in c["images"]]} for c in found]
         rows.append({"id": m["id"], "image": link(m["image"], out), "caption": m["caption"],
                      "references": m.get("references", []), "concepts": tops})
     return rows

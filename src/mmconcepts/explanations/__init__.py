@@ -5,6 +5,6 @@ when asked, where in the image each comes from (the maps of :mod:`mmconcepts.att
 :func:`top_concepts` and :func:`format_explanation`.
 """
 
-from mmconcepts.explanations.explain import explain, format_explanation, top_concepts
+from mmconcepts.explanations.explain import explain, format_explanation, image_top_concepts, top_concepts
 
-__all__ = ["explain", "format_explanation", "top_concepts"]
+__all__ = ["explain", "format_explanation", "image_top_concepts", "top_concepts"]

@@ -24,6 +24,19 @@ def top_concepts(activations, concepts, top: int = 3) -> list[dict]:
             for v, k in zip(values.tolist(), indices.tolist())]
 
 
+def image_top_concepts(activations, meta_rows: list[dict], concepts, top: int = 3) -> list[dict]:
+    """The ``top`` concepts of one image from its patch rows (``activations``, ``P x K``, and their metadata, of
+    an image-token store): ranked by the patches' activations pooled as the folder says, each with its map, its
+    own activation per patch (:func:`~mmconcepts.concepts.pooling.patch_grid`)."""
+    from mmconcepts.concepts.pooling import patch_grid, pooled_activations
+
+    pooled = pooled_activations(activations, [list(range(len(meta_rows)))], concepts.pool)[0]
+    tops = top_concepts(pooled, concepts, top)
+    for concept in tops:
+        concept["heatmap"] = patch_grid(activations[:, concept["index"]].tolist(), meta_rows)
+    return tops
+
+
 def explain(concepts, image, model=None, mode: str = "generate", caption: str | None = None, top: int = 3,
             max_new_tokens: int | None = None, heatmaps: str | None = None) -> dict:
     """Explain one image: ``{"token_found", "caption", "token", "concepts": [{"index", "activation", "words",
@@ -99,11 +112,7 @@ def explain(concepts, image, model=None, mode: str = "generate", caption: str | 
     with torch.no_grad():
         activations = concepts.encode(z)
     if reading["positions"] == "image":  # patches: pooled for the image, each concept's map its own activation
-        from mmconcepts.concepts.pooling import image_groups, patch_grid, pooled_activations
-
-        tops = top_concepts(pooled_activations(activations, image_groups(meta), concepts.pool)[0], concepts, top)
-        for concept in tops:
-            concept["heatmap"] = patch_grid(activations[:, concept["index"]].tolist(), meta)
+        tops = image_top_concepts(activations, meta, concepts, top)
     else:
         tops = top_concepts(activations[0], concepts, top)
         if map_settings is not None:

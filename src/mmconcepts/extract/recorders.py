@@ -109,18 +109,13 @@ class PrefillRecorder(_Recorder):
     def _image_side_keeper(self, name: str):
         """A vision layer or the projector: one sequence per image, its last positions the image tokens' patches
         in order (a class token in front left out); refused where they do not line up with the prompts."""
-        from mmconcepts.errors import MMConceptsError
+        from mmconcepts.models.vision_parts import image_side_starts
 
         def keep(hidden, call):
             if call != 0:
                 return
-            counts = [len(p) for p in self.positions]
-            if hidden.shape[0] != len(counts) or any(not n <= hidden.shape[1] <= n + 1 for n in counts):
-                raise MMConceptsError(f"layer {name} holds {hidden.shape[0]} sequences of {hidden.shape[1]} positions "
-                                      f"for {len(counts)} prompts of {', '.join(map(str, sorted(set(counts))))} image "
-                                      "tokens: this model's image-side states do not map one to one onto its image "
-                                      "tokens; read a decoder layer")
-            self.states[name] = [hidden[row, hidden.shape[1] - n:].detach() for row, n in enumerate(counts)]
+            starts = image_side_starts(hidden, [len(p) for p in self.positions], name, "read a decoder layer")
+            self.states[name] = [hidden[row, start:].detach() for row, start in enumerate(starts)]
 
         return keep
 

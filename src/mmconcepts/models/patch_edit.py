@@ -29,10 +29,13 @@ class PatchIntervention(LayerEdit):
     positions : list of 1-D long tensors
         Per batch row, the prompt positions edited (an empty tensor: the row is left as it is), counted in the
         row's own (unpadded) prompt of ``lengths[row]`` tokens; with left padding they are shifted by the
-        padding. At an image-side layer, the row's image tokens (``lengths[row]`` of them), counted from the end
-        of its sequence.
+        padding. At an image-side layer they are patch indices, counted from the end of the row's sequence
+        (mapped from prompt positions by ``image_tokens``, or given as such with ``lengths`` the patch counts).
     lengths : list of int
         Per batch row, its prompt's length.
+    image_tokens : list of 1-D long tensors, optional
+        Per batch row, the prompt positions of all its image tokens, in order: at an image-side layer the
+        ``positions`` (prompt positions among them) become the patches they are, whatever the caller.
     mode : ``"add"`` or ``"ablate"``
         ``"add"``: ``h <- h + strength * direction`` (one direction and strength per row); ``"ablate"``:
         ``h <- h - a_k(h) u_k`` where ``a_k(h) = dictionary.encode(h)[k] != 0`` (``u_k = dictionary.directions[k]``,
@@ -55,7 +58,7 @@ class PatchIntervention(LayerEdit):
     """
 
     def __init__(self, adapter, layer, positions, lengths, *, mode: str = "add", direction=None, strength=None,
-                 dictionary=None, concept=None):
+                 dictionary=None, concept=None, image_tokens=None):
         import torch
 
         if len(positions) != len(lengths):
@@ -83,22 +86,28 @@ class PatchIntervention(LayerEdit):
                                   "per row")
         self.dictionary = dictionary
         super().__init__(adapter, layer)
-        self._image_side(adapter)
+        self._image_side(adapter, image_tokens)
 
     def _reset(self) -> None:
         self.edited = 0
         self.edited_rows = [0] * len(getattr(self, "positions", ()))
 
-    def _image_side(self, adapter) -> None:
-        """At an image-side layer (``vision.I``, ``projector``) a row's positions count from the end of its
-        sequence (a vision encoder's class token stands in front); the vision layer the projector reads is
-        edited in the projector's input (:func:`~mmconcepts.models.vision_parts.feature_layer`), one after it is
-        refused: it feeds nothing."""
+    def _image_side(self, adapter, image_tokens) -> None:
+        """At an image-side layer (``vision.I``, ``projector``) a row's positions are patch indices counted from
+        the end of its sequence (a vision encoder's class token stands in front), mapped from prompt positions
+        by ``image_tokens``; the vision layer the projector reads is edited in the projector's input
+        (:func:`~mmconcepts.models.vision_parts.feature_layer`), one after it is refused: it feeds nothing."""
+        import torch
+
         from mmconcepts.models.vision_parts import PROJECTOR, VISION_PREFIX, feature_layer, is_vision_layer
 
         if not is_vision_layer(self.layer):
             return
         self.left = True
+        if image_tokens is not None:
+            tokens = [torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu() for t in image_tokens]
+            self.positions = [torch.searchsorted(t, p) for t, p in zip(tokens, self.positions)]
+            self.lengths = [len(t) for t in tokens]
         if not self.layer.startswith(VISION_PREFIX):
             return
         index, feature = int(self.layer[len(VISION_PREFIX):]), feature_layer(adapter.model)

@@ -20,7 +20,7 @@ from mmconcepts.errors import MMConceptsError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PROJECTOR", "VISION_PREFIX", "check_decoder_layer", "feature_layer", "image_side_width", "is_vision_layer", "projector", "resolve_vision_layer",
+__all__ = ["PROJECTOR", "VISION_PREFIX", "check_decoder_layer", "feature_layer", "image_side_starts", "image_side_width", "is_vision_layer", "projector", "resolve_vision_layer",
            "vision_layers", "vision_module"]
 
 #: Where transformers' VLMs keep the vision encoder (on the model or its inner ``model``).
@@ -82,6 +82,18 @@ def feature_layer(model) -> int | None:
         return None
     n = len(layers)  # hidden_states[0] is the embeddings, hidden_states[i + 1] layer i's output
     return index % (n + 1) - 1
+
+
+def image_side_starts(hidden, counts: list[int], name: str, advice: str) -> list[int]:
+    """Where each sequence's image-token patches start in an image-side layer's states ``hidden`` (``B x T x D``,
+    one sequence per image: its last ``counts[b]`` positions, a class token in front left out); a one-line error
+    ending in ``advice`` where they do not line up with the prompts' image tokens."""
+    T = hidden.shape[1]
+    if hidden.shape[0] != len(counts) or any(not n <= T <= n + 1 for n in counts):
+        raise MMConceptsError(f"layer {name} holds {hidden.shape[0]} sequences of {T} positions for {len(counts)} "
+                              f"prompts of {', '.join(map(str, sorted(set(counts))))} image tokens: its states do not "
+                              f"map one to one onto the image tokens; {advice}")
+    return [T - n for n in counts]
 
 
 def is_vision_layer(name: str) -> bool:

@@ -155,22 +155,16 @@ class ImageRunner(_Runner):
 
         if not indices:
             return []
-        import torch
-
-        from mmconcepts.models.vision_parts import is_vision_layer
-
         mode = steering.get("mode", "add")
         where = self.targets(mode)
         positions = [where[i] for i in indices]
         lengths = [self.lengths[i] for i in indices]
-        if is_vision_layer(self.adapter.resolve_layer(steering["layer"])):  # the image side: patch indices
-            positions = [torch.searchsorted(self.positions[i], p) for i, p in zip(indices, positions)]
-            lengths = [len(self.positions[i]) for i in indices]
+        tokens = [self.positions[i] for i in indices]  # the image side edits these tokens' patches
 
         def context(rows: slice) -> PatchIntervention:
             share = {key: value[rows] for key, value in (per_row or {}).items()}
             return PatchIntervention(self.adapter, steering["layer"], positions[rows], lengths[rows], mode=mode,
-                                     dictionary=steering.get("dictionary"), **share)
+                                     dictionary=steering.get("dictionary"), image_tokens=tokens[rows], **share)
 
         pils = [self.pils[i] for i in indices]
         return decode(self.adapter, generate_ids(self.adapter, pils, self.prompt, **self._generation(),
